@@ -1,0 +1,33 @@
+"""mmoe_annotated: the companion package of "The Annotated Multi-Task Ranker".
+
+MMoE (Ma et al., KDD 2018, "Modeling Task Relationships in Multi-task Learning with
+Multi-gate Mixture-of-Experts") and its ablations OMoE and Shared-Bottom, with the
+ByteRec data pipeline and a trainer. Each module names the book chapter that explains it:
+
+=================  ==========================================
+module             chapter
+=================  ==========================================
+``data``           2. The data
+``features``       3. Feature transforms
+``experts``        4. Experts
+``gates``          5. Gates
+``towers``         6. Towers and the whole model
+``model``          6. Towers and the whole model (and 1. The paper)
+``train``          7. Training
+``inspect``        5. Gates, 7. Training
+=================  ==========================================
+"""
+from .data import (COLUMNS, DENSE_FEATURES, SPARSE_FEATURES, TASKS, ByteRecSizes, DataError, load_byterec,
+                   load_example, make_byterec, split_by_row, write_byterec)
+from .features import (MISSING, NUM_RESERVED, OOV, PAD, DenseFeature, EncodedFeatures, FeatureEncoder,
+                       HashBuckets, InputLayer, MinMax, SparseFeature, Vocabulary, input_dim)
+from .experts import Experts, StackedMLP
+from .gates import Gates, mix
+from .towers import Towers
+from .model import MMoE, MODELS, ModelConfig, ModelOutput, MultiTaskModel, OMoE, SharedBottom, build_model
+from .train import History, TrainConfig, evaluate, fit, predict, resolve_device, seed_everything, task_losses
+from .inspect import (expert_utilization, gate_entropy, gate_weights, plot_architecture, plot_gate_distributions,
+                      plot_gate_heatmap, plot_history)
+from .source import show_source, source_of
+
+__version__ = "0.1.0"

@@ -1,0 +1,361 @@
+"""ByteRec data: the schema, a strict loader for the real files, and the embedded dataset.
+
+Explained in chapter 2, "The data" (``book/02_data.ipynb``).
+
+ByteRec is the short-video data of the ICME 2019 challenge (track 2): one row per
+(user, video) impression, two labels per row, ``finish`` (watched to the end) and
+``like``. The files are tab-separated with no header and exactly twelve columns, in
+the order of :data:`COLUMNS`. Missing IDs are written as ``-1``.
+
+Two ways to get data:
+
+* :func:`load_byterec` reads a real ByteRec file (for example the 200-row sample
+  that ships with DeepCTR-Torch's examples). It checks every line and raises
+  :class:`DataError` naming the file, line and column of the first problem.
+* :func:`load_example` returns the **embedded default dataset**. It is *synthetic*:
+  made on the fly by :func:`make_byterec`, a seeded generator that imitates the real
+  data (long-tail ID popularity, user/item/author effects, ``like`` much rarer than
+  ``finish``, new items arriving over time). Nothing is downloaded, so every chapter
+  runs anywhere.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "COLUMNS",
+    "SPARSE_FEATURES",
+    "DENSE_FEATURES",
+    "TASKS",
+    "DataError",
+    "load_byterec",
+    "write_byterec",
+    "make_byterec",
+    "load_example",
+    "split_by_row",
+    "ByteRecSizes",
+]
+
+#: The twelve ByteRec columns, in file order.
+COLUMNS: tuple[str, ...] = (
+    "uid", "user_city", "item_id", "author_id", "item_city", "channel",
+    "finish", "like", "music_id", "device", "time", "duration_time",
+)
+#: The eight categorical ID features the tutorial label-encodes.
+SPARSE_FEATURES: tuple[str, ...] = (
+    "uid", "user_city", "item_id", "author_id", "item_city", "channel", "music_id", "device",
+)
+#: The one dense feature the tutorial min-max scales.
+DENSE_FEATURES: tuple[str, ...] = ("duration_time",)
+#: The two binary tasks.
+TASKS: tuple[str, ...] = ("finish", "like")
+
+_INT_COLUMNS = tuple(c for c in COLUMNS if c != "duration_time")
+
+
+class DataError(ValueError):
+    """Bad input data. The message names the file, line and column where it can.
+
+    Attributes ``path``, ``line`` (1-based) and ``column`` hold the same facts for code.
+    """
+
+    def __init__(self, message: str, *, path=None, line: int | None = None, column: str | None = None):
+        where = []
+        if path is not None:
+            where.append(f"{path}")
+        if line is not None:
+            where.append(f"line {line}")
+        if column is not None:
+            where.append(f"column {column!r}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        self.path = None if path is None else str(path)
+        self.line = line
+        self.column = column
+
+
+# ---------------------------------------------------------------------------
+# Reading real files
+# ---------------------------------------------------------------------------
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise DataError("no such file", path=path)
+    if path.is_dir():
+        raise DataError("is a directory, not a ByteRec file", path=path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:  # permissions, special files
+        raise DataError(f"cannot be read ({exc.strerror or exc})", path=path) from exc
+    if not raw.strip():
+        raise DataError("the file is empty; a ByteRec file has one row per line", path=path)
+    if raw[:2] == b"\x1f\x8b":
+        raise DataError("is gzip-compressed; decompress it first (gunzip) or pass the .txt", path=path)
+    if raw[:4] == b"PK\x03\x04":
+        raise DataError("is a zip archive; extract the .txt file first", path=path)
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise DataError("contains NUL bytes: this is a binary file, not tab-separated text", path=path, line=line)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+                        path=path, line=line) from exc
+
+
+def _check_lines(text: str, path: Path, skip: bool, bad: list[tuple[int, str]]) -> tuple[list[str], np.ndarray]:
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    kept, numbers = [], []
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\r")
+        n = line.count("\t") + 1
+        if n != len(COLUMNS):
+            reason = ("empty line" if not line.strip() else
+                      f"has {n} tab-separated columns, expected {len(COLUMNS)} ({', '.join(COLUMNS)})")
+            if not skip:
+                raise DataError(reason, path=path, line=number)
+            bad.append((number, reason))
+            continue
+        kept.append(line)
+        numbers.append(number)
+    return kept, np.asarray(numbers, dtype=np.int64)
+
+
+def _problems(frame: pd.DataFrame) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
+    """Validate the string frame column by column; return parsed values and (row, column, reason)."""
+    problems: list[tuple[int, str, str]] = []
+    parsed = {}
+    for col in COLUMNS:
+        raw = frame[col]
+        values = pd.to_numeric(raw, errors="coerce")
+        bad_mask = values.isna().to_numpy()
+        for row in np.flatnonzero(bad_mask):
+            text = raw.iat[row]
+            reason = ("missing value" if text.strip() == "" else f"{text!r} is not a number")
+            if col in TASKS and text.strip() == "":
+                reason = "missing label"
+            problems.append((int(row), col, reason))
+        arr = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        ok = ~bad_mask
+        if col in _INT_COLUMNS:
+            frac = ok & (np.floor(arr) != arr)
+            for row in np.flatnonzero(frac):
+                problems.append((int(row), col, f"{raw.iat[row]!r} is not a whole number"))
+            big = ok & (np.abs(arr) > 2**53)
+            for row in np.flatnonzero(big):
+                problems.append((int(row), col, f"{raw.iat[row]!r} is too large for an ID"))
+        if col in TASKS:
+            out = ok & ~np.isin(arr, (0.0, 1.0))
+            for row in np.flatnonzero(out):
+                problems.append((int(row), col, f"label {raw.iat[row]!r} is not 0 or 1"))
+        if col == "duration_time":
+            nonfinite = ok & ~np.isfinite(arr)
+            for row in np.flatnonzero(nonfinite):
+                problems.append((int(row), col, f"duration {raw.iat[row]!r} is not finite"))
+            neg = ok & np.isfinite(arr) & (arr < 0)
+            for row in np.flatnonzero(neg):
+                problems.append((int(row), col, f"duration {raw.iat[row]!r} is negative"))
+        parsed[col] = arr
+    return parsed, problems
+
+
+def load_byterec(path: str | os.PathLike, *, on_bad_lines: str = "error") -> pd.DataFrame:
+    """Read a ByteRec file (12 tab-separated columns, no header) into a DataFrame.
+
+    Every line is checked: column count, numbers in numeric columns, labels in {0, 1},
+    finite non-negative ``duration_time``. The first problem raises :class:`DataError`
+    naming the file, line and column. Nothing is dropped silently: with
+    ``on_bad_lines="skip"`` bad lines are left out, a warning says how many, and
+    ``df.attrs["bad_lines"]`` lists ``(line, reason)`` for each of them.
+
+    Returns a DataFrame with the columns of :data:`COLUMNS`: IDs, labels and ``time``
+    as int64, ``duration_time`` as float64.
+    """
+    if on_bad_lines not in ("error", "skip"):
+        raise ValueError(f"on_bad_lines must be 'error' or 'skip', got {on_bad_lines!r}")
+    skip = on_bad_lines == "skip"
+    path = Path(path)
+    text = _read_text(path)
+    bad: list[tuple[int, str]] = []
+    lines, numbers = _check_lines(text, path, skip, bad)
+    if lines:
+        frame = pd.read_csv(io.StringIO("\n".join(lines)), sep="\t", header=None, names=list(COLUMNS),
+                            dtype=str, keep_default_na=False, na_filter=False, quoting=3,
+                            skip_blank_lines=False, engine="c")
+    else:
+        frame = pd.DataFrame({c: pd.Series([], dtype=str) for c in COLUMNS})
+    parsed, problems = _problems(frame)
+    if problems:
+        problems.sort()
+        if not skip:
+            row, col, reason = problems[0]
+            raise DataError(reason, path=path, line=int(numbers[row]), column=col)
+        drop = sorted({row for row, _, _ in problems})
+        for row, col, reason in problems:
+            bad.append((int(numbers[row]), f"column {col!r}: {reason}"))
+        keep = np.ones(len(frame), dtype=bool)
+        keep[drop] = False
+    else:
+        keep = np.ones(len(frame), dtype=bool)
+    if not keep.any():
+        raise DataError("no valid rows: every line is malformed", path=path)
+    out = pd.DataFrame({c: parsed[c][keep] for c in COLUMNS})
+    for c in _INT_COLUMNS:
+        out[c] = out[c].astype(np.int64)
+    out["duration_time"] = out["duration_time"].astype(np.float64)
+    bad.sort()
+    out.attrs["source"] = str(path)
+    out.attrs["bad_lines"] = bad
+    if bad:
+        lines_txt = ", ".join(str(n) for n, _ in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        warnings.warn(f"{path}: skipped {len({n for n, _ in bad})} bad line(s): {lines_txt}; "
+                      "see df.attrs['bad_lines']", stacklevel=2)
+    return out
+
+
+def write_byterec(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``df`` in the ByteRec file format (the format :func:`load_byterec` reads)."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"cannot write ByteRec: missing columns {missing}")
+    path = Path(path)
+    df.loc[:, list(COLUMNS)].to_csv(path, sep="\t", header=False, index=False, lineterminator="\n")
+    return path
+
+
+# ---------------------------------------------------------------------------
+# The embedded (synthetic) dataset
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ByteRecSizes:
+    """Vocabulary sizes of the generated data. The defaults make a small, quick dataset;
+    :meth:`like_real` gives vocabularies about the size of the real ByteRec track-2 data."""
+
+    users: int = 2_000
+    items: int = 8_000
+    authors: int = 3_000
+    music: int = 1_500
+    cities: int = 300
+    devices: int = 1_200
+    channels: int = 5
+
+    @classmethod
+    def like_real(cls) -> "ByteRecSizes":
+        return cls(users=20_000, items=100_000, authors=50_000, music=20_000, cities=400,
+                   devices=2_000, channels=5)
+
+
+def _zipf(rng: np.random.Generator, n_values: int, size: int, exponent: float) -> np.ndarray:
+    """Ranks 0..n_values-1 drawn with probability proportional to 1 / (rank + 1) ** exponent."""
+    weights = 1.0 / np.arange(1, n_values + 1, dtype=np.float64) ** exponent
+    cdf = np.cumsum(weights)
+    cdf /= cdf[-1]
+    return np.minimum(np.searchsorted(cdf, rng.random(size), side="right"), n_values - 1)
+
+
+def make_byterec(n_rows: int = 20_000, seed: int = 0, sizes: ByteRecSizes | None = None) -> pd.DataFrame:
+    """Generate a **synthetic** dataset in the ByteRec format. Seeded: same arguments, same rows.
+
+    What it imitates, and how:
+
+    * long-tail popularity: users, authors and music are drawn Zipf-like, so a few IDs
+      appear often and most appear once or twice;
+    * time: rows are in time order and items are *released over time*; recent items are
+      the most popular, so later rows hold many item (and author) IDs that earlier rows
+      never showed, which is what an encoder fit on an 80/20 split by row order meets;
+    * attributes follow their entity: an item keeps its author, music, city and duration,
+      a user keeps their city and device; about 18 % of ``user_city`` and 60 % of
+      ``music_id`` are missing (``-1``), as in the real sample;
+    * labels from a planted signal with related but different drivers. Both tasks share
+      an item "quality" effect. ``finish`` (about 38 % positive) also depends strongly on
+      the video's duration (short videos get finished), the user's patience and the
+      channel. ``like`` (about 4 % positive) depends on the author's appeal and the
+      user's taste for liking, and is more likely after a finish.
+    """
+    if n_rows <= 0:
+        raise ValueError(f"n_rows must be positive, got {n_rows}")
+    sizes = sizes or ByteRecSizes()
+    rng = np.random.default_rng(seed)
+    n = int(n_rows)
+
+    # Entities and their fixed attributes.
+    user_city = rng.integers(0, sizes.cities, sizes.users)
+    user_city[rng.random(sizes.users) < 0.18] = -1
+    user_device = rng.integers(0, sizes.devices, sizes.users)
+    item_author = _zipf(rng, sizes.authors, sizes.items, 0.9)
+    item_music = _zipf(rng, sizes.music, sizes.items, 1.1)
+    item_music[rng.random(sizes.items) < 0.6] = -1
+    item_city = rng.integers(0, sizes.cities, sizes.items)
+    item_duration = np.clip(np.round(rng.gamma(3.0, 3.8, sizes.items)), 1, 300)
+
+    # Planted effects (standard normal, scaled by how much each driver matters).
+    quality = rng.normal(size=sizes.items)
+    author_appeal = rng.normal(size=sizes.authors)
+    user_patience = rng.normal(size=sizes.users)
+    user_liker = rng.normal(size=sizes.users)
+    channel_effect = np.linspace(0.4, -0.6, sizes.channels)
+
+    # Rows: users long-tailed; items long-tailed too, but released over time (item i exists
+    # once i < released), so later rows show items that earlier rows could not.
+    uid = _zipf(rng, sizes.users, n, 0.8)
+    released = np.maximum(1, np.round(sizes.items * (0.5 + 0.5 * np.arange(1, n + 1) / n))).astype(np.int64)
+    popularity_order = rng.permutation(sizes.items)
+    item = popularity_order[_zipf(rng, sizes.items, n, 0.9)] % released
+    channel = np.minimum(rng.geometric(0.75, n) - 1, sizes.channels - 1)
+    time = 53_085_000_000 + np.sort(rng.integers(0, 2_000_000, n))
+
+    duration = item_duration[item]
+    duration_z = (np.log(duration) - 2.2) / 0.6
+    finish_logit = (-0.9 + 0.9 * quality[item] - 1.1 * duration_z
+                    + 0.7 * user_patience[uid] + channel_effect[channel])
+    finish = (rng.random(n) < 1 / (1 + np.exp(-finish_logit))).astype(np.int64)
+    like_logit = (-4.35 + 0.7 * quality[item] + 0.9 * author_appeal[item_author[item]]
+                  + 0.8 * user_liker[uid] + 1.0 * finish)
+    like = (rng.random(n) < 1 / (1 + np.exp(-like_logit))).astype(np.int64)
+
+    # Raw IDs look like ByteRec's: large, arbitrary integers rather than 0..n-1.
+    frame = pd.DataFrame({
+        "uid": uid + 1_000,
+        "user_city": np.where(user_city[uid] >= 0, user_city[uid] + 1, -1),
+        "item_id": item + 500_000,
+        "author_id": item_author[item] + 10_000,
+        "item_city": item_city[item] + 1,
+        "channel": channel,
+        "finish": finish,
+        "like": like,
+        "music_id": np.where(item_music[item] >= 0, item_music[item] + 1, -1),
+        "device": user_device[uid] + 3_000,
+        "time": time,
+        "duration_time": duration.astype(np.float64),
+    }, columns=list(COLUMNS))
+    frame.attrs["source"] = f"make_byterec(n_rows={n}, seed={seed})"
+    return frame
+
+
+def load_example(n_rows: int = 20_000, seed: int = 0) -> pd.DataFrame:
+    """The book's default dataset: :func:`make_byterec` with the default sizes.
+
+    **Synthetic**, generated on the fly (no download). Same arguments, same rows.
+    """
+    return make_byterec(n_rows=n_rows, seed=seed)
+
+
+def split_by_row(df: pd.DataFrame, train_fraction: float = 0.8) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split by row order, as the tutorial does: the first ``train_fraction`` of rows train,
+    the rest test. ByteRec rows are in time order, so this is a split by time."""
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be strictly between 0 and 1, got {train_fraction}")
+    if len(df) < 2:
+        raise ValueError(f"need at least 2 rows to split, got {len(df)}")
+    cut = min(max(int(len(df) * train_fraction), 1), len(df) - 1)
+    return df.iloc[:cut].reset_index(drop=True), df.iloc[cut:].reset_index(drop=True)

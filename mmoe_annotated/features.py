@@ -1,0 +1,432 @@
+"""Feature transforms: specs, the encoder fit on training data, and the input layer.
+
+Explained in chapter 3, "Feature transforms" (``book/03_features.ipynb``).
+
+The tutorial label-encodes each ID column with scikit-learn's ``LabelEncoder`` fit on
+*all* rows and scales ``duration_time`` with ``MinMaxScaler`` fit on all rows too. That
+leaks test data into the encoders and hides the production problem: an ID that the
+training data never showed has no row in the embedding table (``IndexError``). Here:
+
+* encoders are fit on the **training split only**;
+* every categorical vocabulary reserves ids ``PAD = 0``, ``OOV = 1`` (any value not seen
+  in training) and ``MISSING = 2`` (NaN/None); known values start at 3;
+* a column can instead be **hash-encoded** into a fixed number of buckets (no vocabulary
+  to store, no OOV, at the price of collisions);
+* dense columns are min-max scaled with the training minimum and maximum;
+* categorical ids stay ``int64`` and travel apart from the float dense values
+  (:class:`EncodedFeatures`), never round-tripped through float32.
+
+Shape letters used in comments throughout the package:
+``B`` batch, ``F`` sparse fields, ``K`` embedding dim, ``N`` dense width,
+``I`` input width (F*K + N), ``E`` experts, ``H`` hidden width, ``D`` expert output,
+``G`` gates, ``T`` tasks, ``V`` total vocabulary rows.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence, Union
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .data import DataError
+
+__all__ = [
+    "PAD", "OOV", "MISSING", "NUM_RESERVED",
+    "SparseFeature", "DenseFeature", "FeatureSpec", "EncodedFeatures",
+    "Vocabulary", "HashBuckets", "MinMax", "FeatureEncoder", "InputLayer", "input_dim",
+]
+
+PAD, OOV, MISSING = 0, 1, 2
+NUM_RESERVED = 3
+
+
+@dataclass(frozen=True)
+class SparseFeature:
+    """A categorical feature: ids in ``[0, vocab_size)``, each with a learned ``emb_dim`` vector."""
+
+    name: str
+    vocab_size: int
+    emb_dim: int = 4
+
+    def __post_init__(self):
+        if not self.name:
+            raise ValueError("SparseFeature needs a name")
+        if int(self.vocab_size) < 1:
+            raise ValueError(f"SparseFeature {self.name!r}: vocab_size must be >= 1, got {self.vocab_size}")
+        if int(self.emb_dim) < 1:
+            raise ValueError(f"SparseFeature {self.name!r}: emb_dim must be >= 1, got {self.emb_dim}")
+
+
+@dataclass(frozen=True)
+class DenseFeature:
+    """A numeric feature of width ``dim`` fed to the network as it is (after scaling)."""
+
+    name: str
+    dim: int = 1
+
+    def __post_init__(self):
+        if not self.name:
+            raise ValueError("DenseFeature needs a name")
+        if int(self.dim) < 1:
+            raise ValueError(f"DenseFeature {self.name!r}: dim must be >= 1, got {self.dim}")
+
+
+FeatureSpec = Union[SparseFeature, DenseFeature]
+
+
+def input_dim(features: Sequence[FeatureSpec]) -> int:
+    """Width ``I`` of the input vector: all embeddings concatenated, then all dense values."""
+    return sum(f.emb_dim if isinstance(f, SparseFeature) else f.dim for f in features)
+
+
+class EncodedFeatures(NamedTuple):
+    """Model input for ``B`` rows: categorical ids and dense values, kept apart.
+
+    ``ids`` is int64 ``(B, F)`` (or ``None`` with no sparse features); ``dense`` is
+    float32 ``(B, N)`` (or ``None`` with no dense features)."""
+
+    ids: torch.Tensor | None
+    dense: torch.Tensor | None
+
+    def __len__(self) -> int:  # number of rows, not number of fields
+        t = self.ids if self.ids is not None else self.dense
+        return 0 if t is None else int(t.shape[0])
+
+    def index(self, rows) -> "EncodedFeatures":
+        return EncodedFeatures(None if self.ids is None else self.ids[rows],
+                               None if self.dense is None else self.dense[rows])
+
+    def to(self, device, non_blocking: bool = False) -> "EncodedFeatures":
+        return EncodedFeatures(None if self.ids is None else self.ids.to(device, non_blocking=non_blocking),
+                               None if self.dense is None else self.dense.to(device, non_blocking=non_blocking))
+
+
+# ---------------------------------------------------------------------------
+# Column encoders
+# ---------------------------------------------------------------------------
+
+def _as_keys(values: pd.Series) -> pd.Series:
+    """Canonical string keys, so that 42, 42.0 and "42" are one category; missing -> NaN."""
+    if pd.api.types.is_float_dtype(values):
+        arr = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        keys = np.empty(len(arr), dtype=object)
+        whole = np.isfinite(arr) & (arr == np.floor(arr)) & (np.abs(arr) < 2**53)
+        keys[whole] = arr[whole].astype(np.int64).astype(str)
+        other = ~whole & ~np.isnan(arr)
+        keys[other] = arr[other].astype(str)
+        keys[np.isnan(arr)] = None
+        return pd.Series(keys, index=values.index, dtype=object)
+    return values.astype(str).where(values.notna())
+
+
+class Vocabulary:
+    """Value -> id map learned on training data. Unseen values map to ``OOV``, missing to ``MISSING``."""
+
+    kind = "vocab"
+
+    def __init__(self, values: Sequence[str] = ()):
+        self.values = list(values)
+        self._index = pd.Index(self.values)
+
+    @classmethod
+    def fit(cls, column: pd.Series) -> "Vocabulary":
+        keys = _as_keys(column).dropna()
+        # Most frequent first, ties by first appearance: ids are stable and readable.
+        counts = keys.value_counts(sort=True)
+        return cls(list(counts.index))
+
+    @property
+    def size(self) -> int:
+        return NUM_RESERVED + len(self.values)
+
+    def transform(self, column: pd.Series) -> np.ndarray:
+        keys = _as_keys(column)
+        pos = self._index.get_indexer(keys.fillna("").to_numpy(dtype=object))
+        ids = np.where(pos >= 0, pos + NUM_RESERVED, OOV).astype(np.int64)
+        ids[keys.isna().to_numpy()] = MISSING
+        return ids
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "values": self.values}
+
+
+class HashBuckets:
+    """Hash encoding into ``buckets`` ids with a hash that is stable across processes.
+
+    No vocabulary is stored and no value is out of vocabulary; distinct values can
+    collide in one bucket."""
+
+    kind = "hash"
+
+    def __init__(self, buckets: int):
+        if int(buckets) < 1:
+            raise ValueError(f"hash buckets must be >= 1, got {buckets}")
+        self.buckets = int(buckets)
+
+    @classmethod
+    def fit(cls, column: pd.Series, buckets: int) -> "HashBuckets":
+        return cls(buckets)
+
+    @property
+    def size(self) -> int:
+        return NUM_RESERVED + self.buckets
+
+    def transform(self, column: pd.Series) -> np.ndarray:
+        keys = _as_keys(column)
+        missing = keys.isna().to_numpy()
+        hashed = pd.util.hash_array(keys.fillna("").to_numpy(dtype=object), categorize=False)
+        ids = (hashed % np.uint64(self.buckets)).astype(np.int64) + NUM_RESERVED
+        ids[missing] = MISSING
+        return ids
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "buckets": self.buckets}
+
+
+class MinMax:
+    """Min-max scaling to [0, 1] with the training minimum and maximum (a constant column maps to 0)."""
+
+    def __init__(self, low: float, high: float):
+        self.low, self.high = float(low), float(high)
+
+    @classmethod
+    def fit(cls, column: np.ndarray) -> "MinMax":
+        return cls(np.min(column), np.max(column))
+
+    def transform(self, column: np.ndarray) -> np.ndarray:
+        span = self.high - self.low
+        return (column - self.low) / span if span > 0 else np.zeros_like(column)
+
+    def to_dict(self) -> dict:
+        return {"low": self.low, "high": self.high}
+
+
+# ---------------------------------------------------------------------------
+# The encoder: DataFrame -> EncodedFeatures
+# ---------------------------------------------------------------------------
+
+class FeatureEncoder:
+    """Fit on the training DataFrame, then turn any DataFrame into :class:`EncodedFeatures`.
+
+    Parameters
+    ----------
+    sparse, dense:
+        Column names of the categorical and the numeric features.
+    emb_dim:
+        Embedding width ``K`` of every sparse feature (an int), or a dict per column.
+    hash_buckets:
+        Columns to hash-encode instead of learning a vocabulary: a dict column -> buckets,
+        or one int for every sparse column.
+    dense_fill:
+        What to do with NaN or infinite dense values: ``None`` (default) raises
+        :class:`DataError`; a number replaces them with that (raw, pre-scaling) value.
+    """
+
+    def __init__(self, sparse: Sequence[str] = (), dense: Sequence[str] = (), emb_dim: int | dict = 4,
+                 hash_buckets: int | dict | None = None, dense_fill: float | None = None):
+        self.sparse = list(sparse)
+        self.dense = list(dense)
+        if not self.sparse and not self.dense:
+            raise ValueError("FeatureEncoder needs at least one sparse or dense column")
+        dupes = sorted({c for c in self.sparse + self.dense if (self.sparse + self.dense).count(c) > 1})
+        if dupes:
+            raise ValueError(f"columns listed more than once: {dupes}")
+        if isinstance(emb_dim, dict):
+            unknown = set(emb_dim) - set(self.sparse)
+            if unknown:
+                raise ValueError(f"emb_dim names columns that are not sparse features: {sorted(unknown)}")
+            self.emb_dim = {c: int(emb_dim.get(c, 4)) for c in self.sparse}
+        else:
+            self.emb_dim = {c: int(emb_dim) for c in self.sparse}
+        if isinstance(hash_buckets, int):
+            hash_buckets = {c: hash_buckets for c in self.sparse}
+        self.hash_buckets = dict(hash_buckets or {})
+        unknown = set(self.hash_buckets) - set(self.sparse)
+        if unknown:
+            raise ValueError(f"hash_buckets names columns that are not sparse features: {sorted(unknown)}")
+        if dense_fill is not None and not math.isfinite(float(dense_fill)):
+            raise ValueError(f"dense_fill must be a finite number or None, got {dense_fill}")
+        self.dense_fill = dense_fill
+        self.encoders: dict[str, Vocabulary | HashBuckets] = {}
+        self.scalers: dict[str, MinMax] = {}
+
+    # -- fitting -------------------------------------------------------------
+    def _require(self, df: pd.DataFrame) -> None:
+        if not isinstance(df, pd.DataFrame):
+            raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
+        missing = [c for c in self.sparse + self.dense if c not in df.columns]
+        if missing:
+            raise DataError(f"the frame lacks column(s) {missing} that the encoder uses; "
+                            f"it has {list(df.columns)}", column=missing[0])
+
+    def _dense_values(self, df: pd.DataFrame, col: str) -> np.ndarray:
+        series = df[col]
+        if not (pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)):
+            raise DataError(f"dense column has dtype {series.dtype}; it must be numeric", column=col)
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            if self.dense_fill is None:
+                row = int(np.flatnonzero(bad)[0])
+                raise DataError(f"{int(bad.sum())} NaN or infinite value(s), first at row {row} "
+                                f"(index {df.index[row]!r}); pass dense_fill= to replace them", column=col)
+            values = np.where(bad, float(self.dense_fill), values)
+        return values
+
+    def fit(self, df: pd.DataFrame) -> "FeatureEncoder":
+        """Learn vocabularies and scaling ranges from ``df`` (the training split only)."""
+        self._require(df)
+        if len(df) == 0:
+            raise DataError("cannot fit an encoder on an empty frame")
+        self.encoders = {c: (HashBuckets.fit(df[c], self.hash_buckets[c]) if c in self.hash_buckets
+                             else Vocabulary.fit(df[c])) for c in self.sparse}
+        self.scalers = {c: MinMax.fit(self._dense_values(df, c)) for c in self.dense}
+        return self
+
+    @property
+    def is_fitted(self) -> bool:
+        return len(self.encoders) == len(self.sparse) and len(self.scalers) == len(self.dense)
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise RuntimeError("the FeatureEncoder is not fitted yet: call .fit(train_df) first")
+
+    # -- using ---------------------------------------------------------------
+    @property
+    def features(self) -> tuple[FeatureSpec, ...]:
+        """Feature specs for the model: one :class:`SparseFeature` per sparse column (vocab
+        size includes the reserved ids), then one :class:`DenseFeature` per dense column."""
+        self._check_fitted()
+        return tuple([SparseFeature(c, self.encoders[c].size, self.emb_dim[c]) for c in self.sparse]
+                     + [DenseFeature(c, 1) for c in self.dense])
+
+    def transform(self, df: pd.DataFrame) -> EncodedFeatures:
+        """Encode ``df``: unseen categories -> OOV, missing -> MISSING, dense scaled with train min/max."""
+        self._check_fitted()
+        self._require(df)
+        ids = None
+        if self.sparse:
+            ids = torch.from_numpy(np.stack([self.encoders[c].transform(df[c]) for c in self.sparse], axis=1)
+                                   if len(df) else np.zeros((0, len(self.sparse)), dtype=np.int64))  # (B, F)
+        dense = None
+        if self.dense:
+            cols = [self.scalers[c].transform(self._dense_values(df, c)) for c in self.dense]
+            dense = torch.from_numpy(np.stack(cols, axis=1).astype(np.float32)
+                                     if len(df) else np.zeros((0, len(self.dense)), dtype=np.float32))  # (B, N)
+        return EncodedFeatures(ids, dense)
+
+    def fit_transform(self, df: pd.DataFrame) -> EncodedFeatures:
+        return self.fit(df).transform(df)
+
+    # -- serialisation (JSON-safe; used by checkpoints) ----------------------
+    def to_dict(self) -> dict:
+        self._check_fitted()
+        return {
+            "sparse": self.sparse, "dense": self.dense, "emb_dim": self.emb_dim,
+            "hash_buckets": self.hash_buckets, "dense_fill": self.dense_fill,
+            "encoders": {c: e.to_dict() for c, e in self.encoders.items()},
+            "scalers": {c: s.to_dict() for c, s in self.scalers.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict) -> "FeatureEncoder":
+        try:
+            enc = cls(state["sparse"], state["dense"], emb_dim=dict(state["emb_dim"]) or 4,
+                      hash_buckets=state["hash_buckets"], dense_fill=state["dense_fill"])
+            for c, e in state["encoders"].items():
+                enc.encoders[c] = (Vocabulary(e["values"]) if e["kind"] == "vocab" else HashBuckets(e["buckets"]))
+            for c, s in state["scalers"].items():
+                enc.scalers[c] = MinMax(s["low"], s["high"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a FeatureEncoder state: missing or malformed entry {exc}") from exc
+        enc._check_fitted()
+        return enc
+
+    def __repr__(self) -> str:
+        state = "fitted" if self.is_fitted else "not fitted"
+        return f"FeatureEncoder(sparse={self.sparse}, dense={self.dense}, {state})"
+
+
+# ---------------------------------------------------------------------------
+# The input layer: EncodedFeatures -> (B, I)
+# ---------------------------------------------------------------------------
+
+class InputLayer(nn.Module):
+    """Embeds all sparse fields with **one** lookup into one table and appends the dense values.
+
+    Each field owns a slice of the table; ``offsets`` shifts field ``f``'s ids into its
+    slice, so ``table[ids + offsets]`` embeds every field at once. All sparse features
+    must share one embedding width ``K`` for this (the common case, and the tutorial's).
+
+    ``sparse=True`` makes the table's gradient sparse (only looked-up rows), which
+    Adagrad and SGD support; it rules out an L2 penalty on the whole table.
+    """
+
+    def __init__(self, features: Sequence[FeatureSpec], init_std: float = 1e-4, sparse: bool = False):
+        super().__init__()
+        self.sparse_features = [f for f in features if isinstance(f, SparseFeature)]
+        self.dense_features = [f for f in features if isinstance(f, DenseFeature)]
+        if len(self.sparse_features) + len(self.dense_features) != len(features):
+            raise TypeError("features must be SparseFeature or DenseFeature instances")
+        if not features:
+            raise ValueError("the model needs at least one feature")
+        if self.sparse_features:
+            dims = {f.emb_dim for f in self.sparse_features}
+            if len(dims) != 1:
+                raise ValueError(f"all sparse features must share one emb_dim for the single-table "
+                                 f"lookup, got {sorted(dims)}")
+            self.emb_dim = dims.pop()
+            sizes = torch.tensor([f.vocab_size for f in self.sparse_features])
+            self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)  # (F,)
+            self.register_buffer("vocab_sizes", sizes, persistent=False)  # (F,)
+            self.table = nn.Embedding(int(sizes.sum()), self.emb_dim, sparse=sparse)  # (V, K)
+            nn.init.normal_(self.table.weight, mean=0.0, std=init_std)
+        else:
+            self.emb_dim = 0
+            self.table = None
+        self.num_fields = len(self.sparse_features)
+        self.dense_dim = sum(f.dim for f in self.dense_features)
+        self.output_dim = self.num_fields * self.emb_dim + self.dense_dim
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Look up every field at once: ``(B, F)`` int64 ids -> ``(B, F, K)`` vectors."""
+        return self.table(ids + self.offsets)  # (B, F, K)
+
+    def check(self, ids: torch.Tensor | None, dense: torch.Tensor | None) -> None:
+        """Clear errors for inputs that would otherwise fail deep inside torch."""
+        if self.num_fields:
+            if ids is None:
+                raise ValueError(f"the model has {self.num_fields} sparse features but got ids=None")
+            if ids.dim() != 2 or ids.shape[1] != self.num_fields:
+                raise ValueError(f"ids must have shape (B, {self.num_fields}), got {tuple(ids.shape)}")
+            if ids.dtype not in (torch.int64, torch.int32):
+                raise TypeError(f"ids must be int64, got {ids.dtype}")
+            if ids.numel():
+                low = ids.min(0).values
+                high = ids.max(0).values
+                bad = (low < 0) | (high >= self.vocab_sizes)
+                if bad.any():
+                    f = int(torch.nonzero(bad)[0])
+                    feat = self.sparse_features[f]
+                    raise ValueError(f"feature {feat.name!r}: ids must lie in [0, {feat.vocab_size}), "
+                                     f"got values in [{int(low[f])}, {int(high[f])}]; encode raw values "
+                                     "with a fitted FeatureEncoder (unseen values map to OOV)")
+        if self.dense_dim:
+            if dense is None:
+                raise ValueError(f"the model has {self.dense_dim} dense inputs but got dense=None")
+            if dense.dim() != 2 or dense.shape[1] != self.dense_dim:
+                raise ValueError(f"dense must have shape (B, {self.dense_dim}), got {tuple(dense.shape)}")
+        if self.num_fields and self.dense_dim and ids.shape[0] != dense.shape[0]:
+            raise ValueError(f"ids and dense disagree on the batch size: {ids.shape[0]} vs {dense.shape[0]}")
+
+    def forward(self, ids: torch.Tensor | None, dense: torch.Tensor | None) -> torch.Tensor:
+        parts = []
+        if self.num_fields:
+            parts.append(self.embed(ids).flatten(1))  # (B, F*K)
+        if self.dense_dim:
+            parts.append(dense)  # (B, N)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # (B, I)

@@ -1,0 +1,68 @@
+"""Gates: a softmax over experts, one gate per task, and the mixing step.
+
+Explained in chapter 5, "Gates" (``book/05_gates.ipynb``).
+
+The paper (Ma et al. 2018, eq. 5-6): task ``k`` sees ``f^k(x) = sum_i g^k(x)_i f_i(x)``
+with ``g^k(x) = softmax(W_gk x)``, a *linear* map of the input followed by a softmax
+over the ``E`` experts. DeepCTR-Torch puts an MLP (default one hidden layer of 64)
+before that final bias-free linear map; ``hidden_units=()`` gives the paper's gate.
+
+The gate weights are returned to the caller, never thrown away: they are the most
+interpretable thing an MMoE model learns (chapter 7 and :mod:`mmoe_annotated.inspect`).
+
+Shape letters: ``B`` batch, ``I`` input width, ``G`` gates, ``E`` experts,
+``T`` tasks, ``D`` expert output width.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .experts import StackedMLP, init_weight_
+
+__all__ = ["Gates", "mix"]
+
+
+class Gates(nn.Module):
+    """``G`` gates over ``E`` experts: ``(B, I) -> (B, G, E)``, each row a probability vector.
+
+    MMoE uses one gate per task (``G = T``); OMoE one gate shared by all tasks (``G = 1``).
+    """
+
+    def __init__(self, input_dim: int, num_experts: int, num_gates: int,
+                 hidden_units: Sequence[int] = (64,), activation: str = "relu",
+                 dropout: float = 0.0, init_std: float | None = 1e-4):
+        super().__init__()
+        if num_experts < 1:
+            raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+        if num_gates < 1:
+            raise ValueError(f"num_gates must be >= 1, got {num_gates}")
+        self.num_experts, self.num_gates = int(num_experts), int(num_gates)
+        hidden_units = tuple(hidden_units)
+        self.mlp = (StackedMLP(input_dim, num_gates, hidden_units, activation, dropout, init_std)
+                    if hidden_units else None)
+        fan_in = hidden_units[-1] if hidden_units else int(input_dim)
+        # The final map has no bias, like the paper's W_gk and DeepCTR-Torch's gate_dnn_final_layer,
+        # and keeps PyTorch's nn.Linear init as DeepCTR-Torch does.
+        self.out = nn.Parameter(torch.empty(num_gates, fan_in, num_experts))  # (G, H, E)
+        init_weight_(self.out, fan_in, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mlp is None:
+            logits = (x @ self.out.transpose(0, 1).reshape(x.shape[1], -1))  # (B, G*E)
+            logits = logits.view(x.shape[0], self.num_gates, self.num_experts)  # (B, G, E)
+        else:
+            h = self.mlp(x).transpose(0, 1)  # (G, B, H)
+            logits = torch.bmm(h, self.out).transpose(0, 1)  # (B, G, E)
+        return torch.softmax(logits, dim=-1)  # (B, G, E), sums to 1 over E
+
+
+def mix(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    """Each task's weighted sum of expert outputs: ``(B, T, E) x (B, E, D) -> (B, T, D)``.
+
+    A broadcast multiply and a sum over the expert axis. DeepCTR-Torch instead calls
+    ``torch.matmul((B, 1, E), (B, E, D))``, which runs as B tiny matrix products and
+    is several times slower on CPU for the same numbers."""
+    return (gates.unsqueeze(-1) * experts.unsqueeze(1)).sum(dim=2)  # (B, T, E, D) -> (B, T, D)

@@ -1,0 +1,159 @@
+"""Looking inside a trained model: gate weights, expert utilisation, gate entropy, plots.
+
+Explained in chapter 5 ("Gates") and chapter 7 ("Training"); the architecture
+diagrams of chapter 1 are drawn by :func:`plot_architecture` from the package's own
+models.
+
+Shape letters: ``M`` rows, ``T`` tasks, ``E`` experts.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+from .features import FeatureEncoder
+from .model import MultiTaskModel
+from .train import History, predict
+
+__all__ = ["gate_weights", "expert_utilization", "gate_entropy", "plot_gate_heatmap", "plot_gate_distributions",
+           "plot_history", "plot_architecture"]
+
+
+def gate_weights(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None = None,
+                 batch_size: int = 8192) -> np.ndarray:
+    """Gate weights ``(M, T, E)`` of ``model`` on ``data``; each ``[m, t, :]`` sums to 1."""
+    _, gates = predict(model, data, encoder=encoder, batch_size=batch_size, return_gates=True)
+    return gates
+
+
+def expert_utilization(gates: np.ndarray, task_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean gate weight per task (rows) and expert (columns): how much each task uses each expert."""
+    gates = np.asarray(gates)
+    if gates.ndim != 3:
+        raise ValueError(f"gates must have shape (M, T, E), got {gates.shape}")
+    T, E = gates.shape[1:]
+    names = list(task_names) if task_names is not None else [f"task {t}" for t in range(T)]
+    if len(names) != T:
+        raise ValueError(f"{len(names)} task names for {T} tasks")
+    return pd.DataFrame(gates.mean(axis=0), index=pd.Index(names, name="task"),
+                        columns=pd.Index([f"expert {e}" for e in range(E)], name="expert"))
+
+
+def gate_entropy(gates: np.ndarray, normalized: bool = True) -> np.ndarray:
+    """Mean entropy of each task's gate ``(T,)``. Normalised by ``log E``: 1 means the gate
+    spreads evenly over all experts, 0 means it always picks one expert."""
+    gates = np.asarray(gates, dtype=np.float64)
+    ent = -(gates * np.log(np.clip(gates, 1e-12, None))).sum(-1).mean(0)  # (T,)
+    E = gates.shape[-1]
+    return ent / np.log(E) if normalized and E > 1 else ent
+
+
+def plot_gate_heatmap(gates: np.ndarray | pd.DataFrame, task_names: Sequence[str] | None = None, ax=None,
+                      title: str = "Mean gate weight per task and expert"):
+    """Heat map of :func:`expert_utilization` with the numbers written in the cells."""
+    util = gates if isinstance(gates, pd.DataFrame) else expert_utilization(gates, task_names)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.2 + 1.1 * util.shape[1], 0.9 + 0.6 * util.shape[0]))
+    im = ax.imshow(util.to_numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(util.shape[1]), util.columns)
+    ax.set_yticks(range(util.shape[0]), util.index)
+    for (i, j), v in np.ndenumerate(util.to_numpy()):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black")
+    ax.set_title(title)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return ax
+
+
+def plot_gate_distributions(gates: np.ndarray, task_names: Sequence[str] | None = None, bins: int = 30):
+    """One histogram panel per expert: the distribution of each task's gate weight over rows."""
+    gates = np.asarray(gates)
+    T, E = gates.shape[1:]
+    names = list(task_names) if task_names is not None else [f"task {t}" for t in range(T)]
+    fig, axes = plt.subplots(1, E, figsize=(3.2 * E, 2.6), sharey=True, squeeze=False)
+    for e, ax in enumerate(axes[0]):
+        for t in range(T):
+            ax.hist(gates[:, t, e], bins=bins, range=(0, 1), alpha=0.6, label=names[t])
+        ax.set_title(f"expert {e}")
+        ax.set_xlabel("gate weight")
+    axes[0, 0].set_ylabel("rows")
+    axes[0, -1].legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history: History | pd.DataFrame, columns: Sequence[str] | None = None, ax=None,
+                 title: str = "Training history"):
+    """Line plot of history columns against the epoch (default: every loss column)."""
+    frame = history.to_frame() if isinstance(history, History) else history
+    cols = list(columns) if columns is not None else [c for c in frame.columns if c.endswith("loss")]
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise ValueError(f"history has no column(s) {missing}; it has {list(frame.columns)}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    for c in cols:
+        ax.plot(frame.index, frame[c], marker="o", label=c)
+    ax.set_xlabel("epoch")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def _box(ax, x, y, w, h, text, color):
+    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02",
+                                facecolor=color, edgecolor="black", linewidth=1))
+    ax.text(x, y, text, ha="center", va="center", fontsize=8)
+
+
+def _arrow(ax, x0, y0, x1, y1, color="black", alpha=1.0):
+    ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=8, color=color,
+                                 alpha=alpha, linewidth=0.8))
+
+
+def plot_architecture(model: MultiTaskModel, ax=None, title: str | None = None):
+    """Draw ``model`` (MMoE, OMoE or Shared-Bottom) from its own config: input, experts
+    or bottom, gates, towers, outputs, with the layer widths it really has."""
+    c = model.config
+    T = c.num_tasks
+    gating = model.gating
+    E = 1 if gating == "none" else model.num_experts
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.9 * max(E, T) + 1.5, 4.6))
+    width = max(E, T, 2) * 1.6
+    ax.set_xlim(-0.2, width + 0.2)
+    ax.set_ylim(-0.3, 5.3)
+    ax.axis("off")
+    mid = width / 2
+    _box(ax, mid, 0.2, min(width, 3.6), 0.4, f"input x  (I = {model.inputs.output_dim})", "#dddddd")
+    xs_e = [width * (i + 0.5) / E for i in range(E)]
+    xs_t = [width * (t + 0.5) / T for t in range(T)]
+    hidden = "x".join(map(str, c.expert_hidden))
+    for i, xe in enumerate(xs_e):
+        label = f"shared bottom\n{hidden}" if gating == "none" else f"expert {i}\n{hidden}"
+        _box(ax, xe, 1.5, min(1.3, width / E - 0.15), 0.6, label, "#9ecae1")
+        _arrow(ax, mid, 0.42, xe, 1.18)
+    colors = plt.get_cmap("tab10")
+    if gating != "none":
+        gate_xs = xs_t if gating == "per_task" else [mid]
+        gate_hidden = "x".join(map(str, c.gate_hidden)) or "linear"
+        for g, xg in enumerate(gate_xs):
+            label = f"gate {c.task_names[g]}" if gating == "per_task" else "one shared gate"
+            _box(ax, xg, 2.75, 1.3, 0.45, f"{label}\nsoftmax({gate_hidden})", "#fdd0a2")
+            ax.annotate("", xy=(xg, 2.52), xytext=(mid, 0.42),
+                        arrowprops=dict(arrowstyle="-|>", color="grey", linestyle=":", lw=0.8,
+                                        connectionstyle="arc3,rad=0.25"))
+    for t, xt in enumerate(xs_t):
+        for xe in xs_e:
+            _arrow(ax, xe, 1.82, xt, 3.55, color=colors(t), alpha=0.7)
+        tower = "x".join(map(str, c.tower_hidden)) or "linear"
+        _box(ax, xt, 3.8, min(1.3, width / T - 0.15), 0.45, f"tower {c.task_names[t]}\n{tower}", "#a1d99b")
+        _arrow(ax, xt, 4.03, xt, 4.55)
+        _box(ax, xt, 4.8, 1.2, 0.4, f"{c.task_names[t]} logit", "#ffffff")
+    ax.set_title(title or f"{type(model).__name__}: {E} {'bottom' if gating == 'none' else 'experts'}, "
+                 f"{T} tasks", fontsize=10)
+    return ax

@@ -1,0 +1,395 @@
+"""Training: fit, evaluate and predict, with task weights, L2 by parameter role and honest metrics.
+
+Explained in chapter 7, "Training" (``book/07_training.ipynb``).
+
+What differs from DeepCTR-Torch's ``fit`` and why:
+
+* **Losses.** Binary tasks use BCE *with logits* (the network outputs logits; the
+  sigmoid lives here and in :func:`predict`), regression tasks MSE. Task losses are
+  combined with explicit ``task_weights`` (DeepCTR-Torch sums them unweighted).
+  ``loss_reduction="sum"`` reproduces DeepCTR-Torch's per-batch sums.
+* **L2 by role, not by name.** ``weight_l2`` applies to every weight matrix of experts,
+  gates and towers (DeepCTR-Torch's ``l2_reg_dnn``); biases are never penalised.
+  ``embedding_l2`` has two forms: ``"table"`` penalises the *whole* embedding table
+  every step, exactly as DeepCTR-Torch does (``l2_reg_embedding``), which makes every
+  row's gradient dense; ``"rows"`` (the default) penalises only the rows the batch
+  looked up, scaled like the data loss, which allows sparse gradients and is how
+  large-scale recommenders regularise embeddings.
+* **Metrics over the whole split**, not averaged over batches: AUC and log loss from
+  scikit-learn for binary tasks, MSE for regression. A split with one class gives AUC
+  NaN with a warning instead of a crash.
+* **No per-batch Python overhead** for in-memory data: the whole split lives in two
+  tensors; each epoch draws one permutation and slices it (no DataLoader collation).
+
+Shape letters: ``B`` batch, ``T`` tasks, ``E`` experts, ``M`` rows of a split.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import log_loss, mean_squared_error, roc_auc_score
+from tqdm import tqdm
+
+from .features import EncodedFeatures, FeatureEncoder
+from .model import MultiTaskModel
+
+__all__ = ["TrainConfig", "History", "fit", "evaluate", "predict", "task_losses", "seed_everything",
+           "resolve_device", "as_dataset", "OPTIMIZERS"]
+
+#: Optimizers by name, with their default learning rates (DeepCTR-Torch's "adagrad" is lr 0.01).
+OPTIMIZERS = {"adagrad": 0.01, "adam": 1e-3, "sgd": 0.01}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Frozen and validated once. The tutorial: ``TrainConfig(batch_size=32, epochs=10)``."""
+
+    epochs: int = 10
+    batch_size: int = 256
+    optimizer: str = "adagrad"
+    lr: float | None = None
+    #: One weight per task (default: all 1).
+    task_weights: tuple[float, ...] | None = None
+    #: "mean" over the batch, or "sum" (DeepCTR-Torch).
+    loss_reduction: str = "mean"
+    embedding_l2: float = 1e-5
+    #: "rows" (looked-up rows, scaled like the data loss) or "table" (whole table, DeepCTR-Torch).
+    embedding_l2_mode: str = "rows"
+    weight_l2: float = 0.0
+    shuffle: bool = True
+    seed: int | None = 1024
+    device: str = "cpu"
+    progress: bool = True
+    eval_batch_size: int = 8192
+
+    def __post_init__(self):
+        if int(self.epochs) < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if int(self.eval_batch_size) < 1:
+            raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {self.loss_reduction!r}")
+        if self.embedding_l2_mode not in ("rows", "table"):
+            raise ValueError(f"embedding_l2_mode must be 'rows' or 'table', got {self.embedding_l2_mode!r}")
+        for name in ("embedding_l2", "weight_l2"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a non-negative number, got {v}")
+        if self.task_weights is not None:
+            tw = tuple(float(w) for w in self.task_weights)
+            if any(not math.isfinite(w) or w < 0 for w in tw) or not any(w > 0 for w in tw):
+                raise ValueError(f"task_weights must be non-negative with at least one positive, got {tw}")
+            object.__setattr__(self, "task_weights", tw)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else OPTIMIZERS[self.optimizer]
+
+
+@dataclass
+class History:
+    """One record per epoch: losses, seconds and validation metrics. ``to_frame()`` for a table."""
+
+    records: list[dict] = field(default_factory=list)
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.records).set_index("epoch") if self.records else pd.DataFrame()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: str) -> list:
+        return [r.get(key, float("nan")) for r in self.records]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA). For bit-identical CUDA runs also set
+    ``torch.use_deterministic_algorithms(True)`` and ``CUBLAS_WORKSPACE_CONFIG=:4096:8``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:1"`` ... with a plain error when CUDA is absent."""
+    dev = torch.device(device or "cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(dev)!r} was asked for, but CUDA is not available here "
+                         "(torch.cuda.is_available() is False); use device='cpu'")
+    return dev
+
+
+# ---------------------------------------------------------------------------
+# Data in, in one shape
+# ---------------------------------------------------------------------------
+
+def _labels(y, model: MultiTaskModel, source: str) -> torch.Tensor:
+    names, types = model.config.task_names, model.config.task_types
+    y = torch.as_tensor(np.asarray(y, dtype=np.float32) if not torch.is_tensor(y) else y, dtype=torch.float32)
+    if y.dim() == 1 and len(names) == 1:
+        y = y.unsqueeze(1)
+    if y.dim() != 2 or y.shape[1] != len(names):
+        raise ValueError(f"{source}: labels must have shape (rows, {len(names)}) for tasks {list(names)}, "
+                         f"got {tuple(y.shape)}")
+    finite = torch.isfinite(y)
+    if not finite.all():
+        row, col = (int(v) for v in torch.nonzero(~finite)[0])
+        raise ValueError(f"{source}: label of task {names[col]!r} at row {row} is {y[row, col].item()}; "
+                         "labels must be finite (drop or fill missing labels first)")
+    for t, (name, kind) in enumerate(zip(names, types)):
+        if kind == "binary":
+            bad = (y[:, t] != 0) & (y[:, t] != 1)
+            if bad.any():
+                row = int(torch.nonzero(bad)[0])
+                raise ValueError(f"{source}: binary task {name!r} has label {y[row, t].item()} at row {row}; "
+                                 "binary labels must be 0 or 1")
+    return y
+
+
+def as_dataset(data, model: MultiTaskModel, encoder: FeatureEncoder | None = None, *,
+               labels: bool = True, source: str = "data") -> tuple[EncodedFeatures, torch.Tensor | None]:
+    """Bring any supported input to ``(EncodedFeatures, labels (M, T) or None)``.
+
+    ``data`` is a DataFrame (encoded with ``encoder``; labels from the task-name columns),
+    a pair ``(features, labels)``, or, when ``labels=False``, features alone. Features are
+    :class:`EncodedFeatures` or a float tensor of dense inputs ``(M, N)``."""
+    y = None
+    if isinstance(data, pd.DataFrame):
+        if encoder is None:
+            raise ValueError(f"{source} is a DataFrame: pass the fitted encoder= to turn it into features")
+        x = encoder.transform(data)
+        if labels:
+            missing = [t for t in model.config.task_names if t not in data.columns]
+            if missing:
+                raise ValueError(f"{source} lacks label column(s) {missing} for tasks "
+                                 f"{list(model.config.task_names)}")
+            frame = data[list(model.config.task_names)]
+            for c in frame.columns:
+                if not pd.api.types.is_numeric_dtype(frame[c]):
+                    raise ValueError(f"{source}: label column {c!r} has dtype {frame[c].dtype}, expected numbers")
+            y = _labels(frame.to_numpy(dtype=np.float32, na_value=np.nan), model, source)
+    else:
+        if labels:
+            if not (isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data, EncodedFeatures)):
+                raise ValueError(f"{source} must be a DataFrame or a pair (features, labels)")
+            x, y = data
+            y = _labels(y, model, source)
+        else:
+            x = data
+        if torch.is_tensor(x) or isinstance(x, np.ndarray):
+            x = EncodedFeatures(None, torch.as_tensor(x, dtype=torch.float32))
+        if not isinstance(x, EncodedFeatures):
+            raise TypeError(f"{source}: features must be EncodedFeatures or a dense tensor, got {type(x).__name__}")
+    model.inputs.check(x.ids, x.dense)
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"{source}: {len(x)} rows of features but {len(y)} rows of labels")
+    return x, y
+
+
+# ---------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------
+
+def task_losses(logits: torch.Tensor, y: torch.Tensor, task_types: Sequence[str],
+                reduction: str = "mean") -> torch.Tensor:
+    """Per-task losses ``(T,)``: BCE with logits for binary tasks, MSE for regression."""
+    binary = [t == "binary" for t in task_types]
+    if all(binary):
+        per_row = F.binary_cross_entropy_with_logits(logits, y, reduction="none")  # (B, T)
+    elif not any(binary):
+        per_row = (logits - y).square()  # (B, T)
+    else:
+        mask = torch.tensor(binary, device=logits.device)  # (T,)
+        per_row = torch.where(mask, F.binary_cross_entropy_with_logits(logits, y, reduction="none"),
+                              (logits - y).square())  # (B, T)
+    return per_row.sum(0) if reduction == "sum" else per_row.mean(0)  # (T,)
+
+
+def _regularization(model: MultiTaskModel, cfg: TrainConfig, ids: torch.Tensor | None) -> torch.Tensor | None:
+    terms = []
+    table = model.inputs.table
+    if cfg.embedding_l2 > 0 and table is not None:
+        if cfg.embedding_l2_mode == "table":
+            terms.append(cfg.embedding_l2 * table.weight.square().sum())
+        else:
+            rows = model.inputs.embed(ids).square().sum()  # every looked-up row of the batch
+            terms.append(cfg.embedding_l2 * (rows / ids.shape[0] if cfg.loss_reduction == "mean" else rows))
+    if cfg.weight_l2 > 0:
+        terms.append(cfg.weight_l2 * sum(w.square().sum() for w in model.parameter_roles()["weights"]))
+    return sum(terms) if terms else None
+
+
+def _optimizers(model: MultiTaskModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    lr = cfg.learning_rate
+    sparse = model.config.sparse_embeddings and model.inputs.table is not None
+    if cfg.optimizer == "adagrad":
+        return [torch.optim.Adagrad(model.parameters(), lr=lr)]
+    if cfg.optimizer == "sgd":
+        return [torch.optim.SGD(model.parameters(), lr=lr)]
+    if sparse:  # Adam cannot take sparse gradients: SparseAdam for the table, Adam for the rest
+        table = model.inputs.table.weight
+        rest = [p for p in model.parameters() if p is not table]
+        return [torch.optim.SparseAdam([table], lr=lr), torch.optim.Adam(rest, lr=lr)]
+    return [torch.optim.Adam(model.parameters(), lr=lr)]
+
+
+# ---------------------------------------------------------------------------
+# fit / evaluate / predict
+# ---------------------------------------------------------------------------
+
+def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, encoder: FeatureEncoder | None = None,
+        valid=None) -> History:
+    """Train ``model`` on ``train`` (a DataFrame with ``encoder=``, or ``(features, labels)``).
+
+    Returns a :class:`History` with one record per epoch (train losses; validation
+    metrics when ``valid`` is given)."""
+    cfg = config or TrainConfig()
+    if not isinstance(model, MultiTaskModel):
+        raise TypeError(f"expected an MMoE / OMoE / SharedBottom model, got {type(model).__name__}")
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(cfg).__name__}")
+    task_names, task_types = model.config.task_names, model.config.task_types
+    if cfg.task_weights is not None and len(cfg.task_weights) != len(task_names):
+        raise ValueError(f"task_weights has {len(cfg.task_weights)} entries but the model has "
+                         f"{len(task_names)} tasks {list(task_names)}")
+    if cfg.embedding_l2_mode == "table" and cfg.embedding_l2 > 0 and model.config.sparse_embeddings:
+        raise ValueError("embedding_l2_mode='table' penalises every row, which needs dense gradients: "
+                         "use embedding_l2_mode='rows' or build the model with sparse_embeddings=False")
+    device = resolve_device(cfg.device)
+    x, y = as_dataset(train, model, encoder, source="train")
+    if len(x) == 0:
+        raise ValueError("the training set is empty")
+    if valid is not None:
+        valid = as_dataset(valid, model, encoder, source="valid")
+    model.to(device)
+    if device.type == "cuda":
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    weights = torch.tensor(cfg.task_weights or [1.0] * len(task_names), device=device)  # (T,)
+    optimizers = _optimizers(model, cfg)
+    generator = torch.Generator()
+    if cfg.seed is not None:
+        generator.manual_seed(cfg.seed)
+    else:
+        generator.seed()
+    n, bs = len(x), cfg.batch_size
+    history = History()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        order = torch.randperm(n, generator=generator).to(device) if cfg.shuffle else None
+        total = torch.zeros((), device=device)
+        per_task = torch.zeros(len(task_names), device=device)
+        steps = range(0, n, bs)
+        for start in tqdm(steps, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress, leave=False):
+            rows = order[start:start + bs] if order is not None else slice(start, start + bs)
+            xb, yb = x.index(rows), y[rows]
+            out = model(xb.ids, xb.dense)
+            losses = task_losses(out.logits, yb, task_types, cfg.loss_reduction)  # (T,)
+            loss = (losses * weights).sum()
+            reg = _regularization(model, cfg, xb.ids)
+            objective = loss + reg if reg is not None else loss
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            objective.backward()
+            for opt in optimizers:
+                opt.step()
+            total += loss.detach()
+            per_task += losses.detach()
+        batches = len(steps)
+        record = {"epoch": epoch, "train_loss": total.item() / batches}
+        record.update({f"train_{t}_loss": v / batches for t, v in zip(task_names, per_task.tolist())})
+        if valid is not None:
+            metrics = evaluate(model, valid, batch_size=cfg.eval_batch_size, device=device)
+            for t, m in metrics.items():
+                record.update({f"valid_{t}_{k}": v for k, v in m.items()})
+        record["seconds"] = time.perf_counter() - started
+        if not math.isfinite(record["train_loss"]):
+            raise FloatingPointError(f"epoch {epoch}: the training loss became {record['train_loss']}; "
+                                     "lower the learning rate or check the inputs for extreme values")
+        history.records.append(record)
+    model.eval()
+    return history
+
+
+def _batched_outputs(model: MultiTaskModel, x: EncodedFeatures, batch_size: int, device: torch.device,
+                     want_gates: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    was_training = model.training
+    model.eval()
+    logits, gates = [], []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(x), batch_size):
+                xb = x.index(slice(start, start + batch_size)).to(device, non_blocking=True)
+                out = model(xb.ids, xb.dense)
+                logits.append(out.logits.float().cpu())
+                if want_gates:
+                    gates.append(out.gates.float().cpu())
+    finally:
+        model.train(was_training)
+    T, E = model.num_tasks, (model.num_experts if model.gates is not None else 1)
+    cat = lambda parts, shape: torch.cat(parts) if parts else torch.zeros(shape)
+    return cat(logits, (0, T)), (cat(gates, (0, T, E)) if want_gates else None)
+
+
+def _device_of(model: MultiTaskModel, device) -> torch.device:
+    return resolve_device(device) if device is not None else next(model.parameters()).device
+
+
+def predict(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None = None, batch_size: int = 8192,
+            return_gates: bool = False, device=None):
+    """Predictions ``(M, T)`` as a NumPy array: probabilities (sigmoid of the logits) for binary
+    tasks, raw values for regression. With ``return_gates=True`` also the gate weights ``(M, T, E)``."""
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    dev = _device_of(model, device)
+    model.to(dev)
+    x, _ = as_dataset(data, model, encoder, labels=False, source="predict data")
+    logits, gates = _batched_outputs(model, x, int(batch_size), dev, return_gates)
+    binary = torch.tensor([t == "binary" for t in model.config.task_types])
+    preds = torch.where(binary, torch.sigmoid(logits), logits).numpy()
+    return (preds, gates.numpy()) if return_gates else preds
+
+
+def _auc(y: np.ndarray, p: np.ndarray, task: str) -> float:
+    if len(np.unique(y)) < 2:
+        warnings.warn(f"task {task!r}: the evaluation split holds only one class, so AUC is undefined (NaN)",
+                      RuntimeWarning, stacklevel=3)
+        return float("nan")
+    return float(roc_auc_score(y, p))
+
+
+def evaluate(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None = None, batch_size: int = 8192,
+             device=None) -> dict[str, dict[str, float]]:
+    """Metrics over the whole split, per task: ``{"finish": {"auc": .., "logloss": ..}, ...}``
+    for binary tasks, ``{"mse": ..}`` for regression."""
+    dev = _device_of(model, device)
+    model.to(dev)
+    x, y = as_dataset(data, model, encoder, source="evaluation data")
+    if len(x) == 0:
+        raise ValueError("the evaluation set is empty")
+    logits, _ = _batched_outputs(model, x, int(batch_size), dev, False)
+    y = y.numpy().astype(np.float64)
+    out = {}
+    for t, (name, kind) in enumerate(zip(model.config.task_names, model.config.task_types)):
+        if kind == "binary":
+            p = torch.sigmoid(logits[:, t].double()).numpy()
+            out[name] = {"auc": _auc(y[:, t], p, name),
+                         "logloss": float(log_loss(y[:, t], p, labels=[0, 1]))}
+        else:
+            out[name] = {"mse": float(mean_squared_error(y[:, t], logits[:, t].double().numpy()))}
+    return out
