@@ -1,0 +1,54 @@
+"""Shared pytest fixtures for the package tests.
+
+The real ByteRec sample is not part of the repository: it lives next to it, at
+``../shared/data/byterec_sample.txt`` relative to the repository root. Tests that need it
+use the ``byterec_path`` fixture and are skipped, with the reason, when it is absent.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BYTEREC_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "byterec_sample.txt"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def byterec_path() -> Path:
+    """Path of the real 200-row ByteRec sample; skips the test when the file is absent."""
+    if not BYTEREC_SAMPLE.is_file():
+        pytest.skip(f"the real ByteRec sample is absent (looked for {BYTEREC_SAMPLE}); "
+                    "tests that compare with the tutorial need it")
+    return BYTEREC_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def _byterec_sample_once(byterec_path):
+    import mmoe_annotated as mm
+
+    return mm.load_byterec(byterec_path)
+
+
+@pytest.fixture
+def byterec_sample(_byterec_sample_once):
+    """The real sample loaded with the package's strict loader (a fresh copy per test)."""
+    return _byterec_sample_once.copy()
+
+
+@pytest.fixture(scope="session")
+def _example_small_once():
+    import mmoe_annotated as mm
+
+    return mm.load_example(n_rows=3000, seed=0)
+
+
+@pytest.fixture
+def example_small(_example_small_once):
+    """3,000 rows of the embedded (synthetic) dataset (a fresh copy per test)."""
+    return _example_small_once.copy()
