@@ -93,34 +93,60 @@ def _read_text(path: Path) -> str:
         raw = path.read_bytes()
     except OSError as exc:  # permissions, special files
         raise DataError(f"cannot be read ({exc.strerror or exc})", path=path) from exc
-    if not raw.strip():
+    if not raw.strip(b" \r\n"):  # a line of tabs is not empty: it is twelve missing values
         raise DataError("the file is empty; a ByteRec file has one row per line", path=path)
-    if raw[:2] == b"\x1f\x8b":
-        raise DataError("is gzip-compressed; decompress it first (gunzip) or pass the .txt", path=path)
-    if raw[:4] == b"PK\x03\x04":
-        raise DataError("is a zip archive; extract the .txt file first", path=path)
+    for magic, what in _MAGIC.items():
+        if raw.startswith(magic):
+            raise DataError(f"is {what}, not tab-separated text", path=path)
     if b"\x00" in raw:
-        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
-        raise DataError("contains NUL bytes: this is a binary file, not tab-separated text", path=path, line=line)
+        raise DataError("contains NUL bytes: this is a binary file, not tab-separated text",
+                        path=path, **_where(raw, raw.index(b"\x00")))
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
-                        path=path, line=line) from exc
+        raise DataError(f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                        "re-save the file as UTF-8", path=path, **_where(raw, exc.start)) from exc
+
+
+#: Leading bytes of files that people hand to a text loader by mistake.
+_MAGIC = {
+    b"\x1f\x8b": "gzip-compressed; decompress it first (gunzip) or pass the .txt",
+    b"PK\x03\x04": "a zip archive; extract the .txt file first",
+    b"BZh": "bzip2-compressed; decompress it first (bunzip2)",
+    b"\xfd7zXZ\x00": "xz-compressed; decompress it first (unxz)",
+    b"PAR1": "a Parquet file; read it with pandas.read_parquet and pass the frame on",
+}
+
+
+def _where(raw: bytes, offset: int) -> dict:
+    """Line (1-based) and column name of a byte offset, for messages about bad bytes."""
+    start = raw.rfind(b"\n", 0, offset) + 1
+    field = raw[start:offset].count(b"\t")
+    return {"line": raw.count(b"\n", 0, offset) + 1,
+            "column": COLUMNS[field] if field < len(COLUMNS) else None}
 
 
 def _check_lines(text: str, path: Path, skip: bool, bad: list[tuple[int, str]]) -> tuple[list[str], np.ndarray]:
     lines = text.split("\n")
-    if lines and lines[-1] == "":
+    while lines and not lines[-1].strip(" \r"):  # trailing blank lines are harmless, not bad rows
         lines.pop()
     kept, numbers = [], []
     for number, line in enumerate(lines, start=1):
-        line = line.rstrip("\r")
+        line = line.rstrip("\r")  # CRLF line endings
         n = line.count("\t") + 1
+        if "\r" in line:  # the parser would split here and shift every later line
+            reason = ("contains a carriage return (\\r) inside the line: the file mixes line endings "
+                      "(or uses old Mac \\r endings); convert it to \\n line endings")
+            if not skip:
+                field = min(line[:line.index("\r")].count("\t"), len(COLUMNS) - 1)
+                raise DataError(reason, path=path, line=number, column=COLUMNS[field])
+            bad.append((number, reason))
+            continue
         if n != len(COLUMNS):
             reason = ("empty line" if not line.strip() else
-                      f"has {n} tab-separated columns, expected {len(COLUMNS)} ({', '.join(COLUMNS)})")
+                      f"has {n} tab-separated columns, expected {len(COLUMNS)} ({', '.join(COLUMNS)})"
+                      + ("; it looks comma-separated, but ByteRec files are tab-separated"
+                         if n == 1 and line.count(",") == len(COLUMNS) - 1 else ""))
             if not skip:
                 raise DataError(reason, path=path, line=number)
             bad.append((number, reason))
@@ -168,6 +194,12 @@ def _problems(frame: pd.DataFrame) -> tuple[np.ndarray, list[tuple[int, str, str
     return parsed, problems
 
 
+def _looks_like_header(row: pd.Series) -> bool:
+    """Most fields are words, or one of them is a column name: a header, not a data row."""
+    words = (pd.to_numeric(row, errors="coerce").isna() & (row.str.strip() != "")).sum()
+    return words > len(COLUMNS) // 2 or any(v.strip().lower() in COLUMNS for v in row)
+
+
 def load_byterec(path: str | os.PathLike, *, on_bad_lines: str = "error") -> pd.DataFrame:
     """Read a ByteRec file (12 tab-separated columns, no header) into a DataFrame.
 
@@ -191,13 +223,18 @@ def load_byterec(path: str | os.PathLike, *, on_bad_lines: str = "error") -> pd.
         frame = pd.read_csv(io.StringIO("\n".join(lines)), sep="\t", header=None, names=list(COLUMNS),
                             dtype=str, keep_default_na=False, na_filter=False, quoting=3,
                             skip_blank_lines=False, engine="c")
+        if len(frame) != len(lines):  # the C parser split a line somewhere: fall back to plain splitting
+            frame = pd.DataFrame([line.split("\t") for line in lines], columns=list(COLUMNS), dtype=str)
     else:
         frame = pd.DataFrame({c: pd.Series([], dtype=str) for c in COLUMNS})
     parsed, problems = _problems(frame)
     if problems:
-        problems.sort()
+        problems.sort(key=lambda p: (p[0], COLUMNS.index(p[1])))  # first problem in file order
         if not skip:
             row, col, reason = problems[0]
+            if numbers[row] == 1 and _looks_like_header(frame.iloc[0]):
+                reason += ("; line 1 looks like a header row, but ByteRec files have none: delete that "
+                           "line, or pass on_bad_lines='skip'")
             raise DataError(reason, path=path, line=int(numbers[row]), column=col)
         drop = sorted({row for row, _, _ in problems})
         for row, col, reason in problems:

@@ -131,6 +131,8 @@ class Vocabulary:
     def __init__(self, values: Sequence[str] = ()):
         self.values = list(values)
         self._index = pd.Index(self.values)
+        if not self._index.is_unique:
+            raise ValueError("vocabulary values must be unique (a damaged encoder state?)")
 
     @classmethod
     def fit(cls, column: pd.Series) -> "Vocabulary":
@@ -178,7 +180,13 @@ class HashBuckets:
     def transform(self, column: pd.Series) -> np.ndarray:
         keys = _as_keys(column)
         missing = keys.isna().to_numpy()
-        hashed = pd.util.hash_array(keys.fillna("").to_numpy(dtype=object), categorize=False)
+        values = keys.fillna("").to_numpy(dtype=object)
+        try:
+            hashed = pd.util.hash_array(values, categorize=False)
+        except UnicodeEncodeError:  # lone surrogates cannot be UTF-8 encoded: hash their escaped form
+            values = np.array([v.encode("utf-8", "backslashreplace").decode("utf-8") for v in values],
+                              dtype=object)
+            hashed = pd.util.hash_array(values, categorize=False)
         ids = (hashed % np.uint64(self.buckets)).astype(np.int64) + NUM_RESERVED
         ids[missing] = MISSING
         return ids
@@ -262,6 +270,17 @@ class FeatureEncoder:
         if missing:
             raise DataError(f"the frame lacks column(s) {missing} that the encoder uses; "
                             f"it has {list(df.columns)}", column=missing[0])
+        twice = [c for c in self.sparse + self.dense if list(df.columns).count(c) > 1]
+        if twice:
+            raise DataError(f"the frame has more than one column named {twice[0]!r}", column=twice[0])
+        for c in self.sparse:  # categories must be single values: a list or dict in a cell is a bug upstream
+            if df[c].dtype == object:
+                scalar = df[c].map(pd.api.types.is_scalar).to_numpy(dtype=bool)
+                if not scalar.all():
+                    row = int(np.flatnonzero(~scalar)[0])
+                    raise DataError(f"categorical column holds a {type(df[c].iat[row]).__name__} at row {row} "
+                                    "(index {!r}); each cell must be one value (a number or a string)"
+                                    .format(df.index[row]), column=c)
 
     def _dense_values(self, df: pd.DataFrame, col: str) -> np.ndarray:
         series = df[col]
@@ -424,9 +443,15 @@ class InputLayer(nn.Module):
             raise ValueError(f"ids and dense disagree on the batch size: {ids.shape[0]} vs {dense.shape[0]}")
 
     def forward(self, ids: torch.Tensor | None, dense: torch.Tensor | None) -> torch.Tensor:
+        if self.dense_dim and (dense is None or dense.dim() != 2 or dense.shape[1] != self.dense_dim):
+            self.check(ids, dense)  # shape checks cost nothing; a wrong width would fail far from here
         parts = []
         if self.num_fields:
-            parts.append(self.embed(ids).flatten(1))  # (B, F*K)
+            try:
+                parts.append(self.embed(ids).flatten(1))  # (B, F*K)
+            except (IndexError, RuntimeError, TypeError, AttributeError):
+                self.check(ids, dense)  # the value checks run only on failure: they need a device sync
+                raise
         if self.dense_dim:
             parts.append(dense)  # (B, N)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # (B, I)

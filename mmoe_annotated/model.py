@@ -21,6 +21,7 @@ Shape letters: ``B`` batch, ``F`` sparse fields, ``N`` dense width, ``I`` input 
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import NamedTuple, Sequence
 
@@ -39,6 +40,11 @@ __all__ = ["TASK_TYPES", "ModelConfig", "ModelOutput", "MultiTaskModel", "MMoE",
 TASK_TYPES = ("binary", "regression")
 
 
+def _is_int(value) -> bool:
+    """Python or NumPy integers, not bools (``True`` is an int to Python, never a layer width)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything that fixes a model's shape. Frozen and validated once, here.
@@ -47,6 +53,11 @@ class ModelConfig:
     (``encoder.features``) or are written by hand. For :class:`SharedBottom`,
     ``expert_hidden`` is the shape of the one shared bottom and ``num_experts`` and
     ``gate_hidden`` are not used.
+
+    One task is allowed for every model: it is the single-task baseline that multi-task
+    models are compared with (Shared-Bottom with one task is a plain DNN; MMoE and OMoE with one task are the
+    same single-gate mixture of experts). Comparing *multi*-task models needs ``>= 2``
+    tasks, which is the default.
     """
 
     features: tuple[FeatureSpec, ...]
@@ -92,12 +103,14 @@ class ModelConfig:
         for t in self.task_types:
             if t not in TASK_TYPES:
                 raise ValueError(f"unknown task type {t!r}; choose one of {TASK_TYPES}")
-        if int(self.num_experts) < 1:
-            raise ValueError(f"num_experts must be >= 1, got {self.num_experts}")
+        if not _is_int(self.num_experts) or self.num_experts < 1:
+            raise ValueError(f"num_experts must be a whole number >= 1, got {self.num_experts!r}")
+        object.__setattr__(self, "num_experts", int(self.num_experts))
         for name in ("expert_hidden", "gate_hidden", "tower_hidden"):
             units = getattr(self, name)
-            if any((not isinstance(u, int)) or u < 1 for u in units):
-                raise ValueError(f"ModelConfig.{name} must hold positive ints, got {units}")
+            if any(not _is_int(u) or u < 1 for u in units):
+                raise ValueError(f"ModelConfig.{name} must hold positive ints (layer widths), got {units}")
+            object.__setattr__(self, name, tuple(int(u) for u in units))  # NumPy ints -> int, for JSON
         if not self.expert_hidden:
             raise ValueError("expert_hidden must have at least one layer (the expert output width D)")
         if self.activation not in ACTIVATIONS:

@@ -26,6 +26,7 @@ Shape letters: ``B`` batch, ``T`` tasks, ``E`` experts, ``M`` rows of a split.
 from __future__ import annotations
 
 import math
+import numbers
 import random
 import time
 import warnings
@@ -72,12 +73,12 @@ class TrainConfig:
     eval_batch_size: int = 8192
 
     def __post_init__(self):
-        if int(self.epochs) < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if int(self.batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if int(self.eval_batch_size) < 1:
-            raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        _parse_device(self.device)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
@@ -118,8 +119,19 @@ class History:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA). For bit-identical CUDA runs also set
-    ``torch.use_deterministic_algorithms(True)`` and ``CUBLAS_WORKSPACE_CONFIG=:4096:8``."""
+    """Seed Python, NumPy and torch (CPU and CUDA).
+
+    On CPU this is enough: the same seed gives bit-identical weights and predictions
+    (``tests/test_reproducibility.py`` checks it in two fresh processes). On CUDA some
+    kernels are nondeterministic (atomic adds in embedding backward, scatter, some cuBLAS
+    paths); for bit-identical CUDA runs also
+
+    * set the environment variable ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` before CUDA starts;
+    * call ``torch.use_deterministic_algorithms(True)`` (an op without a deterministic
+      version then raises instead of silently varying);
+    * set ``torch.backends.cudnn.benchmark = False``;
+    * keep the same GPU model, driver, CUDA and torch versions, and the same batch size.
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -127,11 +139,24 @@ def seed_everything(seed: int) -> None:
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"cpu"``, ``"cuda"``, ``"cuda:1"`` ... with a plain error when CUDA is absent."""
-    dev = torch.device(device or "cpu")
+    dev = _parse_device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(dev)!r} was asked for, but CUDA is not available here "
                          "(torch.cuda.is_available() is False); use device='cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(dev)!r} was asked for, but this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device 'mps' was asked for, but Apple's MPS backend is not available here; "
+                         "use device='cpu'")
     return dev
+
+
+def _parse_device(device) -> torch.device:
+    try:
+        return torch.device(device or "cpu")
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from exc
 
 
 # ---------------------------------------------------------------------------
@@ -140,7 +165,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def _labels(y, model: MultiTaskModel, source: str) -> torch.Tensor:
     names, types = model.config.task_names, model.config.task_types
-    y = torch.as_tensor(np.asarray(y, dtype=np.float32) if not torch.is_tensor(y) else y, dtype=torch.float32)
+    try:
+        y = torch.as_tensor(np.asarray(y, dtype=np.float32) if not torch.is_tensor(y) else y, dtype=torch.float32)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: labels must be numbers, one column per task {list(names)} ({exc})") from exc
     if y.dim() == 1 and len(names) == 1:
         y = y.unsqueeze(1)
     if y.dim() != 2 or y.shape[1] != len(names):
