@@ -15,6 +15,7 @@ module             chapter
 ``model``          6. Towers and the whole model (and 1. The paper)
 ``train``          7. Training
 ``inspect``        5. Gates, 7. Training
+``checkpoint``     Appendix: When things go wrong
 =================  ==========================================
 """
 from .data import (COLUMNS, DENSE_FEATURES, SPARSE_FEATURES, TASKS, ByteRecSizes, DataError, load_byterec,
@@ -26,6 +27,7 @@ from .gates import Gates, mix
 from .towers import Towers
 from .model import MMoE, MODELS, ModelConfig, ModelOutput, MultiTaskModel, OMoE, SharedBottom, build_model
 from .train import History, TrainConfig, evaluate, fit, predict, resolve_device, seed_everything, task_losses
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .inspect import (expert_utilization, gate_entropy, gate_weights, plot_architecture, plot_gate_distributions,
                       plot_gate_heatmap, plot_history)
 from .source import show_source, source_of
