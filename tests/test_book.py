@@ -1,0 +1,230 @@
+"""Checks of the book's sources: table of contents, Colab install cells, notebook conventions.
+
+The conventions are in CONTRIBUTING.md; executing the notebooks is nbval's job
+(``pytest --nbval-lax book``) and the -W build's (``make book``).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
+#: Chapters carry the full teaching apparatus (learn/time, exercises, asserts, a figure).
+CHAPTERS = [p for p in NOTEBOOKS if re.match(r"\d\d_", p.name)]
+#: Placeholder pages exist so that the build works while a chapter is being written.
+PLACEHOLDER = "PLACEHOLDER: being written."
+
+INSTALL_URL = re.compile(r"%pip install[^\n]*\"mmoe-annotated @ git\+(?P<url>[^\"@]+?)(?:\.git)?(?:@[^\"]*)?\"")
+EXERCISE = re.compile(r"```\{exercise\}[^\n]*\n(?:[^\n]*\n)*?:label: (?P<label>[\w-]+)")
+SOLUTION = re.compile(r"```\{solution(?:-start)?\} (?P<label>[\w-]+)")
+
+
+def _toc_files(node) -> list[str]:
+    files = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("file", "root"):
+                files.append(value)
+            else:
+                files.extend(_toc_files(value))
+    elif isinstance(node, list):
+        for item in node:
+            files.extend(_toc_files(item))
+    return files
+
+
+def _resolve(entry: str) -> Path | None:
+    for suffix in ("", ".ipynb", ".md"):
+        path = ROOT / f"{entry}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _read(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+def _code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _tags(cell) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def _is_placeholder(nb) -> bool:
+    return any(PLACEHOLDER in c.source for c in nb.cells)
+
+
+# ---------------------------------------------------------------------------
+# Table of contents and configuration
+# ---------------------------------------------------------------------------
+
+def test_toc_files_exist():
+    entries = _toc_files(TOC)
+    assert TOC["root"] in entries
+    missing = [e for e in entries if _resolve(e) is None]
+    assert not missing, f"_toc.yml lists files that do not exist: {missing}"
+    assert len(entries) == len(set(entries)), "a file is listed twice in _toc.yml"
+
+
+def test_every_book_page_is_in_the_toc():
+    # only_build_toc_files: a page missing from the toc would be skipped by the build without a word.
+    listed = {_resolve(e) for e in _toc_files(TOC)}
+    pages = {p for p in BOOK.iterdir() if p.suffix in (".md", ".ipynb")}
+    assert not pages - listed, f"pages in book/ that _toc.yml does not list: {sorted(p.name for p in pages - listed)}"
+
+
+def test_colab_configured_once():
+    url = CONFIG["repository"]["url"]
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url), \
+        f"repository.url must be a GitHub repository URL (Colab opens notebooks from GitHub): {url!r}"
+    assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert CONFIG["repository"]["branch"]
+    # "." would give Colab links like .../blob/main/./book/x.ipynb
+    assert CONFIG["repository"]["path_to_book"] in ("", None)
+
+
+def test_build_excludes_and_pytest_skips_build_outputs():
+    excluded = CONFIG["exclude_patterns"]
+    for pattern in ("_build", ".venv", "tests"):
+        assert pattern in excluded
+    assert CONFIG["only_build_toc_files"] is True
+    assert CONFIG["execute"]["allow_errors"] is False
+    norecurse = re.search(r"^norecursedirs\s*=\s*\[([^\]]*)\]", (ROOT / "pyproject.toml").read_text(), re.M)
+    assert norecurse and '"_build"' in norecurse[1], "pytest would collect the executed copies in _build/**.ipynb"
+
+
+def test_every_bib_key_cited_exists():
+    keys = set(re.findall(r"@\w+\{([\w-]+),", (BOOK / "references.bib").read_text()))
+    pages = [p for p in BOOK.iterdir() if p.suffix in (".md", ".ipynb")]
+    cited = set()
+    for page in pages:
+        for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", page.read_text()):
+            cited.update(k.strip() for k in group.split(","))
+    assert cited, "no citations found at all"
+    assert not cited - keys, f"cited keys missing from references.bib: {sorted(cited - keys)}"
+
+
+# ---------------------------------------------------------------------------
+# Every notebook: clean, with the Colab install cell first
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_committed_without_outputs(path):
+    nb = _read(path)
+    dirty = [i for i, c in enumerate(nb.cells)
+             if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
+    assert not dirty, f"{path.name}: cells {dirty} carry outputs or execution counts; strip them"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_install_cell_first_and_matches_config(path):
+    nb = _read(path)
+    if _is_placeholder(nb) and not _code_cells(nb):
+        pytest.skip(f"{path.name} is a placeholder page")
+    code = _code_cells(nb)
+    assert code, f"{path.name} has no code cell"
+    first = code[0]
+    assert "remove-cell" in _tags(first), f"{path.name}: the install cell must be tagged remove-cell"
+    assert 'if "google.colab" in sys.modules:' in first.source, \
+        f"{path.name}: the install cell must only install inside Colab"
+    match = INSTALL_URL.search(first.source)
+    assert match, f"{path.name}: the first code cell is not the Colab install cell of CONTRIBUTING.md"
+    assert match["url"] == CONFIG["repository"]["url"], (
+        f"{path.name}: installs from {match['url']}, but _config.yml's repository.url is "
+        f"{CONFIG['repository']['url']}; run `make fork REPO=...` to repoint both")
+    others = [i for i, c in enumerate(code[1:], start=1) if "git+" in c.source and "%pip" in c.source]
+    assert not others, f"{path.name}: only the first code cell may install the package"
+
+
+def test_install_url_check_catches_a_mismatch():
+    # The check above must be able to fail: a cell pointing at another repository does not match.
+    cell = 'import sys\nif "google.colab" in sys.modules:\n    %pip install -q "mmoe-annotated @ git+https://github.com/someone/else"'
+    match = INSTALL_URL.search(cell)
+    assert match and match["url"] == "https://github.com/someone/else" != CONFIG["repository"]["url"]
+
+
+# ---------------------------------------------------------------------------
+# Every chapter: what you will learn, time, exercises with solutions, asserts, a figure
+# ---------------------------------------------------------------------------
+
+def _chapter(path):
+    nb = _read(path)
+    if _is_placeholder(nb):
+        pytest.skip(f"{path.name} is still a placeholder page")
+    return nb
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_opens_with_learn_and_time(path):
+    nb = _chapter(path)
+    first_code = nb.cells.index(_code_cells(nb)[0])
+    opening = "\n".join(c.source for c in nb.cells[:first_code + 2] if c.cell_type == "markdown")
+    assert "What you will learn" in opening, f"{path.name}: no 'What you will learn' at the top"
+    assert re.search(r"Time: about \d+ minutes", opening), f"{path.name}: no 'Time: about N minutes' at the top"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_exercises_have_solutions(path):
+    nb = _chapter(path)
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    exercises = EXERCISE.findall(markdown)
+    solutions = SOLUTION.findall(markdown)
+    assert len(exercises) >= 2, f"{path.name}: {len(exercises)} exercise(s), at least 2 expected"
+    assert len(set(exercises)) == len(exercises), f"{path.name}: duplicate exercise labels"
+    assert not set(exercises) - set(solutions), \
+        f"{path.name}: exercises without a solution: {sorted(set(exercises) - set(solutions))}"
+    assert any(c.cell_type == "code" and "solution" in _tags(c) for c in nb.cells), \
+        f"{path.name}: at least one exercise needs a worked solution in code"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_solution_cells_are_tagged(path):
+    # `make student` strips cells tagged `solution`: every cell of a gated solution needs the tag.
+    nb = _chapter(path)
+    inside = False
+    for i, cell in enumerate(nb.cells):
+        starts = cell.cell_type == "markdown" and "```{solution-start}" in cell.source
+        ends = cell.cell_type == "markdown" and "```{solution-end}" in cell.source
+        assert not (starts and inside), f"{path.name}: cell {i} opens a solution inside another"
+        if starts:
+            inside = True
+        if inside:
+            assert "solution" in _tags(cell), f"{path.name}: cell {i} is part of a solution but lacks the tag"
+        if ends:
+            assert inside, f"{path.name}: cell {i} closes a solution that was never opened"
+            inside = False
+    assert not inside, f"{path.name}: a solution-start has no solution-end"
+    stray = [i for i, c in enumerate(nb.cells) if "solution" in _tags(c) and c.cell_type == "code"
+             and not any("```{solution-start}" in p.source for p in nb.cells[:i] if p.cell_type == "markdown")]
+    assert not stray, f"{path.name}: cells {stray} are tagged solution outside any solution"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_checks_claims_and_draws(path):
+    nb = _chapter(path)
+    code = [c.source for c in _code_cells(nb) if "solution" not in _tags(c)]
+    assert any(re.search(r"^\s*assert\b", s, re.M) for s in code), f"{path.name}: no assert cell outside the solutions"
+    assert any(re.search(r"\bplt\.|\bmm\.plot_|\.plot(\.|\()", s) for s in code), f"{path.name}: no figure"
+    assert any("mm.show_source(" in s for s in code), f"{path.name}: shows no package source"
+    assert "import mmoe_annotated as mm" in "\n".join(code)
+
+
+def test_exercise_labels_unique_across_the_book():
+    labels = []
+    for path in NOTEBOOKS:
+        labels += EXERCISE.findall("\n".join(c.source for c in _read(path).cells if c.cell_type == "markdown"))
+    for path in BOOK.glob("*.md"):
+        labels += EXERCISE.findall(path.read_text())
+    assert len(labels) == len(set(labels)), f"duplicate exercise labels: {sorted({l for l in labels if labels.count(l) > 1})}"
