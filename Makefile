@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
-.PHONY: venv book test test-package test-notebooks clean
+.PHONY: venv book fork test test-package test-notebooks clean
 
 $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,20 @@ $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 
 venv: $(STAMP)
 
+# Sphinx re-executes only the notebooks that changed; the chapters also show and assert on the
+# package, so when a package source is newer than the last good build every page is rebuilt (--all).
+BOOK_STAMP := _build/html/.built
 book: $(STAMP)
-	$(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
+	$(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going \
+	  $(if $(wildcard $(BOOK_STAMP)),$(if $(shell find mmoe_annotated -name '*.py' -newer $(BOOK_STAMP)),--all),--all)
+	@touch $(BOOK_STAMP)
+
+# Point the Colab buttons and every chapter's install cell at another repository (a fork).
+fork:
+	@test -n "$(REPO)" || { echo "usage: make fork REPO=https://github.com/you/your-fork"; exit 2; }
+	@old=$$(sed -n 's/^  url: *//p' _config.yml); \
+	  sed -i "s#$$old#$(REPO)#g" _config.yml book/*.ipynb README.md CONTRIBUTING.md && \
+	  echo "repointed $$old -> $(REPO) in _config.yml, book/*.ipynb, README.md, CONTRIBUTING.md"
 
 test-package: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) --dist loadfile tests
