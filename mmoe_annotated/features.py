@@ -135,11 +135,13 @@ class Vocabulary:
             raise ValueError("vocabulary values must be unique (a damaged encoder state?)")
 
     @classmethod
-    def fit(cls, column: pd.Series) -> "Vocabulary":
+    def fit(cls, column: pd.Series, min_count: int = 1) -> "Vocabulary":
+        """Values seen at least ``min_count`` times get their own id; rarer ones map to OOV,
+        so the OOV row is trained on real rows and is a sensible vector for unseen values."""
         keys = _as_keys(column).dropna()
         # Most frequent first, ties by first appearance: ids are stable and readable.
         counts = keys.value_counts(sort=True)
-        return cls(list(counts.index))
+        return cls(list(counts.index[counts.to_numpy() >= min_count]))
 
     @property
     def size(self) -> int:
@@ -232,10 +234,15 @@ class FeatureEncoder:
     dense_fill:
         What to do with NaN or infinite dense values: ``None`` (default) raises
         :class:`DataError`; a number replaces them with that (raw, pre-scaling) value.
+    min_count:
+        A vocabulary keeps values seen at least this often in training; rarer values map
+        to OOV. The default 1 keeps every value, as ``LabelEncoder`` does, which leaves the
+        OOV row untrained; 2 or more trains it on the rare values.
     """
 
     def __init__(self, sparse: Sequence[str] = (), dense: Sequence[str] = (), emb_dim: int | dict = 4,
-                 hash_buckets: int | dict | None = None, dense_fill: float | None = None):
+                 hash_buckets: int | dict | None = None, dense_fill: float | None = None,
+                 min_count: int = 1):
         self.sparse = list(sparse)
         self.dense = list(dense)
         if not self.sparse and not self.dense:
@@ -259,6 +266,9 @@ class FeatureEncoder:
         if dense_fill is not None and not math.isfinite(float(dense_fill)):
             raise ValueError(f"dense_fill must be a finite number or None, got {dense_fill}")
         self.dense_fill = dense_fill
+        if isinstance(min_count, bool) or not isinstance(min_count, (int, np.integer)) or min_count < 1:
+            raise ValueError(f"min_count must be a whole number >= 1, got {min_count!r}")
+        self.min_count = int(min_count)
         self.encoders: dict[str, Vocabulary | HashBuckets] = {}
         self.scalers: dict[str, MinMax] = {}
 
@@ -302,7 +312,7 @@ class FeatureEncoder:
         if len(df) == 0:
             raise DataError("cannot fit an encoder on an empty frame")
         self.encoders = {c: (HashBuckets.fit(df[c], self.hash_buckets[c]) if c in self.hash_buckets
-                             else Vocabulary.fit(df[c])) for c in self.sparse}
+                             else Vocabulary.fit(df[c], self.min_count)) for c in self.sparse}
         self.scalers = {c: MinMax.fit(self._dense_values(df, c)) for c in self.dense}
         return self
 
@@ -346,7 +356,7 @@ class FeatureEncoder:
         self._check_fitted()
         return {
             "sparse": self.sparse, "dense": self.dense, "emb_dim": self.emb_dim,
-            "hash_buckets": self.hash_buckets, "dense_fill": self.dense_fill,
+            "hash_buckets": self.hash_buckets, "dense_fill": self.dense_fill, "min_count": self.min_count,
             "encoders": {c: e.to_dict() for c, e in self.encoders.items()},
             "scalers": {c: s.to_dict() for c, s in self.scalers.items()},
         }
@@ -355,7 +365,8 @@ class FeatureEncoder:
     def from_dict(cls, state: dict) -> "FeatureEncoder":
         try:
             enc = cls(state["sparse"], state["dense"], emb_dim=dict(state["emb_dim"]) or 4,
-                      hash_buckets=state["hash_buckets"], dense_fill=state["dense_fill"])
+                      hash_buckets=state["hash_buckets"], dense_fill=state["dense_fill"],
+                      min_count=state.get("min_count", 1))
             for c, e in state["encoders"].items():
                 enc.encoders[c] = (Vocabulary(e["values"]) if e["kind"] == "vocab" else HashBuckets(e["buckets"]))
             for c, s in state["scalers"].items():
