@@ -172,7 +172,7 @@ def _problems(frame: pd.DataFrame) -> tuple[np.ndarray, list[tuple[int, str, str
             problems.append((int(row), col, reason))
         arr = values.to_numpy(dtype=np.float64, na_value=np.nan)
         ok = ~bad_mask
-        if col in _INT_COLUMNS:
+        if col in _INT_COLUMNS and col not in TASKS:  # a label like 0.5 gets the label message below
             frac = ok & (np.floor(arr) != arr)
             for row in np.flatnonzero(frac):
                 problems.append((int(row), col, f"{raw.iat[row]!r} is not a whole number"))

@@ -166,7 +166,8 @@ def _parse_device(device) -> torch.device:
 def _labels(y, model: MultiTaskModel, source: str) -> torch.Tensor:
     names, types = model.config.task_names, model.config.task_types
     try:
-        y = torch.as_tensor(np.asarray(y, dtype=np.float32) if not torch.is_tensor(y) else y, dtype=torch.float32)
+        # np.array copies: pandas 3 hands out read-only arrays, which torch warns about.
+        y = torch.as_tensor(np.array(y, dtype=np.float32) if not torch.is_tensor(y) else y, dtype=torch.float32)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{source}: labels must be numbers, one column per task {list(names)} ({exc})") from exc
     if y.dim() == 1 and len(names) == 1:
