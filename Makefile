@@ -1,13 +1,17 @@
 # The Annotated Multi-Task Ranker: two commands do everything on a fresh machine.
 #   make book   builds the HTML book into _build/html (executes every chapter)
-#   make test   runs every test: package tests, every notebook (nbval), the -W book build
+#   make test   runs every test: package tests, every notebook (nbval), the -W book build,
+#               the real-browser check of every page, every chapter alone in a fresh venv
+#   make student   student notebooks without solutions in student/
+#   make fork REPO=https://github.com/you/your-fork   repoint Colab buttons and install cells
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
-.PHONY: venv book fork test test-package test-notebooks clean
+.PHONY: venv book fork test test-package test-notebooks clean mathjax chromium test-browser \
+	test-standalone student
 
 $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,20 +21,34 @@ $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 
 venv: $(STAMP)
 
+# MathJax 3 from the npm registry (cached; never committed): html_extra_path in _config.yml
+# copies it into _build/html/_static/_mathjax, so math renders from file:// and offline.
+MATHJAX := _build/mathjax/_static/_mathjax/tex-mml-chtml.js
+$(MATHJAX): tools/fetch_mathjax.py
+	$(PYTHON) tools/fetch_mathjax.py $(dir $@)
+
+mathjax: $(MATHJAX)
+
+# Debian's Chromium for the browser check, installed when absent (root, apt).
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -q chromium; }
+
 # Sphinx re-executes only the notebooks that changed; the chapters also show and assert on the
 # package, so when a package source is newer than the last good build every page is rebuilt (--all).
 BOOK_STAMP := _build/html/.built
-book: $(STAMP)
+book: $(STAMP) $(MATHJAX)
 	$(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going \
 	  $(if $(wildcard $(BOOK_STAMP)),$(if $(shell find mmoe_annotated -name '*.py' -newer $(BOOK_STAMP)),--all),--all)
 	@touch $(BOOK_STAMP)
 
 # Point the Colab buttons and every chapter's install cell at another repository (a fork).
-fork:
-	@test -n "$(REPO)" || { echo "usage: make fork REPO=https://github.com/you/your-fork"; exit 2; }
-	@old=$$(sed -n 's/^  url: *//p' _config.yml); \
-	  sed -i "s#$$old#$(REPO)#g" _config.yml book/*.ipynb README.md CONTRIBUTING.md && \
-	  echo "repointed $$old -> $(REPO) in _config.yml, book/*.ipynb, README.md, CONTRIBUTING.md"
+# (tools/repoint.py: repository.url in _config.yml, every install cell, other mentions of the
+# old URL in book/, README.md, CONTRIBUTING.md; BRANCH=... also sets repository.branch.)
+fork: $(STAMP)
+	@test -n "$(REPO)" || { echo "usage: make fork REPO=https://github.com/you/your-fork [BRANCH=main]"; exit 2; }
+	$(PY) tools/repoint.py "$(REPO)" $(if $(BRANCH),--branch "$(BRANCH)")
 
 test-package: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) --dist loadfile tests
@@ -38,7 +56,19 @@ test-package: $(STAMP)
 test-notebooks: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax book
 
-test: test-package test-notebooks book
+# Every page of the built book in headless Chromium: rendered math, images, links, Colab
+# buttons, no tracebacks; screenshots in _build/screenshots/.
+test-browser: book chromium
+	$(PY) tools/browser_check.py _build/html --chromium $(CHROMIUM)
+
+# Colab's situation: each chapter alone in an empty folder, with only the installed wheel.
+test-standalone: $(STAMP)
+	$(PY) tools/standalone_check.py --jobs $(JOBS)
+
+student: $(STAMP)
+	$(PY) tools/make_student.py book student
+
+test: chromium mathjax test-package test-notebooks book test-browser test-standalone
 
 clean:
 	rm -rf _build .pytest_cache

@@ -1,0 +1,131 @@
+"""Run every chapter as Colab does: alone, with only the installed package beside it.
+
+1. build a wheel of the package (`pip wheel --no-deps .`);
+2. install it into a fresh virtual environment, with the runtime dependencies pinned to the
+   versions of the project's `.venv` (so the fast local wheels are reused), plus a kernel;
+3. copy each notebook alone into an empty temporary directory and execute it there with
+   nbclient, two at a time; a last cell asserts the kernel imported `mmoe_annotated` from the
+   fresh environment, not from the repository.
+A chapter that reads a file from the repository, or needs code that is not in the package,
+fails here. Executed copies are kept in `_build/standalone/executed/` for inspection.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+# Runs inside the fresh environment: execute one notebook in its own folder.
+RUNNER = r"""
+import sys, nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+src, out = sys.argv[1], sys.argv[2]
+nb = nbformat.read(src, as_version=4)
+nb.cells.append(nbformat.v4.new_code_cell(
+    "import sys, mmoe_annotated\n"
+    "assert mmoe_annotated.__file__.startswith(sys.prefix), mmoe_annotated.__file__\n"
+    "print('standalone: mmoe_annotated from', mmoe_annotated.__file__)"))
+client = NotebookClient(nb, timeout=600, kernel_name="python3",
+                        resources={"metadata": {"path": "."}})
+try:
+    client.execute()
+except CellExecutionError as e:
+    print(str(e)[-3000:], file=sys.stderr)
+    sys.exit(1)
+finally:
+    nbformat.write(nb, out)
+"""
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def build_env(repo, work, python):
+    """Wheel + fresh venv; returns the venv's python."""
+    dist = work / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    t = time.monotonic()
+    run([python, "-m", "pip", "wheel", "-q", "--no-deps", str(repo), "-w", str(dist)],
+        stdout=subprocess.DEVNULL)
+    wheels = list(dist.glob("mmoe_annotated-*.whl"))
+    if len(wheels) != 1:
+        sys.exit(f"standalone_check: expected one mmoe_annotated wheel in {dist}, found {wheels}")
+    print(f"standalone_check: built {wheels[0].name} in {time.monotonic() - t:.1f} s")
+
+    t = time.monotonic()
+    venv = work / "venv"
+    shutil.rmtree(venv, ignore_errors=True)
+    run([python, "-m", "venv", str(venv)])
+    vpy = venv / "bin" / "python"
+    # Pin every dependency to what the project's .venv was tested with.
+    frozen = subprocess.run([python, "-m", "pip", "freeze", "--exclude-editable"], check=True,
+                            capture_output=True, text=True).stdout
+    constraints = work / "constraints.txt"
+    constraints.write_text("".join(line + "\n" for line in frozen.splitlines()
+                                   if "==" in line and not line.startswith("mmoe"))
+                           )
+    # --no-compile: byte-compiling all of torch costs more than the few modules a chapter imports.
+    run([str(vpy), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile",
+         "-c", str(constraints), str(wheels[0]), "ipykernel", "nbclient", "nbformat"])
+    print(f"standalone_check: fresh venv with the wheel in {time.monotonic() - t:.1f} s")
+    return vpy
+
+
+def execute(vpy, notebook, out_dir):
+    """Run one notebook alone in an empty temp dir; returns (ok, seconds, log)."""
+    t = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="standalone-") as tmp:
+        shutil.copy(notebook, Path(tmp) / notebook.name)
+        data_dir = Path(tmp) / ".jupyter-data"  # no user kernelspec may shadow the venv's
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("PYTHONPATH", "VIRTUAL_ENV", "JUPYTER_PATH", "PYTHONHOME")}
+        env.update(MPLBACKEND="Agg", JUPYTER_DATA_DIR=str(data_dir),
+                   JUPYTER_PATH=str(vpy.parent.parent / "share" / "jupyter"),
+                   OMP_NUM_THREADS="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
+        proc = subprocess.run([str(vpy), "-c", RUNNER, notebook.name,
+                               str((out_dir / notebook.name).resolve())],
+                              cwd=tmp, env=env, capture_output=True, text=True)
+    return proc.returncode == 0, time.monotonic() - t, proc.stderr
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("notebooks", nargs="*", help="notebooks to run (default: book/*.ipynb)")
+    ap.add_argument("--repo", default=".")
+    ap.add_argument("--work", default="_build/standalone")
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    repo = Path(args.repo).resolve()
+    notebooks = [Path(n).resolve() for n in args.notebooks] or sorted((repo / "book").glob("*.ipynb"))
+    if not notebooks:
+        sys.exit("standalone_check: no notebooks found")
+    work = Path(args.work).resolve()
+    out_dir = work / "executed"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    t0 = time.monotonic()
+    vpy = build_env(repo, work, sys.executable)
+
+    failed = 0
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for nb, (ok, secs, log) in zip(notebooks, pool.map(lambda n: execute(vpy, n, out_dir), notebooks)):
+            print(f"{'ok  ' if ok else 'FAIL'} {nb.name:36s} {secs:5.1f} s")
+            if not ok:
+                failed += 1
+                print("       " + "\n       ".join(log.strip().splitlines()[-25:]))
+    print(f"standalone_check: {len(notebooks)} notebooks in {time.monotonic() - t0:.1f} s "
+          f"(executed copies in {out_dir})")
+    print(f"standalone_check: {len(notebooks) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
