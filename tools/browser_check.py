@@ -3,7 +3,7 @@
 For each HTML page of `_build/html` (served by a local http.server on 127.0.0.1, and one page
 again from file://) it waits for MathJax to finish and fails the page when it shows
   - raw TeX: `\\(`, `\\[`, `$$`, `\\sum`... in text outside MathJax's rendered containers,
-    or a MathJax error box;
+    or a formula MathJax could not render (an error box, or an undefined macro shown in red);
   - a broken image;
   - an error traceback in a cell output (cells tagged `raises-exception` may show one);
   - a broken internal link (missing page, or a missing #anchor on the target page);
@@ -183,6 +183,14 @@ PAGE_JS = r"""
   out.math = document.querySelectorAll('mjx-container').length;
   for (const e of document.querySelectorAll('mjx-merror'))
     out.mathErrors.push(e.getAttribute('data-mjx-error') || e.textContent);
+  // An undefined macro is not an error box: the noundefined package prints its name in red.
+  if (window.MathJax && MathJax.startup && MathJax.startup.document && MathJax.startup.toMML) {
+    for (const item of MathJax.startup.document.math) {
+      if (!item.root) continue;
+      const mml = MathJax.startup.toMML(item.root);
+      if (/<merror|mathcolor="red"/.test(mml)) out.mathErrors.push(String(item.math).slice(0, 80));
+    }
+  }
   // Raw TeX: text a reader sees outside rendered math and outside code.
   const skip = 'mjx-container, script, style, pre, code, kbd, samp, textarea, noscript, .highlight';
   const tex = /\\[()\[\]]|\$\$|\\(?:[A-Za-z]{2,}|[,;!{}])|\$[^\s$][^$\n]*[_^{}][^$\n]*\$/;
@@ -199,7 +207,7 @@ PAGE_JS = r"""
   for (const c of document.querySelectorAll('.cell_output')) {
     if (c.closest('.tag_raises-exception')) continue;
     if (c.querySelector('.traceback') || /Traceback \(most recent call last\)/.test(c.textContent))
-      out.tracebacks.push(c.textContent.trim().slice(0, 200));
+      out.tracebacks.push(c.textContent.replace(/\s+/g, ' ').trim().slice(0, 200));
   }
   for (const a of document.querySelectorAll('a[href]')) out.links.push(a.href);
   return out;
@@ -337,7 +345,7 @@ def check_page(browser, site, rel, url, base, shot_dir, shot_name, colab_expecte
         browser.send("Target.closeTarget", targetId=target)
 
     problems += [f"raw TeX: ...{t}..." for t in facts["rawTex"][:5]]
-    problems += [f"MathJax error: {t}" for t in facts["mathErrors"][:5]]
+    problems += [f"MathJax error (or undefined macro) in: {t}" for t in facts["mathErrors"][:5]]
     problems += [f"broken image: {s}" for s in facts["brokenImages"]]
     problems += [f"traceback in a cell output: {t}" for t in facts["tracebacks"][:3]]
     problems += sorted({r for r in (site.broken_link(u, base) for u in facts["links"]) if r})

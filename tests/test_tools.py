@@ -1,0 +1,309 @@
+"""Tests for the book's tooling in tools/: MathJax fetch, browser check, student edition, fork.
+
+Everything runs on temporary copies; nothing here changes the repository.
+"""
+from __future__ import annotations
+
+import importlib.util
+import io
+import re
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TOOLS = REPO / "tools"
+FETCHED_MATHJAX = REPO / "_build" / "mathjax" / "_static" / "_mathjax"
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+fetch_mathjax = load_tool("fetch_mathjax")
+make_student = load_tool("make_student")
+repoint = load_tool("repoint")
+browser_check = load_tool("browser_check")
+
+INSTALL_CELL = ('# Colab only: install the companion package from the book\'s repository.\n'
+                'import sys\nif "google.colab" in sys.modules:\n'
+                '    %pip install -q "mmoe-annotated @ git+{url}"')
+
+
+# ----------------------------------------------------------------------------- fetch_mathjax
+
+def _tgz(files):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_fetch_mathjax_keeps_only_what_tex_mml_chtml_loads(tmp_path):
+    tgz = _tgz({
+        "package/LICENSE": b"Apache",
+        "package/es5/tex-mml-chtml.js": b"// bundle",
+        "package/es5/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff": b"w",
+        "package/es5/input/tex/extensions/boldsymbol.js": b"b",
+        "package/es5/input/tex/extensions/ams.js": b"a",
+        "package/es5/tex-svg-full.js": b"dropped",
+        "package/es5/sre/mathmaps/en.json": b"dropped",
+        "package/es5/output/svg/fonts/tex.js": b"dropped",
+        "package/ts/core/MathItem.ts": b"dropped",
+        "package/es5/input/tex/extensions/../../../../evil.js": b"dropped",
+    })
+    n = fetch_mathjax.extract(tgz, tmp_path)
+    got = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert got == ["LICENSE", "input/tex/extensions/ams.js", "input/tex/extensions/boldsymbol.js",
+                   "output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff", "tex-mml-chtml.js"]
+    assert n == 5
+
+
+def test_fetch_mathjax_rejects_a_tarball_without_the_bundle(tmp_path):
+    with pytest.raises(SystemExit, match="no es5/tex-mml-chtml.js"):
+        fetch_mathjax.extract(_tgz({"package/index.js": b"x"}), tmp_path)
+
+
+def test_config_loads_mathjax_from_the_fetched_folder():
+    sphinx = yaml.safe_load((REPO / "_config.yml").read_text())["sphinx"]["config"]
+    # Sphinx puts a relative mathjax_path under _static/; html_extra_path copies the folder's
+    # contents to the output root, so the two must meet at _static/<mathjax_path>.
+    extra = [REPO / p for p in sphinx["html_extra_path"]]
+    assert any(FETCHED_MATHJAX.parent.parent == p for p in extra)
+    assert sphinx["mathjax_path"] == f"{FETCHED_MATHJAX.name}/{fetch_mathjax.ENTRY}"
+    assert not (REPO / "_static").exists(), "Jupyter Book 1 adds every JS/CSS file there to every page"
+
+
+# ----------------------------------------------------------------------------- make_student
+
+def _exercise_notebook():
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    install = nbformat.v4.new_code_cell(INSTALL_CELL.format(url="https://github.com/o/r"))
+    install.metadata["tags"] = ["remove-cell"]
+    demo = nbformat.v4.new_code_cell("print(1 + 1)", execution_count=3,
+                                     outputs=[nbformat.v4.new_output("stream", text="2\n")])
+    sol = [nbformat.v4.new_markdown_cell("```{solution-start} ex-a\n:class: dropdown\n```"),
+           nbformat.v4.new_code_cell("answer = 42"),
+           nbformat.v4.new_markdown_cell("```{solution-end}\n```")]
+    for c in sol:
+        c.metadata["tags"] = ["solution"]
+    prose_sol = nbformat.v4.new_markdown_cell("```{solution} ex-b\nBecause.\n```")
+    prose_sol.metadata["tags"] = ["solution"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title"), install, demo,
+                nbformat.v4.new_markdown_cell("```{exercise} A\n:label: ex-a\nDo it.\n```"), *sol,
+                nbformat.v4.new_markdown_cell("```{exercise} B\n:label: ex-b\nWhy?\n```"), prose_sol,
+                nbformat.v4.new_markdown_cell("## After")]
+    return nb
+
+
+def test_student_notebook_strips_solutions_and_keeps_the_colab_cell():
+    nb = _exercise_notebook()
+    student = make_student.student_notebook(nb, "t.ipynb")
+    sources = [c.source for c in student.cells]
+    assert not any("solution" in c.metadata.get("tags", []) for c in student.cells)
+    assert not any("answer = 42" in s or "Because." in s or "solution-" in s for s in sources)
+    # the Colab install cell: first code cell, unchanged, still hidden from the HTML book
+    assert student.cells[1].source == nb.cells[1].source
+    assert student.cells[1].metadata["tags"] == ["remove-cell"]
+    # one empty answer cell where each solution was, everything else in order
+    assert sources == ["# Title", nb.cells[1].source, "print(1 + 1)", nb.cells[3].source,
+                       make_student.PLACEHOLDER, nb.cells[7].source, make_student.PLACEHOLDER,
+                       "## After"]
+    assert student.cells[2].outputs == [] and student.cells[2].execution_count is None
+    assert nb.cells[5].source == "answer = 42", "the input notebook is not modified"
+
+
+def test_student_notebook_refuses_an_untagged_solution():
+    nb = _exercise_notebook()
+    nb.cells[8].metadata["tags"] = []  # the prose solution, tag forgotten
+    with pytest.raises(make_student.StudentEditionError, match=r"t.ipynb: cell \d+ .*not tagged"):
+        make_student.student_notebook(nb, "t.ipynb")
+
+
+def test_student_notebook_requires_the_colab_cell_first():
+    nb = _exercise_notebook()
+    nb.cells[1], nb.cells[2] = nb.cells[2], nb.cells[1]
+    with pytest.raises(make_student.StudentEditionError, match="Colab install cell"):
+        make_student.student_notebook(nb, "t.ipynb")
+
+
+def test_student_edition_of_the_real_book(tmp_path):
+    """`make student` on the chapters as they stand: no solution survives, nothing else is lost."""
+    book = REPO / "book"
+    assert make_student.main([str(book), str(tmp_path)]) == 0
+    for path in sorted(book.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        student = nbformat.read(tmp_path / path.name, as_version=4)
+        kept = [c.source for c in nb.cells if not make_student.is_solution(c)]
+        assert [c.source for c in student.cells if c.source != make_student.PLACEHOLDER] == kept
+        for i, cell in enumerate(student.cells):
+            assert not make_student.SOLUTION_DIRECTIVE.search(cell.source), (path.name, i)
+            if cell.cell_type == "code":
+                assert cell.outputs == []
+        code = [c for c in student.cells if c.cell_type == "code"]
+        if any(c.cell_type == "code" for c in nb.cells):
+            assert "google.colab" in code[0].source, path.name
+
+
+# ----------------------------------------------------------------------------- repoint
+
+@pytest.fixture
+def book_copy(tmp_path):
+    for name in ("_config.yml", "README.md", "CONTRIBUTING.md"):
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(REPO / "book", tmp_path / "book")
+    # one chapter with an install cell that had drifted from _config.yml
+    nb = _exercise_notebook()
+    nb.cells[1].source = INSTALL_CELL.format(url="https://github.com/someone/else")
+    nbformat.write(nb, tmp_path / "book" / "zz_drifted.ipynb")
+    return tmp_path
+
+
+def test_repoint_rewrites_config_and_every_install_cell(book_copy):
+    old = yaml.safe_load((book_copy / "_config.yml").read_text())["repository"]["url"]
+    before = {p: p.read_text() for p in book_copy.rglob("*") if p.is_file()}
+    got_old, new, changed = repoint.repoint(book_copy, "https://github.com/teacher/mmoe-course.git/",
+                                            branch="spring")
+    assert (got_old, new) == (old, "https://github.com/teacher/mmoe-course")
+
+    config_text = (book_copy / "_config.yml").read_text()
+    config = yaml.safe_load(config_text)
+    assert config["repository"]["url"] == new and config["repository"]["branch"] == "spring"
+    assert config["repository"]["path_to_book"] == yaml.safe_load(
+        before[book_copy / "_config.yml"])["repository"]["path_to_book"]
+    # only the two lines changed; comments and the rest of the file are kept
+    diff = [(a, b) for a, b in zip(before[book_copy / "_config.yml"].splitlines(),
+                                   config_text.splitlines()) if a != b]
+    assert len(diff) == 2 and len(config_text.splitlines()) == len(
+        before[book_copy / "_config.yml"].splitlines())
+
+    urls = {}
+    for path in sorted((book_copy / "book").glob("*.ipynb")):
+        urls[path.name] = repoint.install_urls(nbformat.read(path, as_version=4))
+    assert urls["zz_drifted.ipynb"] == [new]
+    assert sum(map(len, urls.values())) >= 2
+    assert all(u == new for us in urls.values() for u in us)
+    for path, text in before.items():
+        now = path.read_text()
+        assert old not in now.replace(new, "")
+        if path.name != "zz_drifted.ipynb":
+            # nothing but the URL (and the branch line) changed
+            assert (now.replace(new, old) == text) or path.name == "_config.yml", path
+    assert set(changed) == {p for p, t in before.items() if p.read_text() != t}
+
+
+def test_repoint_refuses_a_repository_colab_cannot_open(book_copy):
+    config = (book_copy / "_config.yml").read_text()
+    for bad in ("https://gitlab.com/you/fork", "github.com/you/fork", "https://github.com/you",
+                "https://github.com/you/fork/tree/main"):
+        with pytest.raises(repoint.RepointError, match="https://github.com/OWNER/NAME"):
+            repoint.repoint(book_copy, bad)
+    assert (book_copy / "_config.yml").read_text() == config
+
+
+def test_make_fork_cli_reports_changes(book_copy, capsys):
+    assert repoint.main(["https://github.com/a/b", "--root", str(book_copy)]) == 0
+    out = capsys.readouterr().out
+    assert "-> https://github.com/a/b" in out and "_config.yml" in out
+    with pytest.raises(SystemExit, match="repoint: REPO must look like"):
+        repoint.main(["ftp://x", "--root", str(book_copy)])
+
+
+# ----------------------------------------------------------------------------- browser_check
+
+PNG_1x1 = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+    "0000000d49444154789c6360f8cfc0f01f0005000201f1b3f5a50000000049454e44ae426082")
+
+
+def _page(body, mathjax=False, prefix=""):
+    script = f'<script defer src="{prefix}_static/_mathjax/tex-mml-chtml.js"></script>' if mathjax else ""
+    return f"<!DOCTYPE html><html><head><title>t</title>{script}</head><body><main>{body}</main></body></html>"
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium (`make chromium`)")
+@pytest.mark.skipif(not (FETCHED_MATHJAX / "tex-mml-chtml.js").exists(),
+                    reason="needs the fetched MathJax (`make mathjax`)")
+def test_browser_check_catches_what_a_reader_would_see(tmp_path, capsys):
+    """A tiny site with one good page and one page per defect: each defect is reported."""
+    root = tmp_path
+    (root / "_config.yml").write_text(
+        "repository:\n  url: https://github.com/o/r\n  path_to_book: ''\n  branch: main\n"
+        "launch_buttons:\n  colab_url: https://colab.research.google.com\n")
+    html = root / "_build" / "html"
+    shutil.copytree(FETCHED_MATHJAX, html / "_static" / "_mathjax")
+    (html / "book").mkdir()
+    (html / "_images").mkdir()
+    (html / "_images" / "dot.png").write_bytes(PNG_1x1)
+    colab = "https://colab.research.google.com/github/o/r/blob/main/book/good.ipynb"
+    (root / "book").mkdir()
+    for name in ("good", "nocolab"):
+        (root / "book" / f"{name}.ipynb").write_text("{}")
+    pages = {
+        "index.html": '<meta http-equiv="Refresh" content="0; url=book/good.html" />',
+        "book/good.html": _page(
+            '<h1 id="top">Good</h1><p>Inline <span class="math">\\(y=\\sum_i g(x)_i f_i(x)\\)</span>.</p>'
+            '<div class="math">\\[\\boldsymbol{W}_{gk} x\\]</div>'
+            '<pre>print("\\\\(x\\\\) $$ in code is fine")</pre>'
+            f'<img src="../_images/dot.png"><a href="other.html#sec">ok</a><a href="#top">top</a>'
+            f'<a href="{colab}">Colab</a>', mathjax=True, prefix="../"),
+        "book/other.html": _page('<h2 id="sec">Sec</h2>'),
+        "book/rawtex.html": _page("<p>The mixture is $$\\sum_i g_i f_i$$ and \\(x\\).</p>"),
+        "book/mjerror.html": _page('<span class="math">\\(\\undefinedmacro{x}\\)</span>',
+                                   mathjax=True, prefix="../"),
+        "book/badimg.html": _page('<img src="../_images/missing.png">'),
+        "book/traceback.html": _page(
+            '<div class="cell_output"><div class="output traceback"><pre>Traceback (most recent '
+            'call last):\n  ValueError: boom</pre></div></div>'
+            '<div class="cell tag_raises-exception"><div class="cell_output"><pre>Traceback '
+            '(most recent call last): shown on purpose</pre></div></div>'),
+        "book/badlink.html": _page('<a href="nowhere.html">x</a><a href="other.html#nope">y</a>'),
+        "book/nocolab.html": _page("<p>A notebook page without its button.</p>"),
+    }
+    for rel, text in pages.items():
+        (html / rel).write_text(text)
+
+    rc = browser_check.main([str(html), "--root", str(root), "--chromium", str(CHROMIUM),
+                             "--screenshots", str(tmp_path / "shots"), "--jobs", "3"])
+    out = capsys.readouterr().out
+    report, current = {}, None
+    for line in out.splitlines():
+        m = re.match(r"^(ok  |FAIL) (\S+)", line)
+        if m:
+            current = m.group(2)
+            report[current] = [] if m.group(1) == "ok  " else ["FAIL"]
+        elif line.startswith("       - ") and current:
+            report[current].append(line[9:])
+    assert rc == 1, out
+    assert report["book/good.html"] == [], out
+    assert report["index.html"] == [], out  # the redirect lands on the good page
+    assert report["file://book/good.html"] == [], out
+    assert re.search(r"book/good.html\s+math=2 ", out), out
+    assert any(p.startswith("raw TeX") for p in report["book/rawtex.html"]), out
+    assert any(p.startswith("MathJax error") for p in report["book/mjerror.html"]), out
+    assert any("broken image: ../_images/missing.png" in p for p in report["book/badimg.html"])
+    assert any("HTTP 404" in p for p in report["book/badimg.html"]), out
+    tb = [p for p in report["book/traceback.html"] if p.startswith("traceback")]
+    assert len(tb) == 1 and "ValueError: boom" in tb[0], out
+    bad = report["book/badlink.html"]
+    assert any("nowhere.html (no such file" in p for p in bad), out
+    assert any("no #nope on book/other.html" in p for p in bad), out
+    assert any(p.startswith("no Colab button") for p in report["book/nocolab.html"]), out
+    assert report["book/other.html"] == [], out  # not a notebook: no button needed
+    assert "4 passed, 6 failed" in out, out  # 9 pages over HTTP + 1 from file://
+    shots = {p.name for p in (tmp_path / "shots").glob("*.png")}
+    assert {"book__good.png", "book__good--math.png", "file--book__good.png"} <= shots
