@@ -199,3 +199,16 @@ def test_build_model_and_type_errors():
         mm.MMoE({"features": FEATURES})
     assert isinstance(mm.build_model("omoe", config()), mm.OMoE)
     assert "experts=3x[16, 8]" in repr(mm.MMoE(config()))
+
+
+def test_no_bare_squeeze_in_the_package(repo_root):
+    """A bare ``.squeeze()`` drops the batch axis at batch size 1 (a DeepCTR-Torch complaint);
+    the package names the axis it removes, everywhere."""
+    import re
+
+    offenders = []
+    for path in sorted((repo_root / "mmoe_annotated").rglob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if re.search(r"\.squeeze\(\s*\)|torch\.squeeze\(\s*\w+\s*\)", line):
+                offenders.append(f"{path.relative_to(repo_root)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
