@@ -95,9 +95,9 @@ def _read_text(path: Path) -> str:
         raise DataError(f"cannot be read ({exc.strerror or exc})", path=path) from exc
     if not raw.strip(b" \r\n"):  # a line of tabs is not empty: it is twelve missing values
         raise DataError("the file is empty; a ByteRec file has one row per line", path=path)
-    for magic, what in _MAGIC.items():
+    for magic, (what, todo) in _MAGIC.items():
         if raw.startswith(magic):
-            raise DataError(f"is {what}, not tab-separated text", path=path)
+            raise DataError(f"is {what}, not tab-separated text; {todo}", path=path)
     if b"\x00" in raw:
         raise DataError("contains NUL bytes: this is a binary file, not tab-separated text",
                         path=path, **_where(raw, raw.index(b"\x00")))
@@ -110,11 +110,11 @@ def _read_text(path: Path) -> str:
 
 #: Leading bytes of files that people hand to a text loader by mistake.
 _MAGIC = {
-    b"\x1f\x8b": "gzip-compressed; decompress it first (gunzip) or pass the .txt",
-    b"PK\x03\x04": "a zip archive; extract the .txt file first",
-    b"BZh": "bzip2-compressed; decompress it first (bunzip2)",
-    b"\xfd7zXZ\x00": "xz-compressed; decompress it first (unxz)",
-    b"PAR1": "a Parquet file; read it with pandas.read_parquet and pass the frame on",
+    b"\x1f\x8b": ("gzip-compressed", "decompress it first (gunzip) or pass the .txt"),
+    b"PK\x03\x04": ("a zip archive", "extract the .txt file first"),
+    b"BZh": ("bzip2-compressed", "decompress it first (bunzip2)"),
+    b"\xfd7zXZ\x00": ("xz-compressed", "decompress it first (unxz)"),
+    b"PAR1": ("a Parquet file", "read it with pandas.read_parquet instead"),
 }
 
 
@@ -237,8 +237,14 @@ def load_byterec(path: str | os.PathLike, *, on_bad_lines: str = "error") -> pd.
                            "line, or pass on_bad_lines='skip'")
             raise DataError(reason, path=path, line=int(numbers[row]), column=col)
         drop = sorted({row for row, _, _ in problems})
-        for row, col, reason in problems:
-            bad.append((int(numbers[row]), f"column {col!r}: {reason}"))
+        per_row = {row: [(c, r) for rr, c, r in problems if rr == row] for row in drop}
+        for row, found in per_row.items():  # one entry per line: its first problem, in column order
+            col, reason = found[0]
+            if numbers[row] == 1 and _looks_like_header(frame.iloc[0]):
+                reason, more = "looks like a header row; ByteRec files have none", ""
+            else:
+                more = f" (and {len(found) - 1} more problem(s) on this line)" if len(found) > 1 else ""
+            bad.append((int(numbers[row]), f"column {col!r}: {reason}{more}"))
         keep = np.ones(len(frame), dtype=bool)
         keep[drop] = False
     else:

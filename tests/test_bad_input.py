@@ -95,10 +95,10 @@ LOADER_CASES = [
      2, "user_city", r"is not UTF-8 text \(byte 0xe9 at offset \d+\); re-save the file as UTF-8"),
     ("utf16_file", GOOD.decode().encode("utf-16"), 1, "uid", r"contains NUL bytes|is not UTF-8"),
     ("nul_bytes", with_field(3, "music_id", "\x00"), 3, "music_id", r"contains NUL bytes: this is a binary file"),
-    ("gzip_as_text", gzip.compress(GOOD), None, None, r"is gzip-compressed; decompress it first \(gunzip\)"),
-    ("zip_as_text", _zip_bytes(), None, None, r"is a zip archive; extract the .txt file first"),
+    ("gzip_as_text", gzip.compress(GOOD), None, None, r"is gzip-compressed, not tab-separated text; decompress it first \(gunzip\)"),
+    ("zip_as_text", _zip_bytes(), None, None, r"is a zip archive, not tab-separated text; extract the .txt file first"),
     ("bzip2_as_text", bz2.compress(GOOD), None, None, r"is bzip2-compressed"),
-    ("parquet_as_text", b"PAR1\x15\x04" + bytes(range(1, 60)), None, None, r"is a Parquet file"),
+    ("parquet_as_text", b"PAR1\x15\x04" + bytes(range(1, 60)), None, None, r"is a Parquet file, not tab-separated text; read it with pandas.read_parquet"),
     ("random_binary", bytes(range(256)) * 4, 1, "uid", r"contains NUL bytes"),
 ]
 
@@ -177,6 +177,22 @@ def test_skip_mode_reports_how_many_and_which_lines(tmp_path):
     assert [n for n, _ in df.attrs["bad_lines"]] == [2, 4]
     assert "has 2 tab-separated columns" in df.attrs["bad_lines"][0][1]
     assert df.attrs["bad_lines"][1][1] == "column 'finish': label '7' is not 0 or 1"
+
+
+def test_skip_mode_one_entry_per_line(tmp_path):
+    """A line with several problems is reported once, with its first problem in column order;
+    a header row is named as such."""
+    rows = ["\t".join(mm.COLUMNS)] + BASE
+    rows[2] = rows[2].replace("1014\t-1", "x\t-1").replace("\t14.0", "\t-2")  # line 3: uid and duration
+    path = tmp_path / "header_and_more.txt"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.warns(UserWarning, match=r"skipped 2 bad line\(s\): 1, 3;"):
+        df = mm.load_byterec(path, on_bad_lines="skip")
+    assert len(df) == 3
+    assert df.attrs["bad_lines"] == [
+        (1, "column 'uid': looks like a header row; ByteRec files have none"),
+        (3, "column 'uid': 'x' is not a number (and 1 more problem(s) on this line)"),
+    ]
 
 
 def test_skip_mode_with_every_line_bad(tmp_path):
