@@ -237,7 +237,9 @@ def load_byterec(path: str | os.PathLike, *, on_bad_lines: str = "error") -> pd.
                            "line, or pass on_bad_lines='skip'")
             raise DataError(reason, path=path, line=int(numbers[row]), column=col)
         drop = sorted({row for row, _, _ in problems})
-        per_row = {row: [(c, r) for rr, c, r in problems if rr == row] for row in drop}
+        per_row: dict[int, list[tuple[str, str]]] = {}
+        for row, col, reason in problems:  # sorted by row, then column: one pass
+            per_row.setdefault(row, []).append((col, reason))
         for row, found in per_row.items():  # one entry per line: its first problem, in column order
             col, reason = found[0]
             if numbers[row] == 1 and _looks_like_header(frame.iloc[0]):
