@@ -132,9 +132,9 @@ def test_hash_buckets_map_any_value_to_a_valid_id(values, buckets):
 
 
 @SETTINGS
-@given(train=VALUES, test=VALUES, hashed=st.booleans())
-def test_feature_encoder_ids_fit_the_model_input(train, test, hashed):
-    enc = mm.FeatureEncoder(["c"], hash_buckets=7 if hashed else None)
+@given(train=VALUES, test=VALUES, hashed=st.booleans(), min_count=st.integers(1, 3))
+def test_feature_encoder_ids_fit_the_model_input(train, test, hashed, min_count):
+    enc = mm.FeatureEncoder(["c"], hash_buckets=7 if hashed else None, min_count=min_count)
     enc.fit(pd.DataFrame({"c": pd.Series(train, dtype=object)}))
     ids = enc.transform(pd.DataFrame({"c": pd.Series(test, dtype=object)})).ids
     (feature,) = enc.features
