@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
-import re
 import subprocess
 import sys
 
@@ -52,14 +50,14 @@ def test_example_bad_path(example, tmp_path):
         example.main(["--byterec", str(tmp_path / "missing.txt")])
 
 
-def test_example_runs_as_a_script(repo_root, byterec_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "examples/tutorial_byterec.py", "--byterec", str(byterec_path),
-                             "--epochs", "1"], cwd=repo_root, env=env, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert re.search(r"^finish test AUC \d\.\d{4}$", result.stdout, re.M)
-    assert re.search(r"^like test LogLoss \d\.\d{4}$", result.stdout, re.M)
+def test_example_runs_as_a_script(repo_root):
+    """The file runs as a script: ``--help`` answers from the command line before torch is imported
+    (the whole pipeline behind ``main`` is run in-process by the tests above, which is faster than
+    a second interpreter importing torch)."""
     usage = subprocess.run([sys.executable, "examples/tutorial_byterec.py", "--help"], cwd=repo_root,
-                         capture_output=True, text=True, timeout=60)
-    assert usage.returncode == 0 and "--byterec" in usage.stdout
+                           capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 0, usage.stderr
+    assert "--byterec" in usage.stdout and "--rows" in usage.stdout
+    wrong = subprocess.run([sys.executable, "examples/tutorial_byterec.py", "--epochs", "ten"], cwd=repo_root,
+                           capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "invalid int value" in wrong.stderr
