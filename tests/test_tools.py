@@ -307,3 +307,37 @@ def test_browser_check_catches_what_a_reader_would_see(tmp_path, capsys):
     assert "4 passed, 6 failed" in out, out  # 9 pages over HTTP + 1 from file://
     shots = {p.name for p in (tmp_path / "shots").glob("*.png")}
     assert {"book__good.png", "book__good--math.png", "file--book__good.png"} <= shots
+
+
+# ----------------------------------------------------------------------------- teaching page
+
+def _chapters():
+    """{notebook stem: (stated minutes or None, [exercise labels])} for book/*.ipynb."""
+    out = {}
+    for path in sorted((REPO / "book").glob("*.ipynb")):
+        text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells
+                         if c.cell_type == "markdown")
+        m = re.search(r"Time:\s*about\s+(\d+)\s+minutes", text)
+        labels = re.findall(r"\{exercise\}[^\n]*\n:label:\s*(\S+)", text)
+        out[path.stem] = (int(m.group(1)) if m else None, labels)
+    return out
+
+
+def test_teaching_page_times_match_the_chapters():
+    rows = dict(re.findall(r"^\| \{doc\}`(\w+)` \| (\d+) min \|", (REPO / "book" / "teaching.md")
+                           .read_text(), re.M))
+    assert rows, "no time table found in book/teaching.md"
+    for stem, (minutes, _) in _chapters().items():
+        if minutes is not None:
+            assert stem in rows, f"book/teaching.md has no time row for {stem} ({minutes} min)"
+            assert int(rows[stem]) == minutes, (
+                f"book/teaching.md says {stem} takes {rows[stem]} min, the chapter says {minutes}")
+
+
+def test_teaching_page_sorts_every_exercise():
+    teaching = (REPO / "book" / "teaching.md").read_text()
+    listed = set(re.findall(r"<(ex-[\w-]+)>`", teaching))
+    for stem, (_, labels) in _chapters().items():
+        for label in labels:
+            assert label in listed, (f"book/teaching.md does not list exercise {label} of {stem}; "
+                                     "add it to the 'Exercises for labs' table")
