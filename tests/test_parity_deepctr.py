@@ -49,17 +49,29 @@ def tutorial_frame(path) -> pd.DataFrame:
     return data
 
 
-def deepctr_model(data: pd.DataFrame):
+#: DeepCTR-Torch's MMOE defaults, as the tutorial uses them; variants below override some.
+TUTORIAL = dict(task_names=("finish", "like"), task_types=("binary", "binary"), num_experts=3,
+                expert_hidden=(256, 128), gate_hidden=(64,), tower_hidden=(64,), l2_dnn=0.0)
+
+
+def deepctr_model(data: pd.DataFrame, settings: dict = TUTORIAL):
+    s = {**TUTORIAL, **settings}
     columns = ([SparseFeat(feat, data[feat].max() + 1, embedding_dim=4) for feat in SPARSE]
                + [DenseFeat(feat, 1) for feat in DENSE])
-    model = MMOE(columns, task_types=["binary", "binary"], l2_reg_embedding=1e-5, task_names=TASKS)
+    model = MMOE(columns, num_experts=s["num_experts"], expert_dnn_hidden_units=s["expert_hidden"],
+                 gate_dnn_hidden_units=s["gate_hidden"], tower_dnn_hidden_units=s["tower_hidden"],
+                 l2_reg_dnn=s["l2_dnn"], task_types=list(s["task_types"]), l2_reg_embedding=1e-5,
+                 task_names=list(s["task_names"]))
     return model, get_feature_names(columns)
 
 
-def our_model(data: pd.DataFrame) -> mm.MMoE:
+def our_model(data: pd.DataFrame, settings: dict = TUTORIAL) -> mm.MMoE:
+    s = {**TUTORIAL, **settings}
     features = ([mm.SparseFeature(feat, int(data[feat].max()) + 1, 4) for feat in SPARSE]
                 + [mm.DenseFeature(feat) for feat in DENSE])
-    return mm.MMoE(mm.ModelConfig(features=features, task_names=tuple(TASKS)))
+    return mm.MMoE(mm.ModelConfig(features=features, task_names=s["task_names"], task_types=s["task_types"],
+                                  num_experts=s["num_experts"], expert_hidden=s["expert_hidden"],
+                                  gate_hidden=s["gate_hidden"], tower_hidden=s["tower_hidden"]))
 
 
 def our_inputs(data: pd.DataFrame) -> mm.EncodedFeatures:
@@ -72,6 +84,13 @@ def _put(dst: torch.Tensor, src: torch.Tensor) -> None:
     dst.copy_(src)
 
 
+def _copy_mlp(dnn, stacked: mm.StackedMLP, s: int) -> int:
+    for l, lin in enumerate(dnn.linears):
+        _put(stacked.weights[l][s], lin.weight.T)  # nn.Linear stores (out, in); we stack (in, out)
+        _put(stacked.biases[l][s], lin.bias)
+    return sum(p.numel() for p in dnn.parameters())
+
+
 @torch.no_grad()
 def copy_weights(dc, ours: mm.MMoE) -> None:
     """Copy every DeepCTR-Torch parameter into ours; asserts that nothing is left over."""
@@ -81,25 +100,30 @@ def copy_weights(dc, ours: mm.MMoE) -> None:
         _put(ours.inputs.table.weight[offset:offset + w.shape[0]], w)
         copied += w.numel()
     for i, expert in enumerate(dc.expert_dnn):
-        for l, lin in enumerate(expert.linears):
-            _put(ours.experts.weights[l][i], lin.weight.T)
-            _put(ours.experts.biases[l][i], lin.bias)
-            copied += lin.weight.numel() + lin.bias.numel()
-    for t in range(len(TASKS)):
-        for l, lin in enumerate(dc.gate_dnn[t].linears):
-            _put(ours.gates.mlp.weights[l][t], lin.weight.T)
-            _put(ours.gates.mlp.biases[l][t], lin.bias)
-            copied += lin.weight.numel() + lin.bias.numel()
+        copied += _copy_mlp(expert, ours.experts, i)
+    for t in range(dc.num_tasks):
+        if ours.gates.mlp is not None:
+            copied += _copy_mlp(dc.gate_dnn[t], ours.gates.mlp, t)
         _put(ours.gates.out[t], dc.gate_dnn_final_layer[t].weight.T)
-        for l, lin in enumerate(dc.tower_dnn[t].linears):
-            _put(ours.towers.mlp.weights[l][t], lin.weight.T)
-            _put(ours.towers.mlp.biases[l][t], lin.bias)
-            copied += lin.weight.numel() + lin.bias.numel()
+        if ours.towers.mlp is not None:
+            copied += _copy_mlp(dc.tower_dnn[t], ours.towers.mlp, t)
         _put(ours.towers.out[t], dc.tower_dnn_final_layer[t].weight[0])
         _put(ours.towers.bias[t:t + 1], dc.out[t].bias)
         copied += dc.gate_dnn_final_layer[t].weight.numel() + dc.tower_dnn_final_layer[t].weight.numel() + 1
     # the same number of parameters on both sides, and every one of them copied
     assert copied == sum(p.numel() for p in dc.parameters()) == sum(p.numel() for p in ours.parameters())
+
+
+def train_both(dc, names, ours, data, y, losses, *, weight_l2=0.0, epochs=10):
+    """DeepCTR-equivalent training: Adagrad lr 0.01, summed losses, whole-table embedding L2, no shuffling."""
+    x_dc = {n: data[n] for n in names}
+    dc.compile("adagrad", loss=losses)
+    dc.fit(x_dc, y, batch_size=32, epochs=epochs, verbose=0, shuffle=False)
+    cfg = mm.TrainConfig(optimizer="adagrad", lr=0.01, loss_reduction="sum", embedding_l2=1e-5,
+                         embedding_l2_mode="table", weight_l2=weight_l2, shuffle=False, batch_size=32,
+                         epochs=epochs, progress=False)
+    mm.fit(ours, (our_inputs(data), y), cfg)
+    return dc.predict(x_dc, 256), mm.predict(ours, our_inputs(data))
 
 
 @pytest.fixture
@@ -154,27 +178,52 @@ def test_same_predictions_and_gates_with_random_weights(data):
 
 
 def test_same_predictions_after_ten_epochs(data):
-    """DeepCTR-equivalent training: Adagrad lr 0.01, summed BCE, whole-table embedding L2, no shuffling."""
+    """The tutorial's model, trained 10 epochs at batch 32 by both, with DeepCTR-equivalent settings."""
     dc, names = deepctr_model(data)
     ours = our_model(data)
     copy_weights(dc, ours)
-    x_dc = {n: data[n] for n in names}
-    x_ours = our_inputs(data)
+    p_init = dc.predict({n: data[n] for n in names}, 256)
     y = data[TASKS].to_numpy()
-    p_init = dc.predict(x_dc, 256)
-
-    dc.compile("adagrad", loss=["binary_crossentropy", "binary_crossentropy"])
-    dc.fit(x_dc, y, batch_size=32, epochs=10, verbose=0, shuffle=False)
-    cfg = mm.TrainConfig(optimizer="adagrad", lr=0.01, loss_reduction="sum", embedding_l2=1e-5,
-                         embedding_l2_mode="table", shuffle=False, batch_size=32, epochs=10, progress=False)
-    mm.fit(ours, (x_ours, y), cfg)
-
-    p_dc = dc.predict(x_dc, 256)
-    p_ours = mm.predict(ours, x_ours)
+    p_dc, p_ours = train_both(dc, names, ours, data, y, ["binary_crossentropy", "binary_crossentropy"])
     assert np.abs(p_dc - p_init).max() > 0.1  # both really trained
     diff = np.abs(p_dc - p_ours).max()
     print(f"\nparity after 10 epochs at batch 32: max |p_deepctr - p_ours| = {diff:.3g}")
     assert diff <= 1e-4
+
+
+VARIANTS = {
+    # the paper's linear gate, no tower hidden layer, four experts of one layer
+    "linear_gate": dict(gate_hidden=(), tower_hidden=(), num_experts=4, expert_hidden=(32,)),
+    # three tasks, one of them regression (MSE), deeper gates and towers
+    "mixed_tasks": dict(task_names=("finish", "like", "engagement"), task_types=("binary", "binary", "regression"),
+                        num_experts=2, expert_hidden=(32, 16), gate_hidden=(8, 8), tower_hidden=(8,)),
+    # DeepCTR's l2_reg_dnn is our weight_l2 (every weight matrix, no bias, no embedding)
+    "weight_l2": dict(l2_dnn=1e-2, expert_hidden=(64, 32)),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_same_predictions_after_training_variants(data, variant):
+    settings = VARIANTS[variant]
+    s = {**TUTORIAL, **settings}
+    data = data.assign(engagement=data["finish"] + data["like"])  # 0, 1 or 2: a regression target
+    dc, names = deepctr_model(data, settings)
+    ours = our_model(data, settings)
+    copy_weights(dc, ours)
+    y = data[list(s["task_names"])].to_numpy()
+    losses = ["binary_crossentropy" if t == "binary" else "mse" for t in s["task_types"]]
+    p_dc, p_ours = train_both(dc, names, ours, data, y, losses, weight_l2=s["l2_dnn"])
+    assert p_ours.shape == p_dc.shape == (200, len(s["task_names"]))
+    diff = np.abs(p_dc - p_ours).max()
+    print(f"\nparity, variant {variant}: max |p_deepctr - p_ours| = {diff:.3g}")
+    assert diff <= 1e-4
+    if variant == "weight_l2":  # the penalty really acted: the same start trained without it ends elsewhere
+        free = our_model(data, settings)
+        copy_weights(deepctr_model(data, settings)[0], free)  # DeepCTR seeds 1024: the same initial weights
+        mm.fit(free, (our_inputs(data), y), mm.TrainConfig(
+            optimizer="adagrad", lr=0.01, loss_reduction="sum", embedding_l2=1e-5, embedding_l2_mode="table",
+            shuffle=False, batch_size=32, epochs=10, progress=False))
+        assert np.abs(mm.predict(free, our_inputs(data)) - p_ours).max() > 1e-3
 
 
 def test_tutorial_figures(data):
