@@ -47,6 +47,14 @@ def test_unseen_categories_go_to_oov_through_the_model():
     assert preds.shape == (3, 2) and np.isfinite(preds).all()
 
 
+def test_vocabulary_order_most_frequent_then_first_appearance():
+    column = pd.Series([9, 4, 7, 4, 8, 7, 5, 4])  # 4 x3; 7 x2; then 9, 8, 5 once each, in that order
+    voc = mm.Vocabulary.fit(column)
+    assert voc.values == ["4", "7", "9", "8", "5"]
+    ids = voc.transform(pd.Series([4, 7, 9, 8, 5]))
+    assert ids.tolist() == [3, 4, 5, 6, 7]
+
+
 def test_equal_values_of_different_types_are_one_category():
     voc = mm.Vocabulary.fit(pd.Series([42, 7]))
     assert voc.transform(pd.Series([42.0, 7.0])).tolist() == voc.transform(pd.Series(["42", "7"])).tolist()
