@@ -126,7 +126,11 @@ def _where(raw: bytes, offset: int) -> dict:
             "column": COLUMNS[field] if field < len(COLUMNS) else None}
 
 
-def _check_lines(text: str, path: Path, skip: bool, bad: list[tuple[int, str]]) -> tuple[list[str], np.ndarray]:
+def _check_lines(text: str, path: Path, skip: bool,
+                 bad: list[tuple[int, str]]) -> tuple[list[str], np.ndarray, DataError | None]:
+    """Split into lines and check each line's shape. In error mode, scanning stops at the first
+    malformed line and returns its error as ``pending``: a bad value on an *earlier* line must
+    still be reported first, so the caller raises whichever comes first in the file."""
     lines = text.split("\n")
     while lines and not lines[-1].strip(" \r"):  # trailing blank lines are harmless, not bad rows
         lines.pop()
@@ -139,7 +143,8 @@ def _check_lines(text: str, path: Path, skip: bool, bad: list[tuple[int, str]]) 
                       "(or uses old Mac \\r endings); convert it to \\n line endings")
             if not skip:
                 field = min(line[:line.index("\r")].count("\t"), len(COLUMNS) - 1)
-                raise DataError(reason, path=path, line=number, column=COLUMNS[field])
+                pending = DataError(reason, path=path, line=number, column=COLUMNS[field])
+                return kept, np.asarray(numbers, dtype=np.int64), pending
             bad.append((number, reason))
             continue
         if n != len(COLUMNS):
@@ -148,12 +153,12 @@ def _check_lines(text: str, path: Path, skip: bool, bad: list[tuple[int, str]]) 
                       + ("; it looks comma-separated, but ByteRec files are tab-separated"
                          if n == 1 and line.count(",") == len(COLUMNS) - 1 else ""))
             if not skip:
-                raise DataError(reason, path=path, line=number)
+                return kept, np.asarray(numbers, dtype=np.int64), DataError(reason, path=path, line=number)
             bad.append((number, reason))
             continue
         kept.append(line)
         numbers.append(number)
-    return kept, np.asarray(numbers, dtype=np.int64)
+    return kept, np.asarray(numbers, dtype=np.int64), None
 
 
 def _problems(frame: pd.DataFrame) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
@@ -218,7 +223,7 @@ def load_byterec(path: str | os.PathLike, *, on_bad_lines: str = "error") -> pd.
     path = Path(path)
     text = _read_text(path)
     bad: list[tuple[int, str]] = []
-    lines, numbers = _check_lines(text, path, skip, bad)
+    lines, numbers, pending = _check_lines(text, path, skip, bad)
     if lines:
         frame = pd.read_csv(io.StringIO("\n".join(lines)), sep="\t", header=None, names=list(COLUMNS),
                             dtype=str, keep_default_na=False, na_filter=False, quoting=3,
@@ -251,6 +256,8 @@ def load_byterec(path: str | os.PathLike, *, on_bad_lines: str = "error") -> pd.
         keep[drop] = False
     else:
         keep = np.ones(len(frame), dtype=bool)
+    if pending is not None:  # no bad value before the first malformed line
+        raise pending
     if not keep.any():
         raise DataError("no valid rows: every line is malformed", path=path)
     out = pd.DataFrame({c: parsed[c][keep] for c in COLUMNS})
@@ -315,9 +322,10 @@ def make_byterec(n_rows: int = 20_000, seed: int = 0, sizes: ByteRecSizes | None
 
     * long-tail popularity: users, authors and music are drawn Zipf-like, so a few IDs
       appear often and most appear once or twice;
-    * time: rows are in time order and items are *released over time*; recent items are
-      the most popular, so later rows hold many item (and author) IDs that earlier rows
-      never showed, which is what an encoder fit on an 80/20 split by row order meets;
+    * time: rows are in time order and items are *released over time* (item ``i`` can
+      appear only once it is released), so later rows hold item (and author) IDs that
+      earlier rows never showed, which is what an encoder fit on an 80/20 split by row
+      order meets;
     * attributes follow their entity: an item keeps its author, music, city and duration,
       a user keeps their city and device; about 18 % of ``user_city`` and 60 % of
       ``music_id`` are missing (``-1``), as in the real sample;
