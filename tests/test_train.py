@@ -144,6 +144,7 @@ def test_predict_shapes(split, kind):
     assert mm.gate_weights(model, frame, encoder=enc).shape == g.shape
 
 
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks are implicitly disabled")  # torch's own note
 @pytest.mark.parametrize("optimizer", ["adagrad", "adam", "sgd"])
 def test_sparse_embeddings(split, optimizer):
     train, test, enc = split
