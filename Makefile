@@ -68,6 +68,11 @@ test-standalone: $(STAMP)
 student: $(STAMP)
 	$(PY) tools/make_student.py book student
 
+# The paper's synthetic study (chapter 8), default scale (a few minutes on 2 cores); flags: --help.
+.PHONY: experiments
+experiments: $(STAMP)
+	$(PY) -m mmoe_annotated.experiments synthetic --out _build/experiments/synthetic
+
 test: chromium mathjax test-package test-notebooks book test-browser test-standalone
 
 clean:

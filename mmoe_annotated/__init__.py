@@ -31,5 +31,6 @@ from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_check
 from .inspect import (expert_utilization, gate_entropy, gate_weights, plot_architecture, plot_gate_distributions,
                       plot_gate_heatmap, plot_history)
 from .source import show_source, source_of
+from . import synthetic
 
 __version__ = "0.1.0"

@@ -1,0 +1,20 @@
+"""Experiments built on the package's public API: the paper's synthetic study.
+
+Explained in chapter 8, "Reproducing the paper" (``book/08_reproducing_paper.ipynb``).
+Run from a shell with ``python -m mmoe_annotated.experiments synthetic --out DIR``.
+
+=============  ==================================================================
+module         what
+=============  ==================================================================
+``batched``    :class:`StackedRuns`: many independent runs trained as one model
+``runner``     :class:`SyntheticExperiment`, :func:`run_synthetic`: the grid and its training
+``report``     summaries (means, medians, stuck runs) and the Figure 2, 4, 5 analogues
+``cli``        the command line
+=============  ==================================================================
+"""
+from .batched import StackedRuns
+from .runner import PAPER_MODELS, RESULT_COLUMNS, SyntheticExperiment, num_parameters, paper_model_config, run_synthetic
+from . import report
+
+__all__ = ["StackedRuns", "PAPER_MODELS", "RESULT_COLUMNS", "SyntheticExperiment", "num_parameters",
+           "paper_model_config", "run_synthetic", "report"]

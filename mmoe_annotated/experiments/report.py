@@ -1,0 +1,145 @@
+"""Tables and figures for the synthetic experiment: the analogues of the paper's Figures 2, 4 and 5.
+
+Explained in chapter 8, "Reproducing the paper" (``book/08_reproducing_paper.ipynb``).
+
+Every function takes the long table that :func:`~.runner.run_synthetic` returns (or
+``results.csv`` read back with pandas): one row per model, learning rate, correlation,
+seed and evaluation step. Means alone mislead here: a few runs stuck on a plateau
+dominate them, so summaries also give medians, quartiles and the share of stuck runs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..synthetic import PAPER_LIKE, SyntheticConfig, generate, label_correlation
+
+__all__ = ["PAPER_FIGURE_2", "PAPER_FIGURE_4", "MODEL_NAMES", "STUCK_LOSS", "final_losses", "summarize",
+           "best_lrs", "paired", "plot_label_correlation", "plot_loss_curves", "plot_final_histograms"]
+
+#: Read off the paper's Figure 2: Pearson correlation of the labels at each cosine ``p``.
+PAPER_FIGURE_2 = {0.5: 0.08, 0.9: 0.31, 1.0: 0.99}
+
+#: Read off the paper's Figure 4: final task-1 loss, by correlation and model.
+PAPER_FIGURE_4 = {0.5: {"mmoe": 0.083, "omoe": 0.146, "shared_bottom": 0.255},
+                  1.0: {"mmoe": 0.070, "omoe": 0.078, "shared_bottom": 0.201}}
+
+MODEL_NAMES = {"mmoe": "MMoE", "omoe": "OMoE", "shared_bottom": "Shared-Bottom"}
+_COLORS = {"mmoe": "C0", "omoe": "C1", "shared_bottom": "C2"}
+
+#: A run counts as stuck when its final task-1 loss is above this. The book's labels have
+#: variance 4.24; runs that learn the sines end below about 0.5, while runs on the plateau
+#: where the sines are not learned sit well above 1 (chapter 8 shows the histogram).
+STUCK_LOSS = 1.0
+
+
+def final_losses(df: pd.DataFrame) -> pd.DataFrame:
+    """The last evaluation of every run: one row per ``(model, lr, correlation, seed)``."""
+    last = df["step"] == df["step"].max()
+    return df[last].reset_index(drop=True)
+
+
+def summarize(df: pd.DataFrame, stuck_loss: float = STUCK_LOSS) -> pd.DataFrame:
+    """Final task-1 loss by ``(model, lr, correlation)``: runs, mean, sem, median, quartiles, stuck share."""
+    final = final_losses(df)
+    g = final.groupby(["model", "lr", "correlation"])["loss"]
+    out = pd.DataFrame({
+        "runs": g.size(),
+        "mean": g.mean(),
+        "sem": g.sem(),
+        "median": g.median(),
+        "q25": g.quantile(0.25),
+        "q75": g.quantile(0.75),
+        "stuck": g.apply(lambda s: float((s > stuck_loss).mean())),
+    })
+    return out.reset_index()
+
+
+def best_lrs(df: pd.DataFrame, by: str = "mean") -> pd.DataFrame:
+    """Per model and correlation, the learning rate with the lowest ``by`` ("mean" or "median") final
+    loss, as the paper's per-model search would pick it; rows of :func:`summarize`."""
+    s = summarize(df)
+    return s.loc[s.groupby(["model", "correlation"])[by].idxmin()].reset_index(drop=True)
+
+
+def paired(df: pd.DataFrame, a: tuple[str, float], b: tuple[str, float], correlation: float) -> pd.Series:
+    """Final loss of ``a`` minus that of ``b`` seed by seed (``a``, ``b`` are ``(model, lr)``);
+    the runs share task vectors, batches and held-out rows, so the difference is paired."""
+    final = final_losses(df)
+    final = final[final["correlation"] == correlation]
+    pick = lambda m, lr: final[(final["model"] == m) & (final["lr"] == lr)].set_index("seed")["loss"]  # noqa: E731
+    diff = (pick(*a) - pick(*b)).dropna()
+    if diff.empty:
+        raise ValueError(f"no common seeds for {a} and {b} at correlation {correlation}")
+    return diff
+
+
+def plot_label_correlation(ax=None, config: SyntheticConfig = PAPER_LIKE, n_samples: int = 20_000, seed: int = 0):
+    """Figure 2: label correlation against ``p``, closed form (line), sampled (dots), paper (crosses)."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(4.5, 3.5))[1]
+    grid = np.linspace(0, 1, 101)
+    ax.plot(grid, [label_correlation(p, config) for p in grid], label="closed form")
+    ps = [0.0, 0.25, 0.5, 0.75, 0.9, 1.0]
+    sampled = [np.corrcoef(generate(n_samples, p, seed=seed, config=config)[1].T)[0, 1] for p in ps]
+    ax.plot(ps, sampled, "o", label=f"sampled ({n_samples:,} rows)")
+    ax.plot(list(PAPER_FIGURE_2), list(PAPER_FIGURE_2.values()), "x", ms=9, mew=2, label="paper, Fig. 2")
+    ax.set(xlabel="cosine of w1, w2 (task correlation p)", ylabel="Pearson correlation of labels",
+           title="Figure 2 analogue")
+    ax.legend()
+    return ax
+
+
+def _label(model: str, lr: float, lrs_per_model: int) -> str:
+    return MODEL_NAMES.get(model, model) + (f" (lr {lr:g})" if lrs_per_model > 1 else "")
+
+
+def plot_loss_curves(df: pd.DataFrame, lrs: dict | None = None, stat: str = "mean", axes=None):
+    """Figure 4: held-out task-1 loss against step, one panel per correlation, one line per model.
+
+    ``lrs`` picks one learning rate per model (default: every learning rate in ``df``);
+    ``stat`` is "mean" (the paper's) or "median"."""
+    import matplotlib.pyplot as plt
+
+    corrs = sorted(df["correlation"].unique())
+    if axes is None:
+        axes = plt.subplots(1, len(corrs), figsize=(4 * len(corrs), 3.4), sharey=True, squeeze=False)[1][0]
+    for ax, p in zip(axes, corrs):
+        for (model, lr), g in df[df["correlation"] == p].groupby(["model", "lr"], sort=False):
+            if lrs is not None and lr != lrs.get(model):
+                continue
+            n_lr = 1 if lrs is not None else df[df["model"] == model]["lr"].nunique()
+            curve = g.groupby("step")["loss"].agg(stat)
+            ax.plot(curve.index, curve.values, color=_COLORS.get(model), label=_label(model, lr, n_lr),
+                    ls="-" if n_lr == 1 or lr == max(df[df["model"] == model]["lr"]) else "--")
+        ax.set(title=f"p = {p:g}", xlabel="training step", yscale="log")
+    axes[0].set_ylabel(f"{stat} held-out loss (task 1)")
+    axes[-1].legend(fontsize=8)
+    return axes
+
+
+def plot_final_histograms(df: pd.DataFrame, lrs: dict | None = None, bins=None, axes=None):
+    """Figure 5: histograms of the final task-1 loss over runs, one panel per correlation.
+
+    A log-spaced x-axis, as the losses span orders of magnitude between learned and stuck runs."""
+    import matplotlib.pyplot as plt
+
+    final = final_losses(df)
+    corrs = sorted(final["correlation"].unique())
+    if axes is None:
+        axes = plt.subplots(1, len(corrs), figsize=(4 * len(corrs), 3.2), sharey=True, squeeze=False)[1][0]
+    if bins is None:
+        lo, hi = final["loss"].min(), final["loss"].max()
+        bins = np.geomspace(max(lo, 1e-3) * 0.9, hi * 1.1, 30)
+    for ax, p in zip(axes, corrs):
+        for (model, lr), g in final[final["correlation"] == p].groupby(["model", "lr"], sort=False):
+            if lrs is not None and lr != lrs.get(model):
+                continue
+            n_lr = 1 if lrs is not None else final[final["model"] == model]["lr"].nunique()
+            ax.hist(g["loss"], bins=bins, alpha=0.5, color=_COLORS.get(model), label=_label(model, lr, n_lr))
+        ax.axvline(STUCK_LOSS, color="k", lw=0.8, ls=":")
+        ax.set(title=f"p = {p:g}", xlabel="final held-out loss (task 1)", xscale="log")
+    axes[0].set_ylabel("runs")
+    axes[-1].legend(fontsize=8)
+    return axes
