@@ -84,12 +84,19 @@ class Browser:
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read_loop, daemon=True)
         self._reader.start()
-        self.version = self.send("Browser.getVersion", timeout=30)["product"]
+        try:
+            self.version = self.send("Browser.getVersion", timeout=30)["product"]
+        except CDPError:
+            self.close()
+            raise
 
     def _read_loop(self):
         buf = b""
         while True:
-            chunk = self._in.read(1 << 16)
+            try:
+                chunk = self._in.read(1 << 16)
+            except (OSError, ValueError):
+                chunk = b""
             if not chunk:
                 break
             buf += chunk
@@ -116,12 +123,17 @@ class Browser:
         with self._cond:
             self._replies[mid] = [None, None]
         with self._lock:
-            self._out.write(json.dumps(msg).encode() + b"\0")
+            try:
+                self._out.write(json.dumps(msg).encode() + b"\0")
+            except OSError as e:  # Chromium exited
+                raise CDPError(f"{method}: Chromium is gone ({e}; exit code {self.proc.poll()})")
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._replies[mid][1] is None:
                 left = deadline - time.monotonic()
-                if left <= 0 or getattr(self, "_closed", False):
+                if getattr(self, "_closed", False):
+                    raise CDPError(f"{method}: Chromium closed its pipe (exit code {self.proc.poll()})")
+                if left <= 0:
                     raise CDPError(f"{method}: no reply from Chromium within {timeout} s")
                 self._cond.wait(left)
             reply = self._replies.pop(mid)[1]
@@ -152,6 +164,10 @@ class Browser:
         try:
             self.send("Browser.close", timeout=5)
         except CDPError:
+            pass
+        try:
+            self._out.close()  # Chromium exits when its command pipe closes
+        except OSError:
             pass
         try:
             self.proc.wait(timeout=10)
@@ -401,7 +417,13 @@ def main(argv=None):
     pages = site.pages()
     server = serve(site.root)
     base = f"127.0.0.1:{server.server_address[1]}"
-    browser = Browser(args.chromium, log_path=shot_dir / "chromium.log")
+    try:
+        browser = Browser(args.chromium, log_path=shot_dir / "chromium.log")
+    except CDPError as e:
+        server.shutdown()
+        log = (shot_dir / "chromium.log").read_text(errors="replace").strip().splitlines()
+        sys.exit(f"browser_check: Chromium did not start ({e}); its log ends:\n"
+                 + "\n".join(log[-15:]))
     t0 = time.monotonic()
     results = {}
     try:

@@ -12,6 +12,7 @@ fails here. Executed copies are kept in `_build/standalone/executed/` for inspec
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,8 +44,17 @@ finally:
 """
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def run(cmd, **kw):
-    return subprocess.run(cmd, check=True, **kw)
+    """Run quietly; on failure show the tail of what the command said, then stop."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if proc.returncode:
+        said = (proc.stdout + proc.stderr).strip().splitlines()
+        sys.exit(f"standalone_check: {' '.join(map(str, cmd[:6]))} ... failed "
+                 f"(exit {proc.returncode}):\n" + "\n".join(said[-30:]))
+    return proc
 
 
 def build_env(repo, work, python):
@@ -52,8 +62,7 @@ def build_env(repo, work, python):
     dist = work / "dist"
     shutil.rmtree(dist, ignore_errors=True)
     t = time.monotonic()
-    run([python, "-m", "pip", "wheel", "-q", "--no-deps", str(repo), "-w", str(dist)],
-        stdout=subprocess.DEVNULL)
+    run([python, "-m", "pip", "wheel", "-q", "--no-deps", str(repo), "-w", str(dist)])
     wheels = list(dist.glob("mmoe_annotated-*.whl"))
     if len(wheels) != 1:
         sys.exit(f"standalone_check: expected one mmoe_annotated wheel in {dist}, found {wheels}")
@@ -65,8 +74,7 @@ def build_env(repo, work, python):
     run([python, "-m", "venv", str(venv)])
     vpy = venv / "bin" / "python"
     # Pin every dependency to what the project's .venv was tested with.
-    frozen = subprocess.run([python, "-m", "pip", "freeze", "--exclude-editable"], check=True,
-                            capture_output=True, text=True).stdout
+    frozen = run([python, "-m", "pip", "freeze", "--exclude-editable"]).stdout
     constraints = work / "constraints.txt"
     constraints.write_text("".join(line + "\n" for line in frozen.splitlines()
                                    if "==" in line and not line.startswith("mmoe"))
@@ -120,7 +128,7 @@ def main(argv=None):
             print(f"{'ok  ' if ok else 'FAIL'} {nb.name:36s} {secs:5.1f} s")
             if not ok:
                 failed += 1
-                print("       " + "\n       ".join(log.strip().splitlines()[-25:]))
+                print("       " + "\n       ".join(ANSI.sub("", log).strip().splitlines()[-25:]))
     print(f"standalone_check: {len(notebooks)} notebooks in {time.monotonic() - t0:.1f} s "
           f"(executed copies in {out_dir})")
     print(f"standalone_check: {len(notebooks) - failed} passed, {failed} failed")
