@@ -1,6 +1,6 @@
 """Run every chapter as Colab does: alone, with only the installed package beside it.
 
-1. build a wheel of the package (`pip wheel --no-deps .`);
+1. build a wheel of the package (`pip wheel --no-deps`, from a clean copy of its sources);
 2. install it into a fresh virtual environment, with the runtime dependencies pinned to the
    versions of the project's `.venv` (so the fast local wheels are reused), plus a kernel;
 3. copy each notebook alone into an empty temporary directory and execute it there with
@@ -20,6 +20,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+PACKAGE_FILES = ("pyproject.toml", "README.md", "LICENSE", "LICENSE-text")
 
 # Runs inside the fresh environment: execute one notebook in its own folder.
 RUNNER = r"""
@@ -62,7 +64,17 @@ def build_env(repo, work, python):
     dist = work / "dist"
     shutil.rmtree(dist, ignore_errors=True)
     t = time.monotonic()
-    run([python, "-m", "pip", "wheel", "-q", "--no-deps", str(repo), "-w", str(dist)])
+    # Build from a clean copy, as pip does from a git clone in Colab: an in-tree build would
+    # reuse build/lib, where a module deleted from the sources can linger and mask a failure.
+    src = work / "src"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    for name in PACKAGE_FILES:
+        if (repo / name).is_file():
+            shutil.copy(repo / name, src / name)
+    shutil.copytree(repo / "mmoe_annotated", src / "mmoe_annotated",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    run([python, "-m", "pip", "wheel", "-q", "--no-deps", str(src), "-w", str(dist)])
     wheels = list(dist.glob("mmoe_annotated-*.whl"))
     if len(wheels) != 1:
         sys.exit(f"standalone_check: expected one mmoe_annotated wheel in {dist}, found {wheels}")
