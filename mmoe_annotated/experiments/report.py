@@ -9,12 +9,15 @@ dominate them, so summaries also give medians, quartiles and the share of stuck 
 """
 from __future__ import annotations
 
+import json
+from importlib.resources import files
+
 import numpy as np
 import pandas as pd
 
 from ..synthetic import PAPER_LIKE, SyntheticConfig, generate, label_correlation
 
-__all__ = ["PAPER_FIGURE_2", "PAPER_FIGURE_4", "MODEL_NAMES", "STUCK_LOSS", "final_losses", "summarize",
+__all__ = ["PAPER_FIGURE_2", "PAPER_FIGURE_4", "MODEL_NAMES", "STUCK_LOSS", "load_sweep", "final_losses", "summarize",
            "best_lrs", "paired", "plot_label_correlation", "plot_loss_curves", "plot_final_histograms"]
 
 #: Read off the paper's Figure 2: Pearson correlation of the labels at each cosine ``p``.
@@ -31,6 +34,20 @@ _COLORS = {"mmoe": "C0", "omoe": "C1", "shared_bottom": "C2"}
 #: variance 4.24; runs that learn the sines end below about 0.5, while runs on the plateau
 #: where the sines are not learned sit well above 1 (chapter 8 shows the histogram).
 STUCK_LOSS = 1.0
+
+
+def load_sweep(name: str = "synthetic_sweep") -> tuple[pd.DataFrame, dict]:
+    """A committed run shipped with the package: its ``results.csv`` table and its ``run.json``
+    (the exact command, the machine, the settings). Chapter 8 reads ``synthetic_sweep``; it
+    lives in the package, not the book, so that the chapter runs in Colab from the installed wheel."""
+    folder = files("mmoe_annotated.experiments") / "results"
+    table, meta = folder / f"{name}.csv.gz", folder / f"{name}.json"
+    if not table.is_file():
+        known = sorted(p.name.split(".")[0] for p in folder.iterdir() if p.name.endswith(".csv.gz"))
+        raise ValueError(f"no committed run {name!r}; the package holds {known}")
+    with table.open("rb") as f:
+        df = pd.read_csv(f, compression="gzip")
+    return df, json.loads(meta.read_text())
 
 
 def final_losses(df: pd.DataFrame) -> pd.DataFrame:

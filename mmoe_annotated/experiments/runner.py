@@ -124,9 +124,10 @@ class SyntheticExperiment:
 class _Stream:
     """Fresh training batches for every run, one torch generator per seed.
 
-    A seed's stream depends on the seed alone, never on the grid around it, so a run
-    gives the same numbers whether it is trained with 1 or 200 other seeds (up to float
-    reassociation in batched kernels)."""
+    A seed's stream depends on the seed and on the *number* of correlations (each step draws
+    the seed's rows, then one noise draw per correlation), never on the other seeds, models or
+    learning rates: a run gives the same numbers whether it is trained with 1 or 200 other
+    seeds (up to float reassociation in batched kernels) and with or without other models."""
 
     def __init__(self, exp: SyntheticExperiment, device: torch.device):
         self.exp, self.device = exp, device
