@@ -435,6 +435,8 @@ def main(argv=None):
                 probs, facts = check_page(browser, site, rel, url, base, shot_dir, name, colab_for(rel))
             except CDPError as e:
                 probs, facts = [f"browser: {e}"], {}
+            except OSError as e:  # e.g. the page vanished: a rebuild is writing _build/html
+                probs, facts = [f"could not check: {e}"], {}
             return probs, facts, time.monotonic() - t
 
         with ThreadPoolExecutor(args.jobs) as pool:
