@@ -197,12 +197,17 @@ def test_repoint_rewrites_config_and_every_install_cell(book_copy):
     assert urls["zz_drifted.ipynb"] == [new]
     assert sum(map(len, urls.values())) >= 2
     assert all(u == new for us in urls.values() for u in us)
+    old_colab = "colab.research.google.com/github/" + old.split("github.com/")[1] + "/blob/main/"
+    new_colab = "colab.research.google.com/github/teacher/mmoe-course/blob/spring/"
+    readme = (book_copy / "README.md").read_text()
+    if old_colab in before[book_copy / "README.md"]:  # the README's direct Colab link follows
+        assert new_colab in readme and old_colab not in readme
     for path, text in before.items():
         now = path.read_text()
         assert old not in now.replace(new, "")
-        if path.name != "zz_drifted.ipynb":
-            # nothing but the URL (and the branch line) changed
-            assert (now.replace(new, old) == text) or path.name == "_config.yml", path
+        if path.name not in ("zz_drifted.ipynb", "_config.yml"):
+            # nothing but the URL and the Colab links changed
+            assert now.replace(new, old).replace(new_colab, old_colab) == text, path
     assert set(changed) == {p for p, t in before.items() if p.read_text() != t}
 
 

@@ -5,7 +5,8 @@
     read it; `--branch` also rewrites `repository.branch`), keeping the file's comments;
   - the Colab install cell of every notebook under `book/`
     (`%pip install ... "mmoe-annotated @ git+<url>"`), whatever URL it held before;
-  - any other mention of the old URL in the notebooks, `book/*.md`, README.md, CONTRIBUTING.md.
+  - any other mention of the old URL, and direct Colab links to the old repository (and, with
+    `--branch`, to its old branch), in the notebooks, `book/*.md`, README.md, CONTRIBUTING.md.
 It then re-reads everything and fails unless every install cell equals the new `repository.url`.
 """
 
@@ -13,6 +14,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import nbformat
 import yaml
@@ -52,9 +54,18 @@ def set_repository_key(text, key, value):
     raise RepointError(f"_config.yml has no repository.{key} to rewrite")
 
 
-def replace_url(text, old, new):
-    """Every mention of `old` (not as a prefix of a longer name) becomes `new`."""
-    return re.sub(re.escape(old) + r"(?![\w.-])", new, text) if old else text
+def replace_url(text, old, new, old_branch=None, new_branch=None):
+    """Every mention of `old` (not as a prefix of a longer name) becomes `new`, and so does
+    every direct Colab link to it (colab.research.google.com/github/OWNER/NAME/blob/BRANCH/)."""
+    if not old:
+        return text
+    text = re.sub(re.escape(old) + r"(?![\w.-])", new, text)
+    old_path, new_path = urlsplit(old).path.strip("/"), urlsplit(new).path.strip("/")
+    def colab(m):
+        branch = new_branch if new_branch and m.group(2) == old_branch else m.group(2)
+        return f"{m.group(1)}{new_path}/blob/{branch}/"
+    return re.sub(r"(colab\.research\.google\.com/github/)" + re.escape(old_path)
+                  + r"/blob/([^/\s]+)/", colab, text)
 
 
 def install_urls(nb):
@@ -68,7 +79,9 @@ def repoint(root, repo, branch=None):
     new = normalise(repo)
     config_path = root / "_config.yml"
     config_text = config_path.read_text()
-    old = str(yaml.safe_load(config_text).get("repository", {}).get("url", "")).rstrip("/")
+    repo_cfg = yaml.safe_load(config_text).get("repository", {})
+    old = str(repo_cfg.get("url", "")).rstrip("/")
+    old_branch = str(repo_cfg.get("branch", "main"))
     changed = []
 
     text = set_repository_key(config_text, "url", new)
@@ -87,7 +100,7 @@ def repoint(root, repo, branch=None):
         for cell in nb.cells:
             if cell.cell_type == "code":
                 cell.source = INSTALL.sub(lambda m: m.group(1) + new, cell.source)
-            cell.source = replace_url(cell.source, old, new)
+            cell.source = replace_url(cell.source, old, new, old_branch, branch)
         if [c.source for c in nb.cells] != before:
             nbformat.write(nb, path)
             changed.append(path)
@@ -95,7 +108,7 @@ def repoint(root, repo, branch=None):
     for path in [root / f for f in TEXT_FILES] + sorted((root / "book").rglob("*.md")):
         if path.is_file():
             before = path.read_text()
-            after = replace_url(before, old, new)
+            after = replace_url(before, old, new, old_branch, branch)
             if after != before:
                 path.write_text(after)
                 changed.append(path)
