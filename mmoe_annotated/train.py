@@ -249,14 +249,19 @@ def task_losses(logits: torch.Tensor, y: torch.Tensor, task_types: Sequence[str]
     return per_row.sum(0) if reduction == "sum" else per_row.mean(0)  # (T,)
 
 
-def _regularization(model: MultiTaskModel, cfg: TrainConfig, ids: torch.Tensor | None) -> torch.Tensor | None:
+def _regularization(model: MultiTaskModel, cfg: TrainConfig, ids: torch.Tensor | None,
+                    looked_up: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The L2 terms of the objective. ``looked_up``: the rows the forward pass already embedded
+    (``fit`` passes them), so that row L2 needs no second lookup and its gradient joins the data
+    gradient in the one embedding backward; without it the batch's ``ids`` are looked up again."""
     terms = []
     table = model.inputs.table
     if cfg.embedding_l2 > 0 and table is not None:
         if cfg.embedding_l2_mode == "table":
             terms.append(cfg.embedding_l2 * table.weight.square().sum())
         else:
-            rows = model.inputs.embed(ids).square().sum()  # every looked-up row of the batch
+            looked_up = model.inputs.embed(ids) if looked_up is None else looked_up
+            rows = looked_up.square().sum()  # every looked-up row of the batch
             terms.append(cfg.embedding_l2 * (rows / ids.shape[0] if cfg.loss_reduction == "mean" else rows))
     if cfg.weight_l2 > 0:
         terms.append(cfg.weight_l2 * sum(w.square().sum() for w in model.parameter_roles()["weights"]))
@@ -267,7 +272,16 @@ def _optimizers(model: MultiTaskModel, cfg: TrainConfig) -> list[torch.optim.Opt
     lr = cfg.learning_rate
     sparse = model.config.sparse_embeddings and model.inputs.table is not None
     if cfg.optimizer == "adagrad":
-        return [torch.optim.Adagrad(model.parameters(), lr=lr)]
+        # The fused (one-kernel) Adagrad runs on CPU and takes dense gradients only: it updates the
+        # dense parameters, and a plain Adagrad the sparse table. Same update rule, fewer passes.
+        fused = all(p.device.type == "cpu" for p in model.parameters())
+        if not fused:
+            return [torch.optim.Adagrad(model.parameters(), lr=lr)]
+        if sparse:
+            table = model.inputs.table.weight
+            rest = [p for p in model.parameters() if p is not table]
+            return [torch.optim.Adagrad([table], lr=lr), torch.optim.Adagrad(rest, lr=lr, fused=True)]
+        return [torch.optim.Adagrad(model.parameters(), lr=lr, fused=True)]
     if cfg.optimizer == "sgd":
         return [torch.optim.SGD(model.parameters(), lr=lr)]
     if sparse:  # Adam cannot take sparse gradients: SparseAdam for the table, Adam for the rest
@@ -275,6 +289,34 @@ def _optimizers(model: MultiTaskModel, cfg: TrainConfig) -> list[torch.optim.Opt
         rest = [p for p in model.parameters() if p is not table]
         return [torch.optim.SparseAdam([table], lr=lr), torch.optim.Adam(rest, lr=lr)]
     return [torch.optim.Adam(model.parameters(), lr=lr)]
+
+
+class _LookedUpRows:
+    """While active, keeps the embedding rows of the model's latest training forward pass
+    (``rows``, ``(B, F*K)``), so that row L2 reuses that lookup (see :func:`_regularization`)."""
+
+    def __init__(self, model: MultiTaskModel, wanted: bool):
+        self.rows = None
+        width = model.inputs.num_fields * model.inputs.emb_dim
+        self._handle = model.inputs.register_forward_hook(self._keep) if wanted and width else None
+        self._width = width
+
+    def _keep(self, module, inputs, out) -> None:
+        if module.training:
+            self.rows = out[:, :self._width]  # the embeddings come first in the input vector
+
+    def take(self) -> torch.Tensor | None:
+        """The rows of the latest forward pass, once (never a stale batch's)."""
+        rows, self.rows = self.rows, None
+        return rows
+
+    def __enter__(self) -> "_LookedUpRows":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+        self.rows = None
 
 
 # ---------------------------------------------------------------------------
@@ -317,40 +359,43 @@ def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, enco
         generator.seed()
     n, bs = len(x), cfg.batch_size
     history = History()
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        started = time.perf_counter()
-        order = torch.randperm(n, generator=generator).to(device) if cfg.shuffle else None
-        total = torch.zeros((), device=device)
-        per_task = torch.zeros(len(task_names), device=device)
-        steps = range(0, n, bs)
-        for start in tqdm(steps, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress, leave=False):
-            rows = order[start:start + bs] if order is not None else slice(start, start + bs)
-            xb, yb = x.index(rows), y[rows]
-            out = model(xb.ids, xb.dense)
-            losses = task_losses(out.logits, yb, task_types, cfg.loss_reduction)  # (T,)
-            loss = (losses * weights).sum()
-            reg = _regularization(model, cfg, xb.ids)
-            objective = loss + reg if reg is not None else loss
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            objective.backward()
-            for opt in optimizers:
-                opt.step()
-            total += loss.detach()
-            per_task += losses.detach()
-        batches = len(steps)
-        record = {"epoch": epoch, "train_loss": total.item() / batches}
-        record.update({f"train_{t}_loss": v / batches for t, v in zip(task_names, per_task.tolist())})
-        if valid is not None:
-            metrics = evaluate(model, valid, batch_size=cfg.eval_batch_size, device=device)
-            for t, m in metrics.items():
-                record.update({f"valid_{t}_{k}": v for k, v in m.items()})
-        record["seconds"] = time.perf_counter() - started
-        if not math.isfinite(record["train_loss"]):
-            raise FloatingPointError(f"epoch {epoch}: the training loss became {record['train_loss']}; "
-                                     "lower the learning rate or check the inputs for extreme values")
-        history.records.append(record)
+    row_l2 = cfg.embedding_l2 > 0 and cfg.embedding_l2_mode == "rows"
+    with _LookedUpRows(model, row_l2) as looked_up:
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            started = time.perf_counter()
+            order = torch.randperm(n, generator=generator).to(device) if cfg.shuffle else None
+            total = torch.zeros((), device=device)
+            per_task = torch.zeros(len(task_names), device=device)
+            steps = range(0, n, bs)
+            progress = tqdm(steps, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+            for start in progress:
+                rows = order[start:start + bs] if order is not None else slice(start, start + bs)
+                xb, yb = x.index(rows), y[rows]
+                out = model(xb.ids, xb.dense)
+                losses = task_losses(out.logits, yb, task_types, cfg.loss_reduction)  # (T,)
+                loss = (losses * weights).sum()
+                reg = _regularization(model, cfg, xb.ids, looked_up.take())
+                objective = loss + reg if reg is not None else loss
+                for opt in optimizers:
+                    opt.zero_grad(set_to_none=True)
+                objective.backward()
+                for opt in optimizers:
+                    opt.step()
+                total += loss.detach()
+                per_task += losses.detach()
+            batches = len(steps)
+            record = {"epoch": epoch, "train_loss": total.item() / batches}
+            record.update({f"train_{t}_loss": v / batches for t, v in zip(task_names, per_task.tolist())})
+            if valid is not None:
+                metrics = evaluate(model, valid, batch_size=cfg.eval_batch_size, device=device)
+                for t, m in metrics.items():
+                    record.update({f"valid_{t}_{k}": v for k, v in m.items()})
+            record["seconds"] = time.perf_counter() - started
+            if not math.isfinite(record["train_loss"]):
+                raise FloatingPointError(f"epoch {epoch}: the training loss became {record['train_loss']}; "
+                                         "lower the learning rate or check the inputs for extreme values")
+            history.records.append(record)
     model.eval()
     return history
 

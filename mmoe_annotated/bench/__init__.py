@@ -1,0 +1,20 @@
+"""Benchmarks: this package's MMoE against DeepCTR-Torch 0.3.0, side by side, and an ablation.
+
+Explained in the appendix "Performance" (``book/appendix_performance.ipynb``).
+
+Run ``python -m mmoe_annotated.bench`` (``--help`` for the options). It generates a
+ByteRec-format dataset with realistic vocabularies, encodes it once, then trains one epoch
+and predicts the full set with both implementations at batch 256 and 4096 and embedding
+dims 4 and 16, each configuration in its own process (so that peak memory is per
+implementation), and prints a table of samples/s, ratios, peak RSS and one-epoch AUC.
+``--ablation`` instead measures which design choice buys which speedup.
+
+This sits on top of the package and uses its public API; nothing in the package imports it.
+"""
+from .core import (SCHEMA_KEYS, TARGETS, BenchSpec, flops_per_sample, format_table, matmul_gflops, prepare_data,
+                   run_benchmark, run_one, targets_report)
+from .ablation import ABLATIONS, format_ablation, run_ablation
+
+__all__ = ["SCHEMA_KEYS", "TARGETS", "BenchSpec", "flops_per_sample", "format_table", "matmul_gflops",
+           "prepare_data", "run_benchmark", "run_one", "targets_report", "ABLATIONS", "format_ablation",
+           "run_ablation"]

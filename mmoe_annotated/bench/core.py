@@ -1,0 +1,496 @@
+"""The side-by-side benchmark: ours vs DeepCTR-Torch 0.3.0's ``MMOE`` on the same data.
+
+Explained in the appendix "Performance" (``book/appendix_performance.ipynb``).
+
+How it is fair:
+
+* one dataset (``make_byterec(rows, sizes=ByteRecSizes.like_real())``), split 80/20 by
+  row order and encoded **once** by the parent process with a :class:`FeatureEncoder` fit
+  on the training rows; every worker reads the same integer ids and dense values;
+* the same architecture (DeepCTR-Torch's ``MMOE`` defaults: 3 experts of (256, 128), gates
+  of (64,), towers of (64,)), optimizer (Adagrad, lr 0.01) and batch size;
+* DeepCTR-Torch runs exactly its own ``fit(..., epochs=1, verbose=0)`` and its own
+  ``predict(batch_size=...)``; ours runs :func:`~mmoe_annotated.train.fit` and
+  :func:`~mmoe_annotated.train.predict`, configured as a user who wants speed would
+  (``OURS_SETUP``);
+* each implementation x batch size x embedding dim runs in a fresh process (so that peak
+  RSS belongs to one implementation), with the same thread count; one untimed warm-up on
+  the first tenth of the training rows, then ``repeats`` timed runs from a fresh model each,
+  of which the median is reported;
+* quality is reported beside speed: the test AUC after the one epoch, averaged over tasks.
+
+Shape letters: ``B`` batch, ``F`` sparse fields, ``K`` embedding dim, ``N`` dense width,
+``I`` input width, ``T`` tasks.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["SCHEMA_KEYS", "TARGETS", "OURS_SETUP", "BenchSpec", "prepare_data", "run_one", "run_benchmark",
+           "matmul_gflops", "flops_per_sample", "format_table", "targets_report", "peak_rss_mb"]
+
+#: Keys every record of the JSON output has.
+SCHEMA_KEYS = ("impl", "batch_size", "emb_dim", "device", "train_rows", "predict_rows", "train_samples_per_s",
+               "predict_samples_per_s", "train_seconds", "predict_seconds", "peak_rss_mb", "auc", "auc_per_task",
+               "train_gflops")
+
+#: The issue's targets on CPU: (what, batch size or None for all, emb dim or None for all, minimum ratio ours/DeepCTR).
+TARGETS = (
+    ("train", 256, 4, 2.5),
+    ("train", 256, 16, 3.5),
+    ("train", 4096, None, 1.5),
+    ("predict", None, None, 2.5),
+)
+
+#: How "ours" is configured: what a user who wants speed would choose.
+OURS_SETUP = ("MMoE(sparse_embeddings=True); fit(TrainConfig(optimizer='adagrad', embedding_l2=1e-5, "
+              "embedding_l2_mode='rows', epochs=1))")
+DEEPCTR_SETUP = "MMOE(defaults, l2_reg_embedding=1e-5); compile('adagrad', ['binary_crossentropy'] * 2); fit(epochs=1)"
+
+IMPLS = ("ours", "deepctr")
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """What to run. ``rows`` is the whole generated set; 80 % trains, and prediction covers all rows."""
+
+    rows: int = 200_000
+    batch_sizes: tuple[int, ...] = (256, 4096)
+    emb_dims: tuple[int, ...] = (4, 16)
+    impls: tuple[str, ...] = IMPLS
+    repeats: int = 3
+    threads: int = 2
+    device: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("batch_sizes", "emb_dims", "impls"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if int(self.rows) < 100:
+            raise ValueError(f"rows must be >= 100, got {self.rows}")
+        if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
+            raise ValueError(f"batch_sizes must be positive ints, got {self.batch_sizes}")
+        if not self.emb_dims or any(int(k) < 1 for k in self.emb_dims):
+            raise ValueError(f"emb_dims must be positive ints, got {self.emb_dims}")
+        unknown = set(self.impls) - set(IMPLS)
+        if unknown or not self.impls:
+            raise ValueError(f"impls must be a non-empty subset of {IMPLS}, got {self.impls}")
+        if int(self.repeats) < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+        if int(self.threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+
+
+# ---------------------------------------------------------------------------
+# Measurement helpers
+# ---------------------------------------------------------------------------
+
+def check_device(device: str) -> None:
+    """A plain error when CUDA is asked for and absent (instead of a failure deep inside a worker)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda was asked for, but CUDA is not available here "
+                         "(torch.cuda.is_available() is False); run with --device cpu")
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def matmul_gflops(threads: int = 2, n: int = 2048, device: str = "cpu", repeats: int = 5) -> float:
+    """This machine's matrix-multiply throughput: the best of ``repeats`` ``torch.mm`` of two
+    ``n x n`` float32 matrices, in GFLOP/s (``2 n^3`` FLOPs each)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        a = torch.randn(n, n, device=device)
+        b = torch.randn(n, n, device=device)
+        for _ in range(2):  # warm-up: thread pool, allocator, cuBLAS handles
+            a @ b
+        _sync(device)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            _sync(device)
+            best = min(best, time.perf_counter() - start)
+        return 2 * n**3 / best / 1e9
+    finally:
+        torch.set_num_threads(previous)
+
+
+def flops_per_sample(input_width: int, num_experts: int = 3, expert_hidden=(256, 128), gate_hidden=(64,),
+                     tower_hidden=(64,), num_tasks: int = 2) -> int:
+    """Multiply-add FLOPs (2 per multiply-add) of one row's **forward** pass through the
+    matrix multiplies of an MMoE (experts, gates, mixing, towers). Training costs about
+    three times this (the backward pass computes two products per forward product)."""
+    def mlp(width: int, units) -> tuple[int, int]:
+        macs = 0
+        for h in units:
+            macs += width * h
+            width = h
+        return macs, width
+
+    expert_macs, D = mlp(input_width, expert_hidden)
+    gate_macs, g = mlp(input_width, gate_hidden)
+    tower_macs, t = mlp(D, tower_hidden)
+    macs = (num_experts * expert_macs + num_tasks * (gate_macs + g * num_experts)  # experts, gates
+            + num_tasks * num_experts * D  # mixing
+            + num_tasks * (tower_macs + t))  # towers and their output layer
+    return 2 * macs
+
+
+# ---------------------------------------------------------------------------
+# Data: generated and encoded once, by the parent
+# ---------------------------------------------------------------------------
+
+def prepare_data(rows: int, path: str | os.PathLike, seed: int = 0) -> dict:
+    """Generate ``rows`` ByteRec-format rows with realistic vocabularies, split 80/20 by row
+    order, fit the encoder on the training rows, and save ids, dense values and labels of
+    **all** rows (train first) to ``path`` (``.npz``). Returns the metadata."""
+    from .. import (DENSE_FEATURES, SPARSE_FEATURES, TASKS, ByteRecSizes, FeatureEncoder, make_byterec,
+                    split_by_row)
+
+    frame = make_byterec(int(rows), seed=seed, sizes=ByteRecSizes.like_real())
+    train, _ = split_by_row(frame, 0.8)
+    encoder = FeatureEncoder(SPARSE_FEATURES, DENSE_FEATURES).fit(train)
+    encoded = encoder.transform(frame)
+    labels = frame[list(TASKS)].to_numpy(dtype=np.float32)  # (M, T)
+    sizes = [f.vocab_size for f in encoder.features if hasattr(f, "vocab_size")]
+    meta = {"rows": int(rows), "train_rows": len(train), "test_rows": len(frame) - len(train), "seed": seed,
+            "sparse": list(SPARSE_FEATURES), "dense": list(DENSE_FEATURES), "tasks": list(TASKS),
+            "vocab_sizes": sizes, "positive_rate": dict(zip(TASKS, labels.mean(0).round(4).tolist()))}
+    np.savez(path, ids=encoded.ids.numpy(), dense=encoded.dense.numpy(), labels=labels,
+             meta=np.array(json.dumps(meta)))
+    return meta
+
+
+def _load(path) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    with np.load(path) as z:
+        return json.loads(str(z["meta"])), z["ids"], z["dense"], z["labels"]
+
+
+def _auc(labels: np.ndarray, preds: np.ndarray, tasks) -> dict[str, float]:
+    from sklearn.metrics import roc_auc_score
+    return {t: float(roc_auc_score(labels[:, i], preds[:, i])) for i, t in enumerate(tasks)}
+
+
+# ---------------------------------------------------------------------------
+# One implementation x batch size x embedding dim, in the current process
+# ---------------------------------------------------------------------------
+
+class _Ours:
+    """Our MMoE through the package's public fit / predict."""
+
+    def __init__(self, meta, ids, dense, labels, emb_dim: int, batch_size: int, device: str):
+        from .. import TASKS, DenseFeature, EncodedFeatures, ModelConfig, SparseFeature, TrainConfig
+        feats = ([SparseFeature(n, v, emb_dim) for n, v in zip(meta["sparse"], meta["vocab_sizes"])]
+                 + [DenseFeature(n, 1) for n in meta["dense"]])
+        self.config = ModelConfig(tuple(feats), task_names=tuple(TASKS), sparse_embeddings=True)
+        self.train_cfg = TrainConfig(epochs=1, batch_size=batch_size, optimizer="adagrad", embedding_l2=1e-5,
+                                     embedding_l2_mode="rows", progress=False, device=device)
+        n = meta["train_rows"]
+        ids, dense, labels = torch.from_numpy(ids), torch.from_numpy(dense), torch.from_numpy(labels)
+        self.all = EncodedFeatures(ids, dense)
+        self.train = (EncodedFeatures(ids[:n], dense[:n]), labels[:n])
+        self.batch_size, self.device = batch_size, device
+
+    def subset(self, rows: int):
+        x, y = self.train
+        return (x.index(slice(0, rows)), y[:rows])
+
+    def fit(self, train=None):
+        from .. import MMoE, fit
+        self.model = MMoE(self.config)
+        fit(self.model, train or self.train, self.train_cfg)
+
+    def predict(self, rows: int | None = None) -> np.ndarray:
+        from .. import predict
+        x = self.all if rows is None else self.all.index(slice(0, rows))
+        return predict(self.model, x, batch_size=self.batch_size, device=self.device)
+
+
+class _DeepCTR:
+    """DeepCTR-Torch 0.3.0's MMOE through its own fit / predict."""
+
+    def __init__(self, meta, ids, dense, labels, emb_dim: int, batch_size: int, device: str):
+        import deepctr_torch  # noqa: F401  (starts its PyPI version check in a thread)
+        from deepctr_torch.inputs import DenseFeat, SparseFeat
+        # Let the version-check thread finish so that it cannot run during the timings.
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join(timeout=30)
+        self.columns = ([SparseFeat(n, v, embedding_dim=emb_dim) for n, v in zip(meta["sparse"], meta["vocab_sizes"])]
+                        + [DenseFeat(n, 1) for n in meta["dense"]])
+        n = meta["train_rows"]
+        self.inputs = {name: ids[:, i] for i, name in enumerate(meta["sparse"])}
+        self.inputs.update({name: dense[:, i] for i, name in enumerate(meta["dense"])})
+        self.train = ({k: v[:n] for k, v in self.inputs.items()}, labels[:n])
+        self.tasks = meta["tasks"]
+        self.batch_size = batch_size
+        self.device = "cuda:0" if device == "cuda" else "cpu"
+
+    def subset(self, rows: int):
+        x, y = self.train
+        return ({k: v[:rows] for k, v in x.items()}, y[:rows])
+
+    def fit(self, train=None):
+        from deepctr_torch.models import MMOE
+        x, y = train or self.train
+        self.model = MMOE(self.columns, task_types=["binary"] * len(self.tasks), task_names=self.tasks,
+                          device=self.device)
+        self.model.compile("adagrad", loss=["binary_crossentropy"] * len(self.tasks))
+        with contextlib.redirect_stdout(io.StringIO()):  # fit prints the device and sizes
+            self.model.fit(x, y, batch_size=self.batch_size, epochs=1, verbose=0)
+
+    def predict(self, rows: int | None = None) -> np.ndarray:
+        x = self.inputs if rows is None else {k: v[:rows] for k, v in self.inputs.items()}
+        return self.model.predict(x, batch_size=self.batch_size)
+
+
+RUNNERS = {"ours": _Ours, "deepctr": _DeepCTR}
+
+
+def run_one(impl: str, data_path, batch_size: int, emb_dim: int, device: str = "cpu", repeats: int = 3,
+            threads: int = 2) -> dict:
+    """Time one implementation at one batch size and embedding dim, in this process.
+
+    One untimed warm-up (train on the first tenth of the training rows, predict as many),
+    then ``repeats`` runs, each from a fresh model: one epoch of training, then prediction
+    of all rows. Returns one JSON-safe record (see :data:`SCHEMA_KEYS`)."""
+    torch.set_num_threads(int(threads))
+    meta, ids, dense, labels = _load(data_path)
+    runner = RUNNERS[impl](meta, ids, dense, labels, int(emb_dim), int(batch_size), device)
+    n_train, n_all = meta["train_rows"], len(labels)
+    warm = max(min(n_train, 4 * int(batch_size)), n_train // 10)
+    runner.fit(runner.subset(warm))
+    runner.predict(warm)
+    train_s, predict_s, aucs = [], [], []
+    for _ in range(int(repeats)):
+        _sync(device)
+        start = time.perf_counter()
+        runner.fit()
+        _sync(device)
+        train_s.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        preds = runner.predict()
+        _sync(device)
+        predict_s.append(time.perf_counter() - start)
+        aucs.append(_auc(labels[n_train:], np.asarray(preds)[n_train:], meta["tasks"]))
+    width = len(meta["sparse"]) * int(emb_dim) + len(meta["dense"])
+    train_rate = n_train / statistics.median(train_s)
+    auc = aucs[train_s.index(sorted(train_s)[len(train_s) // 2])]  # the median-time run's AUC
+    record = {
+        "impl": impl, "batch_size": int(batch_size), "emb_dim": int(emb_dim), "device": device,
+        "threads": int(threads), "train_rows": n_train, "predict_rows": n_all,
+        "train_samples_per_s": train_rate,
+        "predict_samples_per_s": n_all / statistics.median(predict_s),
+        "train_seconds": train_s, "predict_seconds": predict_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "auc": float(np.mean(list(auc.values()))), "auc_per_task": auc,
+        "auc_spread": float(max(np.mean(list(a.values())) for a in aucs) - min(np.mean(list(a.values())) for a in aucs)),
+        "train_gflops": 3 * flops_per_sample(width, num_tasks=len(meta["tasks"])) * train_rate / 1e9,
+        "setup": OURS_SETUP if impl == "ours" else DEEPCTR_SETUP,
+    }
+    if device == "cuda":
+        record["gpu"] = torch.cuda.get_device_name()
+        record["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return record
+
+
+def _worker(args: dict) -> None:
+    """Entry point of a worker process (``python -m mmoe_annotated.bench --worker JSON``)."""
+    record = run_one(args["impl"], args["data"], args["batch_size"], args["emb_dim"], args["device"],
+                     args["repeats"], args["threads"])
+    Path(args["out"]).write_text(json.dumps(record))
+
+
+def _spawn(impl: str, data: Path, out: Path, batch_size: int, emb_dim: int, spec: BenchSpec) -> dict:
+    args = {"impl": impl, "data": str(data), "out": str(out), "batch_size": batch_size, "emb_dim": emb_dim,
+            "device": spec.device, "repeats": spec.repeats, "threads": spec.threads}
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec.threads), MKL_NUM_THREADS=str(spec.threads))
+    proc = subprocess.run([sys.executable, "-m", "mmoe_annotated.bench", "--worker", json.dumps(args)],
+                          env=env, capture_output=True, text=True)
+    if proc.returncode != 0 or not out.exists():
+        raise RuntimeError(f"benchmark worker {impl} batch={batch_size} dim={emb_dim} failed "
+                           f"(exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(out.read_text())
+
+
+def _deepctr_available() -> str | None:
+    try:
+        from importlib.metadata import version
+        return version("deepctr-torch")
+    except Exception:
+        return None
+
+
+def machine_info(device: str = "cpu") -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__, "deepctr_torch": _deepctr_available()}
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def run_benchmark(spec: BenchSpec | None = None, json_path: str | os.PathLike | None = None, log=print,
+                  command: str | None = None) -> dict:
+    """Run every configuration of ``spec`` in its own worker process; return (and optionally
+    write to ``json_path``) ``{"meta": ..., "records": [...]}``."""
+    spec = spec or BenchSpec()
+    check_device(spec.device)
+    impls = list(spec.impls)
+    if "deepctr" in impls and _deepctr_available() is None:
+        log("DeepCTR-Torch is not installed (pip install deepctr-torch==0.3.0): timing ours only")
+        impls.remove("deepctr")
+        if not impls:
+            raise SystemExit("nothing to run: DeepCTR-Torch is not installed and --impls names only deepctr")
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    records = []
+    with tempfile.TemporaryDirectory(prefix="mmoe_bench_") as tmp:
+        data = Path(tmp) / "data.npz"
+        log(f"generating and encoding {spec.rows:,} rows ...")
+        meta = prepare_data(spec.rows, data, spec.seed)
+        peak = matmul_gflops(spec.threads, device=spec.device)
+        log(f"matrix multiply (torch.mm 2048x2048, {spec.threads} threads, {spec.device}): {peak:.0f} GFLOP/s")
+        for bs in spec.batch_sizes:
+            for dim in spec.emb_dims:
+                for impl in impls:  # alternate implementations so that drifting load hits both alike
+                    rec = _spawn(impl, data, Path(tmp) / f"{impl}_{bs}_{dim}.json", bs, dim, spec)
+                    records.append(rec)
+                    log(f"  {impl:8s} batch {bs:5d} dim {dim:3d}: train {rec['train_samples_per_s']:9,.0f}/s  "
+                        f"predict {rec['predict_samples_per_s']:11,.0f}/s  RSS {rec['peak_rss_mb']:6.0f} MiB  "
+                        f"AUC {rec['auc']:.4f}")
+    result = {
+        "meta": {
+            "command": command or "python -m mmoe_annotated.bench", "date_utc": datetime.now(timezone.utc)
+            .strftime("%Y-%m-%d %H:%M UTC"), "spec": asdict(spec), "data": meta, "machine": machine_info(spec.device),
+            "matmul_gflops": peak, "load_average_before": load_before, "load_average_after": os.getloadavg(),
+            "wall_seconds": time.perf_counter() - started, "ours_setup": OURS_SETUP, "deepctr_setup": DEEPCTR_SETUP,
+        },
+        "records": records,
+    }
+    result["targets"] = targets_report(result)
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------
+
+def _pairs(result: dict):
+    """(batch, dim, ours record, deepctr record or None) for every configuration that ran."""
+    by_key = {(r["impl"], r["batch_size"], r["emb_dim"]): r for r in result["records"]}
+    keys = sorted({(r["batch_size"], r["emb_dim"]) for r in result["records"]})
+    for bs, dim in keys:
+        yield bs, dim, by_key.get(("ours", bs, dim)), by_key.get(("deepctr", bs, dim))
+
+
+def targets_report(result: dict) -> list[dict]:
+    """Each of :data:`TARGETS`, plus peak RSS <= DeepCTR's and |AUC difference| <= 0.01 for every
+    configuration, against what was measured (only configurations that ran both implementations)."""
+    out = []
+    pairs = [p for p in _pairs(result) if p[2] is not None and p[3] is not None]
+    for what, bs_want, dim_want, need in TARGETS:
+        for bs, dim, ours, theirs in pairs:
+            if (bs_want and bs != bs_want) or (dim_want and dim != dim_want):
+                continue
+            key = f"{what}_samples_per_s"
+            ratio = ours[key] / theirs[key]
+            out.append({"what": what, "batch_size": bs, "emb_dim": dim, "required": need, "ratio": ratio,
+                        "met": ratio >= need})
+    for bs, dim, ours, theirs in pairs:
+        out.append({"what": "peak_rss", "batch_size": bs, "emb_dim": dim, "required": "<= DeepCTR's",
+                    "ratio": ours["peak_rss_mb"] / theirs["peak_rss_mb"],
+                    "met": ours["peak_rss_mb"] <= theirs["peak_rss_mb"]})
+    for bs, dim, ours, theirs in pairs:
+        diff = ours["auc"] - theirs["auc"]
+        out.append({"what": "auc", "batch_size": bs, "emb_dim": dim, "required": "|diff| <= 0.01", "ratio": diff,
+                    "met": abs(diff) <= 0.01})
+    return out
+
+
+def format_table(result: dict) -> str:
+    """The printed table: samples/s, ratios, peak RSS, AUC and GFLOP/s per configuration."""
+    m = result["meta"]
+    lines = [
+        f"MMoE, one epoch on {m['data']['train_rows']:,} rows, prediction of {m['data']['rows']:,} rows; "
+        f"{m['spec']['threads']} threads on {m['spec']['device']}; median of {m['spec']['repeats']} runs",
+        f"machine: {m['machine']['cpu']}; torch {m['machine']['torch']}, DeepCTR-Torch {m['machine']['deepctr_torch']}; "
+        f"{m['date_utc']}; load average before {m['load_average_before'][0]:.2f}",
+        f"ours:    {m['ours_setup']}",
+        f"DeepCTR: {m['deepctr_setup']}",
+        "",
+        f"{'batch':>5} {'dim':>3} | {'train samples/s':^30} | {'predict samples/s':^32} | {'peak RSS MiB':^13} |"
+        f" {'test AUC (mean of tasks)':^24} | {'train GFLOP/s':^13}",
+        f"{'':>5} {'':>3} | {'ours':>10} {'DeepCTR':>10} {'ratio':>7} | {'ours':>11} {'DeepCTR':>11} {'ratio':>7} |"
+        f" {'ours':>6} {'DCTR':>6} | {'ours':>7} {'DeepCTR':>7} {'diff':>8} | {'ours':>6} {'DCTR':>6}",
+    ]
+    dash = lambda w: f"{'-':>{w}}"
+    for bs, dim, ours, theirs in _pairs(result):
+        o = ours or {}
+        t = theirs or {}
+        def num(r, key, fmt, w):
+            return format(r[key], fmt).rjust(w) if key in r else dash(w)
+        ratio = lambda key: (f"{o[key] / t[key]:6.2f}x" if o and t else dash(7))
+        diff = f"{o['auc'] - t['auc']:+8.4f}" if o and t else dash(8)
+        lines.append(
+            f"{bs:>5} {dim:>3} | {num(o, 'train_samples_per_s', ',.0f', 10)} {num(t, 'train_samples_per_s', ',.0f', 10)}"
+            f" {ratio('train_samples_per_s')} | {num(o, 'predict_samples_per_s', ',.0f', 11)}"
+            f" {num(t, 'predict_samples_per_s', ',.0f', 11)} {ratio('predict_samples_per_s')} |"
+            f" {num(o, 'peak_rss_mb', '.0f', 6)} {num(t, 'peak_rss_mb', '.0f', 6)} |"
+            f" {num(o, 'auc', '.4f', 7)} {num(t, 'auc', '.4f', 7)} {diff} |"
+            f" {num(o, 'train_gflops', '.1f', 6)} {num(t, 'train_gflops', '.1f', 6)}")
+    lines.append("")
+    lines.append(f"matrix-multiply limit of this machine (torch.mm 2048x2048, {m['spec']['threads']} threads): "
+                 f"{m['matmul_gflops']:.0f} GFLOP/s; training FLOPs counted as 3x the forward matrix multiplies")
+    if result.get("targets"):
+        lines.append("targets (issue 5):")
+        for t in result["targets"]:
+            shown = (f"{t['ratio']:.2f}x (need >= {t['required']}x)" if t["what"] in ("train", "predict")
+                     else f"{t['ratio']:+.4f} (need {t['required']})" if t["what"] == "auc"
+                     else f"ours/DeepCTR {t['ratio']:.2f} (need {t['required']})")
+            lines.append(f"  {'met    ' if t['met'] else 'NOT MET'} {t['what']:8s} batch {t['batch_size']:5d} "
+                         f"dim {t['emb_dim']:3d}: {shown}")
+    load = m["load_average_before"][0]
+    if m["spec"]["device"] == "cpu" and load > 0.5 * m["spec"]["threads"]:
+        lines.append(f"note: load average was {load:.2f} before the run, so other work shared the CPU; "
+                     "absolute figures are low and noisy, ratios (measured side by side) less so")
+    return "\n".join(lines)

@@ -1,0 +1,172 @@
+"""The benchmark (``python -m mmoe_annotated.bench``) and the speed paths it relies on.
+
+Smoke runs on a few hundred rows check the code path and the JSON schema, never timings:
+speed is shown by the benchmark's printed ratios, not asserted. The other tests check that
+the fast paths compute what the plain ones compute (the ablation's variants are the same
+function; row L2 from the forward's rows equals a second lookup; the fused optimizer makes
+the same update as torch's plain Adagrad)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib.util import find_spec
+
+import pytest
+import torch
+
+import mmoe_annotated as mm
+from mmoe_annotated import bench
+from mmoe_annotated.bench.ablation import AblatedMMoE, rowwise_mix
+from mmoe_annotated.train import _regularization
+
+HAS_DEEPCTR = find_spec("deepctr_torch") is not None
+# torch's own note when Adagrad updates a sparse embedding gradient
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks are implicitly disabled")
+SMALL = dict(expert_hidden=(16, 8), gate_hidden=(8,), tower_hidden=(8,))
+
+
+@pytest.fixture(scope="module")
+def encoded():
+    df = mm.make_byterec(600, seed=1)
+    enc = mm.FeatureEncoder(mm.SPARSE_FEATURES, mm.DENSE_FEATURES, emb_dim=4).fit(df)
+    return enc, enc.transform(df), torch.tensor(df[list(mm.TASKS)].to_numpy(), dtype=torch.float32)
+
+
+@pytest.mark.skipif(not HAS_DEEPCTR, reason="DeepCTR-Torch is not installed")
+def test_benchmark_smoke_run_writes_the_schema(tmp_path):
+    out = tmp_path / "bench.json"
+    spec = bench.BenchSpec(rows=600, batch_sizes=(256,), emb_dims=(4,), repeats=1, threads=1)
+    result = bench.run_benchmark(spec, json_path=out, log=lambda *a: None)
+    saved = json.loads(out.read_text())
+    assert saved["records"] == result["records"]
+    assert {r["impl"] for r in saved["records"]} == {"ours", "deepctr"}
+    for r in saved["records"]:
+        assert set(bench.SCHEMA_KEYS) <= set(r), set(bench.SCHEMA_KEYS) - set(r)
+        assert (r["batch_size"], r["emb_dim"], r["device"]) == (256, 4, "cpu")
+        assert r["train_rows"] == 480 and r["predict_rows"] == 600
+        assert r["train_samples_per_s"] > 0 and r["predict_samples_per_s"] > 0 and r["peak_rss_mb"] > 0
+        assert 0.0 <= r["auc"] <= 1.0 and set(r["auc_per_task"]) == set(mm.TASKS)
+        assert len(r["train_seconds"]) == len(r["predict_seconds"]) == 1
+    meta = saved["meta"]
+    assert meta["matmul_gflops"] > 0 and meta["data"]["rows"] == 600
+    assert meta["machine"]["deepctr_torch"] == "0.3.0"
+    # every target is reported against a ratio computed from the two records
+    kinds = {t["what"] for t in saved["targets"]}
+    assert kinds == {"train", "predict", "peak_rss", "auc"}
+    ours, theirs = (next(r for r in saved["records"] if r["impl"] == i) for i in ("ours", "deepctr"))
+    predict = next(t for t in saved["targets"] if t["what"] == "predict")
+    assert predict["ratio"] == pytest.approx(ours["predict_samples_per_s"] / theirs["predict_samples_per_s"])
+    table = bench.format_table(saved)
+    assert "ours" in table and "DeepCTR" in table and "GFLOP/s" in table
+
+
+def test_ours_only_run_has_no_ratios(tmp_path):
+    spec = bench.BenchSpec(rows=400, batch_sizes=(64,), emb_dims=(4,), impls=("ours",), repeats=1, threads=1)
+    result = bench.run_benchmark(spec, log=lambda *a: None)
+    assert [r["impl"] for r in result["records"]] == ["ours"]
+    assert result["targets"] == []
+    assert "ours" in bench.format_table(result)
+
+
+def test_bench_spec_and_cli_refuse_bad_input():
+    with pytest.raises(ValueError, match="impls"):
+        bench.BenchSpec(impls=("tensorflow",))
+    with pytest.raises(ValueError, match="rows"):
+        bench.BenchSpec(rows=10)
+    with pytest.raises(ValueError, match="device"):
+        bench.BenchSpec(device="tpu")
+    if not torch.cuda.is_available():
+        proc = subprocess.run([sys.executable, "-m", "mmoe_annotated.bench", "--device", "cuda", "--quick"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0
+        assert "CUDA is not available" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_flops_count_matches_the_models_weight_matrices(encoded):
+    """Forward multiply-adds per row = every weight-matrix entry once, plus T*E*D for mixing."""
+    enc, _, _ = encoded
+    for dim in (4, 16):
+        feats = [mm.SparseFeature(f.name, f.vocab_size, dim) if isinstance(f, mm.SparseFeature) else f
+                 for f in enc.features]
+        model = mm.MMoE(mm.ModelConfig(tuple(feats)))
+        weights = sum(w.numel() for w in model.parameter_roles()["weights"])
+        T, E, D = model.num_tasks, model.num_experts, model.config.expert_hidden[-1]
+        assert bench.flops_per_sample(model.inputs.output_dim) == 2 * (weights + T * E * D)
+
+
+def test_ablation_variants_compute_the_same_function(encoded):
+    """Each variant undoes one implementation choice, never the model: same seed, same outputs."""
+    enc, x, _ = encoded
+    config = mm.ModelConfig(enc.features, init_std=None)  # PyTorch's init for the hidden weights
+
+    def run(model):  # a table of unit-scale rows, the same for every model: outputs vary across rows
+        with torch.no_grad():
+            table = model.inputs.table.weight
+            table.copy_(torch.randn(table.shape, generator=torch.Generator().manual_seed(0)))
+        return model(x.ids[:64], x.dense[:64])
+
+    expected = run(mm.MMoE(config))
+    assert expected.logits.std(0).min() > 1e-3
+    for kw in ({}, {"loop_experts": True}, {"rowwise_mixing": True}, {"loop_experts": True, "rowwise_mixing": True}):
+        out = run(AblatedMMoE(config, **kw))
+        torch.testing.assert_close(out.logits, expected.logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out.gates, expected.gates, atol=1e-5, rtol=1e-5)
+        if not kw:
+            assert torch.equal(out.logits, expected.logits)  # no flag: exactly the package's computation
+    g = torch.Generator().manual_seed(0)
+    gates = torch.softmax(torch.randn(32, 2, 3, generator=g), -1)
+    experts = torch.randn(32, 3, 8, generator=g)
+    torch.testing.assert_close(rowwise_mix(gates, experts), mm.mix(gates, experts))
+
+
+def test_ablation_smoke_run(tmp_path):
+    out = tmp_path / "ablation.json"
+    result = bench.run_ablation(rows=600, batch_size=128, emb_dim=4, repeats=1, threads=1, json_path=out,
+                                log=lambda *a: None)
+    saved = json.loads(out.read_text())
+    assert [r["variant"] for r in saved["records"]] == list(bench.ABLATIONS)
+    for r in saved["records"]:
+        assert r["train_samples_per_s"] > 0 and r["baseline_speedup"] > 0 and len(r["seconds"]) == 1
+    assert next(r for r in saved["records"] if r["variant"] == "ours")["baseline_speedup"] == 1.0
+    mixing = saved["mixing"]
+    assert mixing["broadcast_ms"] > 0 and mixing["rowwise_ms"] > 0
+    assert "ablation" in bench.format_ablation(result)
+
+
+def test_row_l2_from_the_forward_equals_a_second_lookup(encoded):
+    """fit reuses the forward's looked-up rows for row L2; the update must equal the plain recipe:
+    loss + L2 from a second lookup, then torch's Adagrad (sparse table) step."""
+    enc, x, y = encoded
+    B = 48
+    config = mm.ModelConfig(enc.features, sparse_embeddings=True, **SMALL)
+    cfg = mm.TrainConfig(epochs=1, batch_size=B, embedding_l2=0.5, shuffle=False, progress=False)
+    fitted = mm.MMoE(config)
+    mm.fit(fitted, (x.index(slice(0, B)), y[:B]), cfg)  # exactly one step
+
+    manual = mm.MMoE(config)
+    opt = torch.optim.Adagrad(manual.parameters(), lr=cfg.learning_rate)
+    ids, dense = x.ids[:B], x.dense[:B]
+    loss = mm.task_losses(manual(ids, dense).logits, y[:B], config.task_types).sum()
+    reg = _regularization(manual, cfg, ids)  # looks the rows up a second time
+    assert reg is not None and reg.item() > 0
+    (loss + reg).backward()
+    opt.step()
+    for (name, p), q in zip(fitted.named_parameters(), manual.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=name)
+    # and the penalty really acted on the looked-up rows: without it the table ends elsewhere
+    free = mm.MMoE(config)
+    mm.fit(free, (x.index(slice(0, B)), y[:B]), mm.TrainConfig(epochs=1, batch_size=B, embedding_l2=0.0,
+                                                                shuffle=False, progress=False))
+    assert not torch.allclose(free.inputs.table.weight, fitted.inputs.table.weight, atol=1e-7, rtol=0)
+
+
+def test_fit_leaves_no_hook_behind(encoded):
+    enc, x, y = encoded
+    model = mm.MMoE(mm.ModelConfig(enc.features, **SMALL))
+    mm.fit(model, (x.index(slice(0, 64)), y[:64]), mm.TrainConfig(epochs=1, batch_size=32, progress=False))
+    assert not model.inputs._forward_hooks
+    broken = mm.EncodedFeatures(x.ids[:64], torch.full_like(x.dense[:64], float("inf")))
+    with pytest.raises(FloatingPointError):  # a fit that fails inside the loop removes it too
+        mm.fit(model, (broken, y[:64]), mm.TrainConfig(epochs=1, batch_size=32, progress=False))
+    assert not model.inputs._forward_hooks
