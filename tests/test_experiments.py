@@ -165,3 +165,15 @@ def test_command_names_missing_cuda(tmp_path):
         pytest.skip("CUDA is available here")
     with pytest.raises(SystemExit, match="CUDA is not available"):
         main(["synthetic", "--out", str(tmp_path), "--device", "cuda", "--no-progress", "--steps", "1"])
+
+
+def test_committed_sweep_loads_from_the_package():
+    df, meta = report.load_sweep()
+    assert list(df.columns) == RESULT_COLUMNS
+    assert meta["command"].startswith("python -m mmoe_annotated.experiments synthetic")
+    assert meta["machine"]["cpu_count"] >= 1 and meta["parts"]
+    # Chapter 8's claims need at least 20 seeds per model, lr and correlation, and both lrs.
+    assert df.groupby(["model", "lr", "correlation"])["seed"].nunique().min() >= 20
+    assert sorted(df["lr"].unique()) == [1e-3, 1e-2]
+    with pytest.raises(ValueError, match="no committed run"):
+        report.load_sweep("nope")

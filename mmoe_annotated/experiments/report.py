@@ -31,9 +31,9 @@ MODEL_NAMES = {"mmoe": "MMoE", "omoe": "OMoE", "shared_bottom": "Shared-Bottom"}
 _COLORS = {"mmoe": "C0", "omoe": "C1", "shared_bottom": "C2"}
 
 #: A run counts as stuck when its final task-1 loss is above this. The book's labels have
-#: variance 4.24; runs that learn the sines end below about 0.5, while runs on the plateau
-#: where the sines are not learned sit well above 1 (chapter 8 shows the histogram).
-STUCK_LOSS = 1.0
+#: variance 4.24; in the committed sweep every run that trained well ended below 0.35, and
+#: the few that did not sat near 0.9, with task 2 learned (chapter 8 shows the histograms).
+STUCK_LOSS = 0.5
 
 
 def load_sweep(name: str = "synthetic_sweep") -> tuple[pd.DataFrame, dict]:
