@@ -172,8 +172,8 @@ def test_committed_sweep_loads_from_the_package():
     assert list(df.columns) == RESULT_COLUMNS
     assert meta["command"].startswith("python -m mmoe_annotated.experiments synthetic")
     assert meta["machine"]["cpu_count"] >= 1 and meta["parts"]
-    # Chapter 8's claims need at least 20 seeds per model, lr and correlation, and both lrs.
+    # Chapter 8's claims need at least 20 seeds per model, lr and correlation, and the paper's three lrs.
     assert df.groupby(["model", "lr", "correlation"])["seed"].nunique().min() >= 20
-    assert sorted(df["lr"].unique()) == [1e-3, 1e-2]
+    assert sorted(df["lr"].unique()) == [1e-4, 1e-3, 1e-2]
     with pytest.raises(ValueError, match="no committed run"):
         report.load_sweep("nope")
