@@ -405,18 +405,23 @@ def _batched_outputs(model: MultiTaskModel, x: EncodedFeatures, batch_size: int,
     was_training = model.training
     model.eval()
     logits, gates = [], []
+    on_gpu = device.type == "cuda"
+    if on_gpu:  # page-locked host memory lets each batch's copy run asynchronously (non_blocking)
+        pin = lambda t: t.pin_memory() if t is not None and not t.is_cuda else t
+        x = EncodedFeatures(pin(x.ids), pin(x.dense))
     try:
         with torch.inference_mode():
             for start in range(0, len(x), batch_size):
                 xb = x.index(slice(start, start + batch_size)).to(device, non_blocking=True)
                 out = model(xb.ids, xb.dense)
-                logits.append(out.logits.float().cpu())
+                # On a GPU the outputs stay there until the end: one copy back, no sync per batch.
+                logits.append(out.logits.float() if on_gpu else out.logits.float().cpu())
                 if want_gates:
-                    gates.append(out.gates.float().cpu())
+                    gates.append(out.gates.float() if on_gpu else out.gates.float().cpu())
     finally:
         model.train(was_training)
     T, E = model.num_tasks, (model.num_experts if model.gates is not None else 1)
-    cat = lambda parts, shape: torch.cat(parts) if parts else torch.zeros(shape)
+    cat = lambda parts, shape: torch.cat(parts).cpu() if parts else torch.zeros(shape)
     return cat(logits, (0, T)), (cat(gates, (0, T, E)) if want_gates else None)
 
 
