@@ -20,7 +20,6 @@ NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
 #: Chapters carry the full teaching apparatus (learn/time, exercises, asserts, a figure).
 CHAPTERS = [p for p in NOTEBOOKS if re.match(r"\d\d_", p.name)]
 #: Placeholder pages exist so that the build works while a chapter is being written.
-PLACEHOLDER = "PLACEHOLDER: being written."
 
 INSTALL_URL = re.compile(r"%pip install[^\n]*\"mmoe-annotated @ git\+(?P<url>[^\"@]+?)(?:\.git)?(?:@[^\"]*)?\"")
 EXERCISE = re.compile(r"```\{exercise\}[^\n]*\n(?:[^\n]*\n)*?:label: (?P<label>[\w-]+)")
@@ -59,10 +58,6 @@ def _code_cells(nb):
 
 def _tags(cell) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []))
-
-
-def _is_placeholder(nb) -> bool:
-    return any(PLACEHOLDER in c.source for c in nb.cells)
 
 
 # ---------------------------------------------------------------------------
@@ -131,8 +126,6 @@ def test_notebook_committed_without_outputs(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_install_cell_first_and_matches_config(path):
     nb = _read(path)
-    if _is_placeholder(nb) and not _code_cells(nb):
-        pytest.skip(f"{path.name} is a placeholder page")
     code = _code_cells(nb)
     assert code, f"{path.name} has no code cell"
     first = code[0]
@@ -160,10 +153,7 @@ def test_install_url_check_catches_a_mismatch():
 # ---------------------------------------------------------------------------
 
 def _chapter(path):
-    nb = _read(path)
-    if _is_placeholder(nb):
-        pytest.skip(f"{path.name} is still a placeholder page")
-    return nb
+    return _read(path)
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
@@ -228,3 +218,9 @@ def test_exercise_labels_unique_across_the_book():
     for path in BOOK.glob("*.md"):
         labels += EXERCISE.findall(path.read_text())
     assert len(labels) == len(set(labels)), f"duplicate exercise labels: {sorted({l for l in labels if labels.count(l) > 1})}"
+
+
+def test_no_page_is_a_placeholder():
+    stale = [p.name for p in sorted(BOOK.glob("*")) if p.suffix in (".md", ".ipynb")
+             and "PLACEHOLDER: being written" in p.read_text(encoding="utf-8")]
+    assert not stale, f"placeholder pages left in the book: {stale}"
