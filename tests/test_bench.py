@@ -170,3 +170,13 @@ def test_fit_leaves_no_hook_behind(encoded):
     with pytest.raises(FloatingPointError):  # a fit that fails inside the loop removes it too
         mm.fit(model, (broken, y[:64]), mm.TrainConfig(epochs=1, batch_size=32, progress=False))
     assert not model.inputs._forward_hooks
+
+
+def test_committed_results_ship_with_the_package():
+    from mmoe_annotated import bench
+    result = bench.load_committed("bench_cpu")
+    assert {"meta", "records", "targets"} <= set(result)
+    assert {r["impl"] for r in result["records"]} == {"ours", "deepctr"}
+    assert bench.load_committed("bench_ablation.json")
+    with pytest.raises(ValueError, match="no committed benchmark"):
+        bench.load_committed("nope")

@@ -224,3 +224,15 @@ def test_no_page_is_a_placeholder():
     stale = [p.name for p in sorted(BOOK.glob("*")) if p.suffix in (".md", ".ipynb")
              and "PLACEHOLDER: being written" in p.read_text(encoding="utf-8")]
     assert not stale, f"placeholder pages left in the book: {stale}"
+
+
+DOWNLOADS = re.compile(r"\b(urllib|urlopen|requests\.get|http\.client|wget|curl)\b")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_never_download(path):
+    # Chapters run offline and in Colab from the installed package alone: data comes from the
+    # package (embedded or generated), never from the network. Only the Colab cell installs.
+    code = _code_cells(_read(path))[1:]
+    hits = [i for i, c in enumerate(code, start=1) if DOWNLOADS.search(c.source)]
+    assert not hits, f"{path.name}: code cells {hits} fetch from the network"

@@ -14,7 +14,8 @@ This sits on top of the package and uses its public API; nothing in the package 
 from .core import (SCHEMA_KEYS, TARGETS, BenchSpec, flops_per_sample, format_table, matmul_gflops, prepare_data,
                    run_benchmark, run_one, targets_report)
 from .ablation import ABLATIONS, format_ablation, run_ablation
+from .results import load_committed
 
 __all__ = ["SCHEMA_KEYS", "TARGETS", "BenchSpec", "flops_per_sample", "format_table", "matmul_gflops",
            "prepare_data", "run_benchmark", "run_one", "targets_report", "ABLATIONS", "format_ablation",
-           "run_ablation"]
+           "run_ablation", "load_committed"]

@@ -1,0 +1,21 @@
+"""Committed benchmark runs, shipped with the package so the appendix runs anywhere (Colab too).
+
+``load_committed("bench_cpu")`` returns the JSON that ``python -m mmoe_annotated.bench --json``
+wrote, with the exact command, date, machine and every timed run inside.
+"""
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+
+__all__ = ["load_committed"]
+
+
+def load_committed(name: str = "bench_cpu") -> dict:
+    """A committed benchmark result by name (``bench_cpu`` or ``bench_ablation``)."""
+    folder = files("mmoe_annotated.bench") / "results"
+    path = folder / f"{name.removesuffix('.json')}.json"
+    if not path.is_file():
+        known = sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
+        raise ValueError(f"no committed benchmark {name!r}; the package holds {known}")
+    return json.loads(path.read_text())
