@@ -58,3 +58,12 @@ def _example_small_once():
 def example_small(_example_small_once):
     """3,000 rows of the embedded (synthetic) dataset (a fresh copy per test)."""
     return _example_small_once.copy()
+
+
+def randomize_(module: torch.nn.Module, seed: int = 0) -> None:
+    """Large random weights so that every entry matters (the 1e-4 init would hide mistakes).
+    Shared by test_blocks.py and test_model.py (``from conftest import randomize_``)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)

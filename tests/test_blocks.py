@@ -7,6 +7,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import mmoe_annotated as mm
+from conftest import randomize_
 from mmoe_annotated.experts import ACTIVATIONS
 
 
@@ -23,14 +24,6 @@ def reference_mlps(stacked: mm.StackedMLP, activation: str = "relu") -> list[nn.
             layers += [lin, ACTIVATIONS[activation]()]
         nets.append(nn.Sequential(*layers))
     return nets
-
-
-def randomize_(module: nn.Module, seed: int = 0) -> None:
-    """Large random weights so that every entry matters (the 1e-4 init would hide mistakes)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
 
 
 @pytest.mark.parametrize("B", [1, 2, 7])

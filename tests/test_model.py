@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import mmoe_annotated as mm
+from conftest import randomize_
 
 FEATURES = (mm.SparseFeature("a", 11, 4), mm.SparseFeature("b", 5, 4), mm.DenseFeature("d", 2))
 TASKS = {2: (("finish", "like"), ("binary", "binary")),
@@ -25,13 +26,6 @@ def inputs(B: int, seed: int = 0) -> mm.EncodedFeatures:
     g = torch.Generator().manual_seed(seed)
     ids = torch.stack([torch.randint(0, 11, (B,), generator=g), torch.randint(0, 5, (B,), generator=g)], 1)
     return mm.EncodedFeatures(ids, torch.rand(B, 2, generator=g))
-
-
-def randomize_(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
 
 
 @pytest.mark.parametrize("B", [1, 2, 7])
