@@ -13,7 +13,8 @@ module             chapter
 ``gates``          5. Gates
 ``towers``         6. Towers and the whole model
 ``model``          6. Towers and the whole model (and 1. The paper)
-``train``          7. Training
+``fused``          Appendix: Performance (prediction in one fused pass)
+``train``          7. Training (``RowAdagrad``: Appendix: Performance)
 ``inspect``        5. Gates, 7. Training
 ``checkpoint``     Appendix: When things go wrong
 =================  ==========================================
@@ -26,7 +27,9 @@ from .experts import Experts, StackedMLP
 from .gates import Gates, mix
 from .towers import Towers
 from .model import MMoE, MODELS, ModelConfig, ModelOutput, MultiTaskModel, OMoE, SharedBottom, build_model
-from .train import History, TrainConfig, evaluate, fit, predict, resolve_device, seed_everything, task_losses
+from . import fused
+from .train import (History, RowAdagrad, TrainConfig, evaluate, fit, predict, resolve_device, seed_everything,
+                    task_losses)
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .inspect import (expert_utilization, gate_entropy, gate_weights, plot_architecture, plot_gate_distributions,
                       plot_gate_heatmap, plot_history)

@@ -1,0 +1,200 @@
+"""Prediction through one fused forward pass: the same numbers as ``model.forward``, faster.
+
+Explained in the appendix "Performance" (``book/appendix_performance.ipynb``).
+
+:meth:`MultiTaskModel.forward <mmoe_annotated.model.MultiTaskModel.forward>` is the model the
+chapters explain: experts, gates, mixing and towers as modules that autograd can differentiate.
+When no gradient is wanted (:func:`~mmoe_annotated.train.predict` and
+:func:`~mmoe_annotated.train.evaluate`), :func:`forward` computes **the same numbers**
+(``tests/test_fused.py`` checks it for every kind of model, gate, tower and activation) with
+less work around the matrix multiplies:
+
+* **one layout**: the activations of ``S`` stacked networks lie side by side in one contiguous
+  ``(B, S*H)`` block, where the module path moves between ``(B, S, H)`` and ``(S, B, H)`` and
+  pays a strided copy each time;
+* **one matrix multiply per expert** in the deeper layers, each writing its own column block,
+  instead of one batched multiply over all experts: with 3 experts on 2 threads ``bmm`` splits
+  the batch of 3 unevenly between the threads, while each plain ``mm`` uses both;
+* **in-place activations** and mixing by ``E`` fused multiply-adds, since nothing is kept for
+  a backward pass.
+
+The first layers of all experts and all gates still read the input in **one** matrix
+multiply, as in :class:`~mmoe_annotated.experts.StackedMLP`. Training keeps the module path
+and autograd: a hand-written backward was measured too, and it was no faster at batch 256 or
+4096 on a 2-core CPU, where the matrix multiplies take most of the step.
+
+Shape letters: ``B`` batch, ``I`` input width, ``E`` experts, ``G`` gates, ``T`` tasks,
+``H`` a hidden width, ``D`` expert output width, ``C`` the columns of the shared first layer.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .experts import Experts
+from .gates import Gates
+from .model import ModelOutput, MultiTaskModel
+from .towers import Towers
+
+__all__ = ["supports", "forward"]
+
+def supports(model: MultiTaskModel) -> str | None:
+    """``None`` when :func:`forward` computes exactly what ``model.forward`` does, else the reason
+    it does not (then the callers fall back to the module path)."""
+    if not isinstance(model, MultiTaskModel):
+        return f"not a MultiTaskModel: {type(model).__name__}"
+    if type(model).forward is not MultiTaskModel.forward:
+        return f"{type(model).__name__} has its own forward"
+    if (type(model.experts) is not Experts or type(model.towers) is not Towers
+            or (model.gates is not None and type(model.gates) is not Gates)):
+        return "experts, gates or towers were replaced by other modules"
+    if model.training and model.config.dropout > 0:
+        return "dropout in training mode (the fused pass has no dropout masks; call model.eval())"
+    if model.config.activation not in ("relu", "tanh", "sigmoid", "linear"):
+        return f"activation {model.config.activation!r}"
+    return None
+
+
+class _Layout(NamedTuple):
+    """How many layers each block has, and where each block's parameters sit in the flat list."""
+
+    experts: int  # E
+    gates: int  # G (0: Shared-Bottom)
+    tasks: int  # T
+    expert_layers: int
+    gate_layers: int  # hidden layers of the gate MLP (0: the paper's linear gate)
+    tower_layers: int  # hidden layers of the towers (0: a linear tower)
+    activation: str
+
+    def unpack(self, params):
+        it = iter(params)
+        take = lambda n: [next(it) for _ in range(n)]
+        ew, eb = take(self.expert_layers), take(self.expert_layers)
+        gw, gb = take(self.gate_layers), take(self.gate_layers)
+        gout = next(it) if self.gates else None
+        tw, tb = take(self.tower_layers), take(self.tower_layers)
+        tout, tbias = next(it), next(it)
+        return ew, eb, gw, gb, gout, tw, tb, tout, tbias
+
+
+def _parameters(model: MultiTaskModel) -> tuple[_Layout, list[torch.Tensor]]:
+    experts, gates, towers = model.experts, model.gates, model.towers
+    gate_mlp = gates.mlp if gates is not None else None
+    layout = _Layout(
+        experts=experts.num_experts, gates=gates.num_gates if gates is not None else 0, tasks=model.num_tasks,
+        expert_layers=len(experts.weights), gate_layers=len(gate_mlp.weights) if gate_mlp is not None else 0,
+        tower_layers=len(towers.mlp.weights) if towers.mlp is not None else 0,
+        activation=model.config.activation)
+    params = [*experts.weights, *experts.biases]
+    if gate_mlp is not None:
+        params += [*gate_mlp.weights, *gate_mlp.biases]
+    if gates is not None:
+        params.append(gates.out)
+    if towers.mlp is not None:
+        params += [*towers.mlp.weights, *towers.mlp.biases]
+    params += [towers.out, towers.bias]
+    return layout, params
+
+
+def _activate_(h: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "relu":
+        return h.clamp_min_(0)
+    if kind == "tanh":
+        return h.tanh_()
+    if kind == "sigmoid":
+        return h.sigmoid_()
+    return h
+
+
+def _side_by_side(weights: list[torch.Tensor], biases: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """First layers of networks that read the same input, ``(S, I, H)`` each, side by side as one
+    ``(I, C)`` matrix and its ``(C,)`` bias (a missing bias is zeros: the paper's linear gate)."""
+    I = weights[0].shape[1]
+    first_w = weights[0].new_empty(I, sum(w.shape[0] * w.shape[2] for w in weights))  # (I, C)
+    first_b = weights[0].new_zeros(first_w.shape[1])  # (C,)
+    start = 0
+    for w, b in zip(weights, biases):
+        S, _, H = w.shape
+        first_w[:, start:start + S * H].view(I, S, H).copy_(w.transpose(0, 1))
+        if b is not None:
+            first_b[start:start + S * H].copy_(b.reshape(-1))
+        start += S * H
+    return first_w, first_b
+
+
+def _stack_layer(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, act: str) -> torch.Tensor:
+    """One hidden layer of ``S`` networks: ``h (B, S*H_in)`` -> ``(B, S*H_out)``, one GEMM per network,
+    each writing its own column block, then one activation over all of them."""
+    S, H_in, H_out = w.shape
+    out = h.new_empty(h.shape[0], S * H_out)  # (B, S*H_out)
+    for s in range(S):
+        torch.addmm(b[s], h[:, s * H_in:(s + 1) * H_in], w[s], out=out[:, s * H_out:(s + 1) * H_out])
+    return _activate_(out, act)
+
+
+def _network(x: torch.Tensor, layout: _Layout, params: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Experts, gates, mixing and towers: ``x (B, I)`` -> ``logits (B, T)``, ``gates (B, T, E)``."""
+    ew, eb, gw, gb, gout, tw, tb, tout, tbias = layout.unpack(params)
+    E, G, T, act = layout.experts, layout.gates, layout.tasks, layout.activation
+    B = x.shape[0]
+    # The first layer of every expert and every gate reads x: one GEMM for all of them.
+    firsts = [(ew[0], eb[0])] + ([(gw[0], gb[0])] if gw else [(gout, None)] if G else [])
+    first_w, first_b = _side_by_side(*zip(*firsts))  # (I, C), (C,)
+    a = torch.addmm(first_b, x, first_w)  # (B, C)
+    expert_cols = E * ew[0].shape[2]
+    hidden = expert_cols + (G * gw[0].shape[2] if gw else 0)
+    _activate_(a if hidden == a.shape[1] else a[:, :hidden], act)
+
+    # Experts: deeper layers, one GEMM per expert writing its column block.
+    h_experts = [a[:, :expert_cols]]  # per layer: (B, E*H)
+    for w, b in zip(ew[1:], eb[1:]):
+        h_experts.append(_stack_layer(h_experts[-1], w, b, act))
+    h = h_experts[-1].view(B, E, -1)  # (B, E, D)
+
+    # Gates: softmax over experts, one gate per task (MMoE) or one for all (OMoE).
+    h_gates = []
+    if G:
+        if gw:
+            h_gates.append(a[:, expert_cols:hidden])  # (B, G*H)
+            for w, b in zip(gw[1:], gb[1:]):
+                h_gates.append(_stack_layer(h_gates[-1], w, b, act))
+            H = gw[-1].shape[2]
+            logits_g = torch.stack([h_gates[-1][:, g * H:(g + 1) * H] @ gout[g] for g in range(G)], dim=1)
+        else:
+            logits_g = a[:, hidden:].reshape(B, G, E)  # (B, G, E)
+        gates = torch.softmax(logits_g, dim=-1)  # (B, G, E)
+        # Mixing: each gate's weighted sum of the expert outputs, E fused multiply-adds.
+        mixed = []
+        for g in range(G):
+            z = h[:, 0] * gates[:, g, 0:1]  # (B, D)
+            for e in range(1, E):
+                z.addcmul_(h[:, e], gates[:, g, e:e + 1])
+            mixed.append(z)
+        z = mixed if G == T else mixed * T  # T x (B, D); OMoE's one mixture serves every task
+    else:
+        gates = None
+        z = [h[:, 0]] * T  # Shared-Bottom: every tower reads the one bottom
+
+    # Towers: one small MLP per task, then a bias-free linear output and the task's bias.
+    h_towers = [z]
+    for w, b in zip(tw, tb):
+        h_towers.append([_activate_(torch.addmm(b[t], zt, w[t]), act) for t, zt in enumerate(h_towers[-1])])
+    logits = torch.stack([ht @ tout[t] for t, ht in enumerate(h_towers[-1])], dim=1) + tbias  # (B, T)
+
+    if gates is None:
+        return logits, logits.new_ones(B, T, 1)
+    return logits, (gates if G == T else gates.expand(B, T, E))  # (B, T), (B, T, E)
+
+
+def forward(model: MultiTaskModel, ids: torch.Tensor | None, dense: torch.Tensor | None = None) -> ModelOutput:
+    """``model(ids, dense)`` without autograd, fused (see :func:`supports`). Runs under
+    ``torch.no_grad()`` / ``torch.inference_mode()`` only: for training, call the model."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("fused.forward computes no gradients: call it under torch.inference_mode() or "
+                           "torch.no_grad(), or call the model itself for training")
+    reason = supports(model)
+    if reason is not None:
+        raise ValueError(f"fused.forward does not apply to this model: {reason}")
+    layout, params = _parameters(model)
+    return ModelOutput(*_network(model.inputs(ids, dense), layout, params))
