@@ -15,8 +15,7 @@ less work around the matrix multiplies:
 * **one matrix multiply per expert** in the deeper layers, each writing its own column block,
   instead of one batched multiply over all experts: with 3 experts on 2 threads ``bmm`` splits
   the batch of 3 unevenly between the threads, while each plain ``mm`` uses both;
-* **in-place activations** and mixing by ``E`` fused multiply-adds, since nothing is kept for
-  a backward pass.
+* **in-place activations**, since nothing is kept for a backward pass.
 
 The first layers of all experts and all gates still read the input in **one** matrix
 multiply, as in :class:`~mmoe_annotated.experts.StackedMLP`. Training keeps the module path
@@ -164,13 +163,9 @@ def _network(x: torch.Tensor, layout: _Layout, params: list[torch.Tensor]) -> tu
         else:
             logits_g = a[:, hidden:].reshape(B, G, E)  # (B, G, E)
         gates = torch.softmax(logits_g, dim=-1)  # (B, G, E)
-        # Mixing: each gate's weighted sum of the expert outputs, E fused multiply-adds.
-        mixed = []
-        for g in range(G):
-            z = h[:, 0] * gates[:, g, 0:1]  # (B, D)
-            for e in range(1, E):
-                z.addcmul_(h[:, e], gates[:, g, e:e + 1])
-            mixed.append(z)
+        # Mixing: one batched matrix product for all gates, as in mix().
+        mixed = torch.bmm(gates, h)  # (B, G, D)
+        mixed = [mixed[:, g] for g in range(G)]  # G x (B, D)
         z = mixed if G == T else mixed * T  # T x (B, D); OMoE's one mixture serves every task
     else:
         gates = None

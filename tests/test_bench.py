@@ -108,7 +108,8 @@ def test_ablation_variants_compute_the_same_function(encoded):
 
     expected = run(mm.MMoE(config))
     assert expected.logits.std(0).min() > 1e-3
-    for kw in ({}, {"loop_experts": True}, {"rowwise_mixing": True}, {"loop_experts": True, "rowwise_mixing": True}):
+    for kw in ({}, {"loop_experts": True}, {"rowwise_mixing": True}, {"broadcast_mixing": True},
+               {"loop_experts": True, "rowwise_mixing": True}):
         out = run(AblatedMMoE(config, **kw))
         torch.testing.assert_close(out.logits, expected.logits, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(out.gates, expected.gates, atol=1e-5, rtol=1e-5)
@@ -130,7 +131,7 @@ def test_ablation_smoke_run(tmp_path):
         assert r["train_samples_per_s"] > 0 and r["baseline_speedup"] > 0 and len(r["seconds"]) == 1
     assert next(r for r in saved["records"] if r["variant"] == "ours")["baseline_speedup"] == 1.0
     mixing = saved["mixing"]
-    assert mixing["broadcast_ms"] > 0 and mixing["rowwise_ms"] > 0
+    assert mixing["ours_ms"] > 0 and mixing["broadcast_ms"] > 0 and mixing["rowwise_ms"] > 0
     assert "ablation" in bench.format_ablation(result)
 
 

@@ -8,8 +8,10 @@ times faster the package's own configuration is.
 
 * ``loop_experts``: experts and gates as separate ``nn.Linear`` stacks, run in a Python
   loop (as DeepCTR-Torch does) instead of stacked weights and batched matrix multiplies;
-* ``rowwise_mixing``: mixing by ``torch.matmul((B, 1, E), (B, E, D))`` per task (B tiny
-  matrix products, as DeepCTR-Torch does) instead of broadcast-multiply-and-sum;
+* ``rowwise_mixing``: mixing by ``torch.matmul((B, 1, E), (B, E, D))`` once per task (as
+  DeepCTR-Torch does) instead of one ``bmm`` for all tasks;
+* ``broadcast_mixing``: mixing by a broadcast multiply over ``(B, T, E, D)`` and a sum over
+  ``E`` instead of one ``bmm`` for all tasks;
 * ``dense_table_l2``: dense embedding gradients and L2 on the whole table every step
   (DeepCTR-Torch's ``l2_reg_embedding``), instead of sparse gradients and L2 on the rows
   the batch looked up; ``dense_rows_l2`` separates the two (dense gradients, row L2);
@@ -36,13 +38,14 @@ from .. import (TASKS, DenseFeature, EncodedFeatures, MMoE, ModelConfig, ModelOu
                 fit, mix, task_losses)
 from .core import _load, machine_info, prepare_data
 
-__all__ = ["ABLATIONS", "LoopExperts", "LoopGates", "rowwise_mix", "AblatedMMoE", "run_ablation", "format_ablation"]
+__all__ = ["ABLATIONS", "LoopExperts", "LoopGates", "rowwise_mix", "broadcast_mix", "AblatedMMoE", "run_ablation", "format_ablation"]
 
 #: Variant name -> what it changes (against the package's configuration, "ours").
 ABLATIONS = {
-    "ours": "the package: stacked experts/gates, broadcast mixing, sparse gradients + row L2, pre-built tensors",
+    "ours": "the package: stacked experts/gates, bmm mixing, sparse gradients + row L2 + RowAdagrad, pre-built tensors",
     "loop_experts": "experts and gates as separate nn.Linear stacks in a Python loop",
     "rowwise_mixing": "mixing by per-row matmul (B, 1, E) @ (B, E, D), once per task",
+    "broadcast_mixing": "mixing by a broadcast multiply over (B, T, E, D) and a sum over E",
     "dense_rows_l2": "dense embedding gradients (sparse_embeddings=False), L2 on looked-up rows",
     "dense_table_l2": "dense embedding gradients and L2 on the whole table every step (DeepCTR-Torch's way)",
     "loop_prebuilt": "bare loop, no L2: one permutation per epoch, slices of pre-built tensors",
@@ -94,6 +97,11 @@ def _unstack(stacked, s: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def broadcast_mix(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    """Mixing as a broadcast multiply and a sum over experts. ``-> (B, T, D)``."""
+    return (gates.unsqueeze(-1) * experts.unsqueeze(1)).sum(dim=2)  # (B, T, E, D) -> (B, T, D)
+
+
 def rowwise_mix(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
     """DeepCTR-Torch's mixing: per task, ``matmul((B, 1, E), (B, E, D))``. ``-> (B, T, D)``."""
     return torch.stack([torch.matmul(gates[:, t].unsqueeze(1), experts).squeeze(1)
@@ -101,12 +109,15 @@ def rowwise_mix(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
 
 
 class AblatedMMoE(MMoE):
-    """MMoE with one choice undone: ``loop_experts`` and/or ``rowwise_mixing``. Same initial weights
-    as ``MMoE(config)``; with both flags off it computes exactly what MMoE computes."""
+    """MMoE with one choice undone: ``loop_experts``, ``rowwise_mixing`` or ``broadcast_mixing``. Same
+    initial weights as ``MMoE(config)``; with every flag off it computes exactly what MMoE computes."""
 
-    def __init__(self, config: ModelConfig, loop_experts: bool = False, rowwise_mixing: bool = False):
+    def __init__(self, config: ModelConfig, loop_experts: bool = False, rowwise_mixing: bool = False,
+                 broadcast_mixing: bool = False):
         super().__init__(config)
-        self.loop_experts, self.rowwise_mixing = loop_experts, rowwise_mixing
+        if rowwise_mixing and broadcast_mixing:
+            raise ValueError("choose one of rowwise_mixing and broadcast_mixing")
+        self.loop_experts, self.rowwise_mixing, self.broadcast_mixing = loop_experts, rowwise_mixing, broadcast_mixing
         if loop_experts:
             self.experts = LoopExperts(self.experts)
             self.gates = LoopGates(self.gates)
@@ -117,7 +128,8 @@ class AblatedMMoE(MMoE):
         x = self.inputs(ids, dense)  # (B, I)
         h = self.experts(x)  # (B, E, D)
         g = self.gates(x)  # (B, T, E)
-        z = rowwise_mix(g, h) if self.rowwise_mixing else mix(g, h)  # (B, T, D)
+        mixing = rowwise_mix if self.rowwise_mixing else broadcast_mix if self.broadcast_mixing else mix
+        z = mixing(g, h)  # (B, T, D)
         return ModelOutput(self.towers(z), g)
 
 
@@ -142,11 +154,12 @@ def _prebuilt_batches(x: EncodedFeatures, y: torch.Tensor, batch_size: int, gene
 
 
 def _time_mixing(batch: int = 4096, tasks: int = 2, experts: int = 3, width: int = 128, repeats: int = 5) -> dict:
-    """Forward + backward of the mixing step alone, broadcast vs per-row matmul, in ms."""
+    """Forward + backward of the mixing step alone, in ms: the package's ``bmm``, the broadcast
+    multiply-and-sum, and DeepCTR-Torch's per-task matmul."""
     g = torch.softmax(torch.randn(batch, tasks, experts), -1).requires_grad_()
     h = torch.randn(batch, experts, width, requires_grad=True)
     out = {}
-    for name, fn in (("broadcast", mix), ("rowwise", rowwise_mix)):
+    for name, fn in (("ours", mix), ("broadcast", broadcast_mix), ("rowwise", rowwise_mix)):
         times = []
         for i in range(repeats + 1):
             start = time.perf_counter()
@@ -154,7 +167,8 @@ def _time_mixing(batch: int = 4096, tasks: int = 2, experts: int = 3, width: int
             if i:  # the first call is the warm-up
                 times.append(time.perf_counter() - start)
         out[name + "_ms"] = 1e3 * statistics.median(times)
-    out["speedup"] = out["rowwise_ms"] / out["broadcast_ms"]
+    out["speedup"] = out["rowwise_ms"] / out["ours_ms"]
+    out["broadcast_speedup"] = out["broadcast_ms"] / out["ours_ms"]
     out["shape"] = {"B": batch, "T": tasks, "E": experts, "D": width}
     return out
 
@@ -197,6 +211,7 @@ def run_ablation(rows: int = 40_000, batch_size: int = 256, emb_dim: int = 16, r
         "ours": lambda: with_fit(MMoE(sparse_cfg), train()),
         "loop_experts": lambda: with_fit(AblatedMMoE(sparse_cfg, loop_experts=True), train()),
         "rowwise_mixing": lambda: with_fit(AblatedMMoE(sparse_cfg, rowwise_mixing=True), train()),
+        "broadcast_mixing": lambda: with_fit(AblatedMMoE(sparse_cfg, broadcast_mixing=True), train()),
         "dense_rows_l2": lambda: with_fit(MMoE(dense_cfg), train()),
         "dense_table_l2": lambda: with_fit(MMoE(dense_cfg), train(embedding_l2_mode="table")),
         "loop_prebuilt": lambda: with_loop(MMoE(sparse_cfg), loader=False),
@@ -229,8 +244,9 @@ def run_ablation(rows: int = 40_000, batch_size: int = 256, emb_dim: int = 16, r
         "records": records,
         "mixing": _time_mixing(),
     }
-    log(f"  mixing alone (B=4096, forward+backward): broadcast {result['mixing']['broadcast_ms']:.2f} ms, "
-        f"per-row matmul {result['mixing']['rowwise_ms']:.2f} ms ({result['mixing']['speedup']:.1f}x)")
+    mx = result["mixing"]
+    log(f"  mixing alone (B=4096, forward+backward): bmm {mx['ours_ms']:.2f} ms, broadcast {mx['broadcast_ms']:.2f} ms "
+        f"({mx['broadcast_speedup']:.1f}x), per-task matmul {mx['rowwise_ms']:.2f} ms ({mx['speedup']:.1f}x)")
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
@@ -246,6 +262,7 @@ def format_ablation(result: dict) -> str:
         lines.append(f"{r['variant']:16s} {r['train_samples_per_s']:10,.0f} {r.get('baseline', 'ours'):>14} "
                      f"{r['baseline_speedup']:8.2f}x  {r['what']}")
     mx = result["mixing"]
-    lines.append(f"mixing alone, forward+backward at B={mx['shape']['B']}: broadcast {mx['broadcast_ms']:.2f} ms, "
-                 f"per-row matmul {mx['rowwise_ms']:.2f} ms ({mx['speedup']:.1f}x)")
+    lines.append(f"mixing alone, forward+backward at B={mx['shape']['B']}: bmm {mx['ours_ms']:.2f} ms, broadcast "
+                 f"{mx['broadcast_ms']:.2f} ms ({mx['broadcast_speedup']:.1f}x), per-task matmul {mx['rowwise_ms']:.2f} ms "
+                 f"({mx['speedup']:.1f}x)")
     return "\n".join(lines)
