@@ -64,7 +64,8 @@ def mix(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
     """Each task's weighted sum of expert outputs: ``(B, T, E) x (B, E, D) -> (B, T, D)``.
 
     One batched matrix product for all tasks: for every row ``b``, ``(T, E) @ (E, D)``.
-    DeepCTR-Torch calls ``torch.matmul((B, 1, E), (B, E, D))`` once per task; a broadcast
-    multiply over ``(B, T, E, D)`` and a sum over ``E`` is faster than that, and one ``bmm``
-    for all tasks is faster still (chapter 5 and the performance appendix time all three)."""
+    DeepCTR-Torch calls ``torch.matmul((B, 1, E), (B, E, D))`` once per task, several times
+    slower on CPU; a broadcast multiply over ``(B, T, E, D)`` and a sum over ``E`` costs about
+    the same as one ``bmm`` alone, and a few percent more inside a training step (chapter 5 and
+    the performance appendix time all three)."""
     return torch.bmm(gates, experts)  # (B, T, E) @ (B, E, D) -> (B, T, D)

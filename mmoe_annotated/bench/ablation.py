@@ -155,15 +155,17 @@ def _prebuilt_batches(x: EncodedFeatures, y: torch.Tensor, batch_size: int, gene
 
 def _time_mixing(batch: int = 4096, tasks: int = 2, experts: int = 3, width: int = 128, repeats: int = 5) -> dict:
     """Forward + backward of the mixing step alone, in ms: the package's ``bmm``, the broadcast
-    multiply-and-sum, and DeepCTR-Torch's per-task matmul."""
+    multiply-and-sum, and DeepCTR-Torch's per-task matmul. The gradient arriving from the towers
+    has the towers' layout, ``(T, B, D)`` seen as ``(B, T, D)``, as in training."""
     g = torch.softmax(torch.randn(batch, tasks, experts), -1).requires_grad_()
     h = torch.randn(batch, experts, width, requires_grad=True)
+    from_towers = torch.randn(tasks, batch, width).transpose(0, 1)  # (B, T, D), strided like the towers' gradient
     out = {}
     for name, fn in (("ours", mix), ("broadcast", broadcast_mix), ("rowwise", rowwise_mix)):
         times = []
         for i in range(repeats + 1):
             start = time.perf_counter()
-            fn(g, h).sum().backward()
+            fn(g, h).backward(from_towers)
             if i:  # the first call is the warm-up
                 times.append(time.perf_counter() - start)
         out[name + "_ms"] = 1e3 * statistics.median(times)
