@@ -9,12 +9,13 @@ When no gradient is wanted (:func:`~mmoe_annotated.train.predict` and
 (``tests/test_fused.py`` checks it for every kind of model, gate, tower and activation) with
 less work around the matrix multiplies:
 
-* **one layout**: the activations of ``S`` stacked networks lie side by side in one contiguous
-  ``(B, S*H)`` block, where the module path moves between ``(B, S, H)`` and ``(S, B, H)`` and
-  pays a strided copy each time;
-* **one matrix multiply per expert** in the deeper layers, each writing its own column block,
-  instead of one batched multiply over all experts: with 3 experts on 2 threads ``bmm`` splits
-  the batch of 3 unevenly between the threads, while each plain ``mm`` uses both;
+* **contiguous activations**: every hidden activation is a contiguous ``(B, H)`` matrix (the
+  shared first layer's ``(B, S*H)`` block is read in column slices), where the module path moves
+  between ``(B, S, H)`` and ``(S, B, H)`` and pays a strided copy each time;
+* **one matrix multiply per expert** in the deeper layers instead of one batched multiply over
+  all experts: with 3 experts on 2 threads ``bmm`` splits the batch of 3 unevenly between the
+  threads, while each plain ``mm`` uses both;
+* **the shared first layer's weights assembled once** per :func:`batches`, not once per batch;
 * **in-place activations**, since nothing is kept for a backward pass.
 
 The first layers of all experts and all gates still read the input in **one** matrix
@@ -36,7 +37,7 @@ from .gates import Gates
 from .model import ModelOutput, MultiTaskModel
 from .towers import Towers
 
-__all__ = ["supports", "forward"]
+__all__ = ["supports", "forward", "batches"]
 
 def supports(model: MultiTaskModel) -> str | None:
     """``None`` when :func:`forward` computes exactly what ``model.forward`` does, else the reason
@@ -122,44 +123,61 @@ def _side_by_side(weights: list[torch.Tensor], biases: list[torch.Tensor | None]
     return first_w, first_b
 
 
-def _stack_layer(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, act: str) -> torch.Tensor:
-    """One hidden layer of ``S`` networks: ``h (B, S*H_in)`` -> ``(B, S*H_out)``, one GEMM per network,
-    each writing its own column block, then one activation over all of them."""
-    S, H_in, H_out = w.shape
-    out = h.new_empty(h.shape[0], S * H_out)  # (B, S*H_out)
-    for s in range(S):
-        torch.addmm(b[s], h[:, s * H_in:(s + 1) * H_in], w[s], out=out[:, s * H_out:(s + 1) * H_out])
-    return _activate_(out, act)
+def _layer(h: list[torch.Tensor], w: torch.Tensor, b: torch.Tensor, act: str) -> list[torch.Tensor]:
+    """One hidden layer of ``S`` networks: ``S`` inputs ``(B, H_in)`` -> ``S`` outputs ``(B, H_out)``,
+    one GEMM per network (each output contiguous, activated in place)."""
+    return [_activate_(torch.addmm(b[s], hs, w[s]), act) for s, hs in enumerate(h)]
 
 
-def _network(x: torch.Tensor, layout: _Layout, params: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _columns(block: torch.Tensor, stacks: int) -> list[torch.Tensor]:
+    """``(B, S*H)`` -> ``S`` views ``(B, H)``: no copy, matrix multiplies read strided rows."""
+    width = block.shape[1] // stacks
+    return [block[:, s * width:(s + 1) * width] for s in range(stacks)]
+
+
+class _Prepared(NamedTuple):
+    """A model's parameters in the fused pass's order, with the shared first layer built once."""
+
+    layout: _Layout
+    params: list[torch.Tensor]
+    first_w: torch.Tensor  # (I, C)
+    first_b: torch.Tensor  # (C,)
+
+
+def _prepare(model: MultiTaskModel) -> _Prepared:
+    layout, params = _parameters(model)
+    ew, eb, gw, gb, gout, *_ = layout.unpack(params)
+    firsts = [(ew[0], eb[0])] + ([(gw[0], gb[0])] if gw else [(gout, None)] if layout.gates else [])
+    with torch.no_grad():
+        first_w, first_b = _side_by_side(*zip(*firsts))  # (I, C), (C,)
+    return _Prepared(layout, params, first_w, first_b)
+
+
+def _network(x: torch.Tensor, prepared: _Prepared) -> tuple[torch.Tensor, torch.Tensor]:
     """Experts, gates, mixing and towers: ``x (B, I)`` -> ``logits (B, T)``, ``gates (B, T, E)``."""
-    ew, eb, gw, gb, gout, tw, tb, tout, tbias = layout.unpack(params)
+    layout = prepared.layout
+    ew, eb, gw, gb, gout, tw, tb, tout, tbias = layout.unpack(prepared.params)
     E, G, T, act = layout.experts, layout.gates, layout.tasks, layout.activation
     B = x.shape[0]
     # The first layer of every expert and every gate reads x: one GEMM for all of them.
-    firsts = [(ew[0], eb[0])] + ([(gw[0], gb[0])] if gw else [(gout, None)] if G else [])
-    first_w, first_b = _side_by_side(*zip(*firsts))  # (I, C), (C,)
-    a = torch.addmm(first_b, x, first_w)  # (B, C)
+    a = torch.addmm(prepared.first_b, x, prepared.first_w)  # (B, C)
     expert_cols = E * ew[0].shape[2]
     hidden = expert_cols + (G * gw[0].shape[2] if gw else 0)
     _activate_(a if hidden == a.shape[1] else a[:, :hidden], act)
 
-    # Experts: deeper layers, one GEMM per expert writing its column block.
-    h_experts = [a[:, :expert_cols]]  # per layer: (B, E*H)
+    # Experts: deeper layers, one GEMM per expert.
+    h = _columns(a[:, :expert_cols], E)  # E x (B, H)
     for w, b in zip(ew[1:], eb[1:]):
-        h_experts.append(_stack_layer(h_experts[-1], w, b, act))
-    h = h_experts[-1].view(B, E, -1)  # (B, E, D)
+        h = _layer(h, w, b, act)
+    h = torch.stack(h, dim=1)  # (B, E, D)
 
     # Gates: softmax over experts, one gate per task (MMoE) or one for all (OMoE).
-    h_gates = []
     if G:
         if gw:
-            h_gates.append(a[:, expert_cols:hidden])  # (B, G*H)
+            hg = _columns(a[:, expert_cols:hidden], G)  # G x (B, H)
             for w, b in zip(gw[1:], gb[1:]):
-                h_gates.append(_stack_layer(h_gates[-1], w, b, act))
-            H = gw[-1].shape[2]
-            logits_g = torch.stack([h_gates[-1][:, g * H:(g + 1) * H] @ gout[g] for g in range(G)], dim=1)
+                hg = _layer(hg, w, b, act)
+            logits_g = torch.stack([hg[g] @ gout[g] for g in range(G)], dim=1)  # (B, G, E)
         else:
             logits_g = a[:, hidden:].reshape(B, G, E)  # (B, G, E)
         gates = torch.softmax(logits_g, dim=-1)  # (B, G, E)
@@ -172,24 +190,39 @@ def _network(x: torch.Tensor, layout: _Layout, params: list[torch.Tensor]) -> tu
         z = [h[:, 0]] * T  # Shared-Bottom: every tower reads the one bottom
 
     # Towers: one small MLP per task, then a bias-free linear output and the task's bias.
-    h_towers = [z]
     for w, b in zip(tw, tb):
-        h_towers.append([_activate_(torch.addmm(b[t], zt, w[t]), act) for t, zt in enumerate(h_towers[-1])])
-    logits = torch.stack([ht @ tout[t] for t, ht in enumerate(h_towers[-1])], dim=1) + tbias  # (B, T)
+        z = _layer(z, w, b, act)
+    logits = torch.stack([zt @ tout[t] for t, zt in enumerate(z)], dim=1) + tbias  # (B, T)
 
     if gates is None:
         return logits, logits.new_ones(B, T, 1)
     return logits, (gates if G == T else gates.expand(B, T, E))  # (B, T), (B, T, E)
 
 
-def forward(model: MultiTaskModel, ids: torch.Tensor | None, dense: torch.Tensor | None = None) -> ModelOutput:
-    """``model(ids, dense)`` without autograd, fused (see :func:`supports`). Runs under
-    ``torch.no_grad()`` / ``torch.inference_mode()`` only: for training, call the model."""
+def _check(model: MultiTaskModel) -> None:
     if torch.is_grad_enabled():
         raise RuntimeError("fused.forward computes no gradients: call it under torch.inference_mode() or "
                            "torch.no_grad(), or call the model itself for training")
     reason = supports(model)
     if reason is not None:
         raise ValueError(f"fused.forward does not apply to this model: {reason}")
-    layout, params = _parameters(model)
-    return ModelOutput(*_network(model.inputs(ids, dense), layout, params))
+
+
+def forward(model: MultiTaskModel, ids: torch.Tensor | None, dense: torch.Tensor | None = None) -> ModelOutput:
+    """``model(ids, dense)`` without autograd, fused (see :func:`supports`). Runs under
+    ``torch.no_grad()`` / ``torch.inference_mode()`` only: for training, call the model."""
+    _check(model)
+    return ModelOutput(*_network(model.inputs(ids, dense), _prepare(model)))
+
+
+def batches(model: MultiTaskModel):
+    """A function ``(ids, dense) -> ModelOutput`` for many batches through the same, unchanging
+    weights (what :func:`~mmoe_annotated.train.predict` needs): the shared first layer's weight
+    matrix is assembled once, not once per batch. Do not change the weights while using it."""
+    _check(model)
+    prepared = _prepare(model)
+
+    def run(ids: torch.Tensor | None, dense: torch.Tensor | None = None) -> ModelOutput:
+        _check(model)
+        return ModelOutput(*_network(model.inputs(ids, dense), prepared))
+    return run

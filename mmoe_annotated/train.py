@@ -450,7 +450,7 @@ def _inference_network(model: MultiTaskModel):
     """``model``'s forward without gradients: the fused pass (:mod:`mmoe_annotated.fused`) where it
     computes the same numbers, else the modules."""
     if fused.supports(model) is None:
-        return lambda ids, dense: fused.forward(model, ids, dense)
+        return fused.batches(model)
     return model
 
 
@@ -463,9 +463,9 @@ def _batched_outputs(model: MultiTaskModel, x: EncodedFeatures, batch_size: int,
     if on_gpu:  # page-locked host memory lets each batch's copy run asynchronously (non_blocking)
         pin = lambda t: t.pin_memory() if t is not None and not t.is_cuda else t
         x = EncodedFeatures(pin(x.ids), pin(x.dense))
-    network = _inference_network(model)
     try:
         with torch.inference_mode():
+            network = _inference_network(model)
             for start in range(0, len(x), batch_size):
                 xb = x.index(slice(start, start + batch_size)).to(device, non_blocking=True)
                 out = network(xb.ids, xb.dense)

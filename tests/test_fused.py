@@ -59,6 +59,20 @@ def test_fused_forward_at_batch_size_one_and_float32():
     torch.testing.assert_close(got.logits, want.logits, rtol=1e-5, atol=1e-5)
 
 
+def test_batches_reuses_the_first_layer_and_matches_forward():
+    model = mm.OMoE(mm.ModelConfig(FEATURES, gate_hidden=())).eval()
+    randomize_(model)
+    with torch.no_grad():
+        run = fused.batches(model)
+        for rows in (1, 5, 9):
+            ids, dense = _inputs(rows, seed=rows)
+            want, got = model(ids, dense.float()), run(ids, dense.float())
+            torch.testing.assert_close(got.logits, want.logits, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(got.gates, want.gates, rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="no gradients"):
+        run(ids, dense.float())  # grad mode is on again
+
+
 def test_fused_forward_refuses_what_it_cannot_compute():
     model = mm.MMoE(mm.ModelConfig(FEATURES, dropout=0.2))
     ids, dense = _inputs(4)
@@ -83,8 +97,8 @@ def test_predict_and_evaluate_use_the_fused_pass_and_match_the_modules(monkeypat
     model = mm.MMoE(mm.ModelConfig(encoder.features))
     mm.fit(model, train, mm.TrainConfig(epochs=1, batch_size=512, progress=False), encoder=encoder)
     calls = []
-    original = fused.forward
-    monkeypatch.setattr(fused, "forward", lambda *a: calls.append(1) or original(*a))
+    original = fused.batches
+    monkeypatch.setattr(fused, "batches", lambda *a: calls.append(1) or original(*a))
     preds, gates = mm.predict(model, test, encoder=encoder, batch_size=300, return_gates=True)
     assert calls, "predict did not take the fused pass"
     x = encoder.transform(test)
