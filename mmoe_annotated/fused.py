@@ -153,14 +153,16 @@ def _prepare(model: MultiTaskModel) -> _Prepared:
     return _Prepared(layout, params, first_w, first_b)
 
 
-def _network(x: torch.Tensor, prepared: _Prepared) -> tuple[torch.Tensor, torch.Tensor]:
-    """Experts, gates, mixing and towers: ``x (B, I)`` -> ``logits (B, T)``, ``gates (B, T, E)``."""
+def _network(x: torch.Tensor, prepared: _Prepared, first_out: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Experts, gates, mixing and towers: ``x (B, I)`` -> ``logits (B, T)``, ``gates (B, T, E)``.
+    ``first_out``: a ``(B, C)`` buffer for the first layer's output, reused across batches."""
     layout = prepared.layout
     ew, eb, gw, gb, gout, tw, tb, tout, tbias = layout.unpack(prepared.params)
     E, G, T, act = layout.experts, layout.gates, layout.tasks, layout.activation
     B = x.shape[0]
     # The first layer of every expert and every gate reads x: one GEMM for all of them.
-    a = torch.addmm(prepared.first_b, x, prepared.first_w)  # (B, C)
+    a = torch.addmm(prepared.first_b, x, prepared.first_w, out=first_out)  # (B, C)
     expert_cols = E * ew[0].shape[2]
     hidden = expert_cols + (G * gw[0].shape[2] if gw else 0)
     _activate_(a if hidden == a.shape[1] else a[:, :hidden], act)
@@ -221,8 +223,12 @@ def batches(model: MultiTaskModel):
     matrix is assembled once, not once per batch. Do not change the weights while using it."""
     _check(model)
     prepared = _prepare(model)
+    buffers: dict[int, torch.Tensor] = {}  # batch size -> the first layer's output, reused (nothing keeps it)
 
     def run(ids: torch.Tensor | None, dense: torch.Tensor | None = None) -> ModelOutput:
         _check(model)
-        return ModelOutput(*_network(model.inputs(ids, dense), prepared))
+        x = model.inputs(ids, dense)  # (B, I)
+        if x.shape[0] not in buffers:
+            buffers[x.shape[0]] = x.new_empty(x.shape[0], prepared.first_w.shape[1])
+        return ModelOutput(*_network(x, prepared, buffers[x.shape[0]]))
     return run
