@@ -13,10 +13,11 @@ How it is fair:
   ``predict(batch_size=...)``; ours runs :func:`~mmoe_annotated.train.fit` and
   :func:`~mmoe_annotated.train.predict`, configured as a user who wants speed would
   (``OURS_SETUP``);
-* each implementation x batch size x embedding dim runs in a fresh process (so that peak
-  RSS belongs to one implementation), with the same thread count; one untimed warm-up on
-  the first tenth of the training rows, then ``repeats`` timed runs from a fresh model each,
-  of which the median is reported;
+* each timed run (one epoch from a fresh model, then a prediction of every row) is its own
+  process (so that peak RSS belongs to one implementation), after one untimed warm-up on the
+  first tenth of the training rows, with the same thread count; the ``repeats`` runs of the
+  two implementations alternate in ABBA order, so that a machine that drifts faster or slower
+  for minutes at a time hits both alike; the median time is reported, and the largest peak RSS;
 * quality is reported beside speed: the test AUC after the one epoch, averaged over tasks.
 
 Shape letters: ``B`` batch, ``F`` sparse fields, ``K`` embedding dim, ``N`` dense width,
@@ -44,7 +45,7 @@ import numpy as np
 import torch
 
 __all__ = ["SCHEMA_KEYS", "TARGETS", "OURS_SETUP", "BenchSpec", "prepare_data", "run_one", "run_benchmark",
-           "matmul_gflops", "flops_per_sample", "format_table", "targets_report", "peak_rss_mb"]
+           "merge_runs", "matmul_gflops", "flops_per_sample", "format_table", "targets_report", "peak_rss_mb"]
 
 #: Keys every record of the JSON output has.
 SCHEMA_KEYS = ("impl", "batch_size", "emb_dim", "device", "train_rows", "predict_rows", "train_samples_per_s",
@@ -330,9 +331,9 @@ def _worker(args: dict) -> None:
     Path(args["out"]).write_text(json.dumps(record))
 
 
-def _spawn(impl: str, data: Path, out: Path, batch_size: int, emb_dim: int, spec: BenchSpec) -> dict:
+def _spawn(impl: str, data: Path, out: Path, batch_size: int, emb_dim: int, spec: BenchSpec, repeats: int = 1) -> dict:
     args = {"impl": impl, "data": str(data), "out": str(out), "batch_size": batch_size, "emb_dim": emb_dim,
-            "device": spec.device, "repeats": spec.repeats, "threads": spec.threads}
+            "device": spec.device, "repeats": repeats, "threads": spec.threads}
     env = dict(os.environ, OMP_NUM_THREADS=str(spec.threads), MKL_NUM_THREADS=str(spec.threads))
     proc = subprocess.run([sys.executable, "-m", "mmoe_annotated.bench", "--worker", json.dumps(args)],
                           env=env, capture_output=True, text=True)
@@ -340,6 +341,31 @@ def _spawn(impl: str, data: Path, out: Path, batch_size: int, emb_dim: int, spec
         raise RuntimeError(f"benchmark worker {impl} batch={batch_size} dim={emb_dim} failed "
                            f"(exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(out.read_text())
+
+
+def merge_runs(runs: list[dict], meta: dict) -> dict:
+    """One record from several worker records of one implementation and configuration (one timed
+    run each): the median train and predict times, the largest peak RSS, the median run's AUC."""
+    first = runs[0]
+    train_s = [t for r in runs for t in r["train_seconds"]]
+    predict_s = [t for r in runs for t in r["predict_seconds"]]
+    median_train = statistics.median(train_s)
+    median_run = min(runs, key=lambda r: abs(statistics.median(r["train_seconds"]) - median_train))
+    rate = first["train_rows"] / median_train
+    width = len(meta["sparse"]) * first["emb_dim"] + len(meta["dense"])
+    record = dict(first)
+    record.update({
+        "train_samples_per_s": rate, "predict_samples_per_s": first["predict_rows"] / statistics.median(predict_s),
+        "train_seconds": train_s, "predict_seconds": predict_s,
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "peak_rss_mb_runs": [r["peak_rss_mb"] for r in runs],
+        "auc": median_run["auc"], "auc_per_task": median_run["auc_per_task"],
+        "auc_spread": max(r["auc"] for r in runs) - min(r["auc"] for r in runs),
+        "train_gflops": 3 * flops_per_sample(width, num_tasks=len(meta["tasks"])) * rate / 1e9,
+        "processes": len(runs),
+    })
+    if "peak_gpu_mb" in first:
+        record["peak_gpu_mb"] = max(r["peak_gpu_mb"] for r in runs)
+    return record
 
 
 def _deepctr_available() -> str | None:
@@ -389,8 +415,15 @@ def run_benchmark(spec: BenchSpec | None = None, json_path: str | os.PathLike | 
         log(f"matrix multiply (torch.mm 2048x2048, {spec.threads} threads, {spec.device}): {peak:.0f} GFLOP/s")
         for bs in spec.batch_sizes:
             for dim in spec.emb_dims:
-                for impl in impls:  # alternate implementations so that drifting load hits both alike
-                    rec = _spawn(impl, data, Path(tmp) / f"{impl}_{bs}_{dim}.json", bs, dim, spec)
+                # Each timed run in its own process, the implementations interleaved in ABBA order,
+                # so that a machine that speeds up or slows down for minutes hits both alike.
+                runs = {impl: [] for impl in impls}
+                for round_ in range(int(spec.repeats)):
+                    for impl in (impls if round_ % 2 == 0 else impls[::-1]):
+                        out = Path(tmp) / f"{impl}_{bs}_{dim}_{round_}.json"
+                        runs[impl].append(_spawn(impl, data, out, bs, dim, spec))
+                for impl in impls:
+                    rec = merge_runs(runs[impl], meta)
                     records.append(rec)
                     log(f"  {impl:8s} batch {bs:5d} dim {dim:3d}: train {rec['train_samples_per_s']:9,.0f}/s  "
                         f"predict {rec['predict_samples_per_s']:11,.0f}/s  RSS {rec['peak_rss_mb']:6.0f} MiB  "
@@ -452,7 +485,8 @@ def format_table(result: dict) -> str:
     m = result["meta"]
     lines = [
         f"MMoE, one epoch on {m['data']['train_rows']:,} rows, prediction of {m['data']['rows']:,} rows; "
-        f"{m['spec']['threads']} threads on {m['spec']['device']}; median of {m['spec']['repeats']} runs",
+        f"{m['spec']['threads']} threads on {m['spec']['device']}; median of {m['spec']['repeats']} runs "
+        "(one process each, the two implementations interleaved)",
         f"machine: {m['machine']['cpu']}; torch {m['machine']['torch']}, DeepCTR-Torch {m['machine']['deepctr_torch']}; "
         f"{m['date_utc']}; load average before {m['load_average_before'][0]:.2f}",
         f"ours:    {m['ours_setup']}",
