@@ -203,10 +203,14 @@ def _network(x: torch.Tensor, prepared: _Prepared, first_out: torch.Tensor | Non
     return logits, (gates if G == T else gates.expand(B, T, E))  # (B, T), (B, T, E)
 
 
-def _check(model: MultiTaskModel) -> None:
+def _no_grad() -> None:
     if torch.is_grad_enabled():
         raise RuntimeError("fused.forward computes no gradients: call it under torch.inference_mode() or "
                            "torch.no_grad(), or call the model itself for training")
+
+
+def _check(model: MultiTaskModel) -> None:
+    _no_grad()
     reason = supports(model)
     if reason is not None:
         raise ValueError(f"fused.forward does not apply to this model: {reason}")
@@ -221,14 +225,15 @@ def forward(model: MultiTaskModel, ids: torch.Tensor | None, dense: torch.Tensor
 
 def batches(model: MultiTaskModel):
     """A function ``(ids, dense) -> ModelOutput`` for many batches through the same, unchanging
-    weights (what :func:`~mmoe_annotated.train.predict` needs): the shared first layer's weight
-    matrix is assembled once, not once per batch. Do not change the weights while using it."""
+    weights (what :func:`~mmoe_annotated.train.predict` needs): the model is checked and the shared
+    first layer's weight matrix assembled once, not once per batch. Do not change the weights or
+    the model while using it."""
     _check(model)
     prepared = _prepare(model)
     buffers: dict[int, torch.Tensor] = {}  # batch size -> the first layer's output, reused (nothing keeps it)
 
     def run(ids: torch.Tensor | None, dense: torch.Tensor | None = None) -> ModelOutput:
-        _check(model)
+        _no_grad()
         x = model.inputs(ids, dense)  # (B, I)
         if x.shape[0] not in buffers:
             buffers[x.shape[0]] = x.new_empty(x.shape[0], prepared.first_w.shape[1])

@@ -279,7 +279,7 @@ class RowAdagrad(torch.optim.Optimizer):
     building coalesced sparse tensors; here a scratch table sums repeated ids without sorting
     (each id then reads its row's total, and repeated ids write identical values), which matters
     at batch 256, where the optimizer step is a tenth of the training time. The scratch table
-    costs as much memory as the running sums. ``tests/test_train.py`` checks that both give the
+    costs as much memory as the running sums. ``tests/test_fused.py`` checks that both give the
     same weights. Dense gradients get the ordinary Adagrad update."""
 
     def __init__(self, params, lr: float = 0.01, eps: float = 1e-10):

@@ -277,6 +277,12 @@ class _DeepCTR:
 RUNNERS = {"ours": _Ours, "deepctr": _DeepCTR}
 
 
+def _train_gflops(meta: dict, emb_dim: int, samples_per_s: float) -> float:
+    """Training GFLOP/s: three times the forward matrix multiplies of one row, times the rate."""
+    width = len(meta["sparse"]) * emb_dim + len(meta["dense"])  # I = F*K + N
+    return 3 * flops_per_sample(width, num_tasks=len(meta["tasks"])) * samples_per_s / 1e9
+
+
 def run_one(impl: str, data_path, batch_size: int, emb_dim: int, device: str = "cpu", repeats: int = 3,
             threads: int = 2) -> dict:
     """Time one implementation at one batch size and embedding dim, in this process.
@@ -303,7 +309,6 @@ def run_one(impl: str, data_path, batch_size: int, emb_dim: int, device: str = "
         _sync(device)
         predict_s.append(time.perf_counter() - start)
         aucs.append(_auc(labels[n_train:], np.asarray(preds)[n_train:], meta["tasks"]))
-    width = len(meta["sparse"]) * int(emb_dim) + len(meta["dense"])
     train_rate = n_train / statistics.median(train_s)
     auc = aucs[train_s.index(sorted(train_s)[len(train_s) // 2])]  # the median-time run's AUC
     record = {
@@ -315,7 +320,7 @@ def run_one(impl: str, data_path, batch_size: int, emb_dim: int, device: str = "
         "peak_rss_mb": peak_rss_mb(),
         "auc": float(np.mean(list(auc.values()))), "auc_per_task": auc,
         "auc_spread": float(max(np.mean(list(a.values())) for a in aucs) - min(np.mean(list(a.values())) for a in aucs)),
-        "train_gflops": 3 * flops_per_sample(width, num_tasks=len(meta["tasks"])) * train_rate / 1e9,
+        "train_gflops": _train_gflops(meta, int(emb_dim), train_rate),
         "setup": OURS_SETUP if impl == "ours" else DEEPCTR_SETUP,
     }
     if device == "cuda":
@@ -331,9 +336,10 @@ def _worker(args: dict) -> None:
     Path(args["out"]).write_text(json.dumps(record))
 
 
-def _spawn(impl: str, data: Path, out: Path, batch_size: int, emb_dim: int, spec: BenchSpec, repeats: int = 1) -> dict:
+def _spawn(impl: str, data: Path, out: Path, batch_size: int, emb_dim: int, spec: BenchSpec) -> dict:
+    """One worker process: a warm-up and one timed run (the caller interleaves ``spec.repeats`` of them)."""
     args = {"impl": impl, "data": str(data), "out": str(out), "batch_size": batch_size, "emb_dim": emb_dim,
-            "device": spec.device, "repeats": repeats, "threads": spec.threads}
+            "device": spec.device, "repeats": 1, "threads": spec.threads}
     env = dict(os.environ, OMP_NUM_THREADS=str(spec.threads), MKL_NUM_THREADS=str(spec.threads))
     proc = subprocess.run([sys.executable, "-m", "mmoe_annotated.bench", "--worker", json.dumps(args)],
                           env=env, capture_output=True, text=True)
@@ -352,7 +358,6 @@ def merge_runs(runs: list[dict], meta: dict) -> dict:
     median_train = statistics.median(train_s)
     median_run = min(runs, key=lambda r: abs(statistics.median(r["train_seconds"]) - median_train))
     rate = first["train_rows"] / median_train
-    width = len(meta["sparse"]) * first["emb_dim"] + len(meta["dense"])
     record = dict(first)
     record.update({
         "train_samples_per_s": rate, "predict_samples_per_s": first["predict_rows"] / statistics.median(predict_s),
@@ -360,7 +365,7 @@ def merge_runs(runs: list[dict], meta: dict) -> dict:
         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "peak_rss_mb_runs": [r["peak_rss_mb"] for r in runs],
         "auc": median_run["auc"], "auc_per_task": median_run["auc_per_task"],
         "auc_spread": max(r["auc"] for r in runs) - min(r["auc"] for r in runs),
-        "train_gflops": 3 * flops_per_sample(width, num_tasks=len(meta["tasks"])) * rate / 1e9,
+        "train_gflops": _train_gflops(meta, first["emb_dim"], rate),
         "processes": len(runs),
     })
     if "peak_gpu_mb" in first:
