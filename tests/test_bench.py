@@ -12,6 +12,7 @@ import subprocess
 import sys
 from importlib.util import find_spec
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,6 +51,7 @@ def test_benchmark_smoke_run_writes_the_schema(tmp_path):
         assert len(r["train_seconds"]) == len(r["predict_seconds"]) == 1
     meta = saved["meta"]
     assert meta["matmul_gflops"] > 0 and meta["data"]["rows"] == 600
+    assert meta["data"]["tables"] == "catalog" and meta["spec"]["tables"] == "catalog"
     assert meta["machine"]["deepctr_torch"] == "0.3.0"
     # every target is reported against a ratio computed from the two records
     kinds = {t["what"] for t in saved["targets"]}
@@ -59,6 +61,7 @@ def test_benchmark_smoke_run_writes_the_schema(tmp_path):
     assert predict["ratio"] == pytest.approx(ours["predict_samples_per_s"] / theirs["predict_samples_per_s"])
     table = bench.format_table(saved)
     assert "ours" in table and "DeepCTR" in table and "GFLOP/s" in table
+    assert f"sized for the catalog ({sum(meta['data']['vocab_sizes']):,} rows" in table
 
 
 def test_ours_only_run_has_no_ratios(tmp_path):
@@ -76,11 +79,55 @@ def test_bench_spec_and_cli_refuse_bad_input():
         bench.BenchSpec(rows=10)
     with pytest.raises(ValueError, match="device"):
         bench.BenchSpec(device="tpu")
+    with pytest.raises(ValueError, match="tables"):
+        bench.BenchSpec(tables="huge")
+    with pytest.raises(ValueError, match="tables"):
+        bench.prepare_data(200, "unused.npz", tables="huge")
     if not torch.cuda.is_available():
         proc = subprocess.run([sys.executable, "-m", "mmoe_annotated.bench", "--device", "cuda", "--quick"],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0
         assert "CUDA is not available" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the inherited peak is Linux's behaviour")
+def test_a_worker_reports_its_own_peak_memory_not_its_parents():
+    """Benchmark workers are started by a parent that holds the generated data. On Linux the
+    child's ru_maxrss starts at the parent's peak; peak_rss_mb must report the child's own."""
+    ballast = np.ones(300 * 2**20 // 8)  # 300 MiB in this (the parent) process
+    ballast[::4096] = 2.0  # touch every page
+    parent = bench.peak_rss_mb()
+    assert parent > 300
+    code = ("import resource; from mmoe_annotated.bench.core import peak_rss_mb; "
+            "print(peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    child, child_maxrss = map(float, out.stdout.split())
+    del ballast
+    assert child < parent - 200, (child, parent)  # the child never held the ballast
+    assert child_maxrss >= child  # ru_maxrss (kept for reference) is never below the true peak
+
+
+def test_catalog_tables_hold_every_id_of_the_data_and_change_no_id(tmp_path):
+    """--tables catalog sizes each table for the generator's whole id space (the issue's 20k users,
+    100k items, ...); the encoded ids are the same as with fitted tables, and all fit both."""
+    catalog = bench.catalog_sizes()
+    sizes = mm.ByteRecSizes.like_real()
+    assert (catalog["uid"], catalog["item_id"], catalog["author_id"], catalog["music_id"]) == \
+        (sizes.users, sizes.items, sizes.authors, sizes.music)
+    assert set(catalog) == set(mm.SPARSE_FEATURES)
+    saved = {}
+    for tables in bench.TABLES:
+        meta = bench.prepare_data(3000, tmp_path / f"{tables}.npz", seed=2, tables=tables)
+        with np.load(tmp_path / f"{tables}.npz") as z:
+            saved[tables] = (meta, z["ids"])
+        assert meta["tables"] == tables
+    (cat_meta, cat_ids), (fit_meta, fit_ids) = saved["catalog"], saved["fitted"]
+    assert np.array_equal(cat_ids, fit_ids)
+    assert cat_meta["fitted_vocab_sizes"] == fit_meta["vocab_sizes"] == fit_meta["fitted_vocab_sizes"]
+    for name, rows, fitted in zip(mm.SPARSE_FEATURES, cat_meta["vocab_sizes"], cat_meta["fitted_vocab_sizes"]):
+        assert rows == max(fitted, mm.NUM_RESERVED + catalog[name]), name
+    assert sum(cat_meta["vocab_sizes"]) > 2 * sum(fit_meta["vocab_sizes"])  # 3,000 rows show a sliver of the ids
+    assert (fit_ids.max(0) < np.array(fit_meta["vocab_sizes"])).all()
 
 
 def test_flops_count_matches_the_models_weight_matrices(encoded):

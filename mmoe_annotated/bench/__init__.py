@@ -3,7 +3,8 @@
 Explained in the appendix "Performance" (``book/appendix_performance.ipynb``).
 
 Run ``python -m mmoe_annotated.bench`` (``--help`` for the options). It generates a
-ByteRec-format dataset with realistic vocabularies, encodes it once, then trains one epoch
+ByteRec-format dataset with realistic vocabularies (embedding tables sized for its whole
+catalog unless ``--tables fitted``), encodes it once, then trains one epoch
 and predicts the full set with both implementations at batch 256 and 4096 and embedding
 dims 4 and 16, each configuration in its own process (so that peak memory is per
 implementation), and prints a table of samples/s, ratios, peak RSS and one-epoch AUC.
@@ -11,11 +12,11 @@ implementation), and prints a table of samples/s, ratios, peak RSS and one-epoch
 
 This sits on top of the package and uses its public API; nothing in the package imports it.
 """
-from .core import (SCHEMA_KEYS, TARGETS, BenchSpec, flops_per_sample, format_table, matmul_gflops, prepare_data,
-                   run_benchmark, run_one, targets_report)
+from .core import (SCHEMA_KEYS, TABLES, TARGETS, BenchSpec, catalog_sizes, flops_per_sample, format_table,
+                   matmul_gflops, peak_rss_mb, prepare_data, run_benchmark, run_one, targets_report)
 from .ablation import ABLATIONS, format_ablation, run_ablation
 from .results import load_committed
 
-__all__ = ["SCHEMA_KEYS", "TARGETS", "BenchSpec", "flops_per_sample", "format_table", "matmul_gflops",
-           "prepare_data", "run_benchmark", "run_one", "targets_report", "ABLATIONS", "format_ablation",
-           "run_ablation", "load_committed"]
+__all__ = ["SCHEMA_KEYS", "TABLES", "TARGETS", "BenchSpec", "catalog_sizes", "flops_per_sample", "format_table",
+           "matmul_gflops", "peak_rss_mb", "prepare_data", "run_benchmark", "run_one", "targets_report", "ABLATIONS",
+           "format_ablation", "run_ablation", "load_committed"]

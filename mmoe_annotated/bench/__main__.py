@@ -23,6 +23,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration; the median is kept")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated data")
+    parser.add_argument("--tables", choices=("catalog", "fitted"), default="catalog",
+                        help="embedding table rows: every id of the data's catalog (default; about 20k users, "
+                             "100k items, 50k authors, 20k music ids) or only the ids the training rows show")
     parser.add_argument("--ablation", action="store_true",
                         help="instead: which design choice buys which speedup, at the first --batch-sizes and "
                              "the last --emb-dims value (default batch 256, dim 16)")
@@ -42,7 +45,8 @@ def main(argv=None) -> int:
             raise SystemExit("--ablation runs on CPU only")
         from .ablation import format_ablation, run_ablation
         result = run_ablation(rows=args.rows or 40_000, batch_size=args.batch_sizes[0], emb_dim=args.emb_dims[-1],
-                              repeats=args.repeats, threads=args.threads, seed=args.seed, json_path=args.json,
+                              repeats=args.repeats, threads=args.threads, seed=args.seed, tables=args.tables,
+                              json_path=args.json,
                               command=command.strip())
         print()
         print(format_ablation(result))
@@ -50,7 +54,7 @@ def main(argv=None) -> int:
         rows = args.rows or (30_000 if args.quick else 200_000)
         spec = BenchSpec(rows=rows, batch_sizes=tuple(args.batch_sizes), emb_dims=tuple(args.emb_dims),
                          impls=tuple(args.impls), repeats=args.repeats, threads=args.threads, device=args.device,
-                         seed=args.seed)
+                         seed=args.seed, tables=args.tables)
         result = run_benchmark(spec, json_path=args.json, command=command.strip())
         print()
         print(format_table(result))

@@ -176,16 +176,18 @@ def _time_mixing(batch: int = 4096, tasks: int = 2, experts: int = 3, width: int
 
 
 def run_ablation(rows: int = 40_000, batch_size: int = 256, emb_dim: int = 16, repeats: int = 3, threads: int = 2,
-                 seed: int = 0, json_path=None, log=print, command: str | None = None, data_path=None) -> dict:
+                 seed: int = 0, json_path=None, log=print, command: str | None = None, data_path=None,
+                 tables: str = "catalog") -> dict:
     """Train one epoch with each variant of :data:`ABLATIONS`, ``repeats`` times interleaved;
     report the median samples/s and how many times faster "ours" is."""
     torch.set_num_threads(int(threads))
+    started = time.perf_counter()
     if data_path is None:
         import tempfile
         tmp = tempfile.TemporaryDirectory(prefix="mmoe_ablation_")
         data_path = Path(tmp.name) / "data.npz"
         log(f"generating and encoding {rows:,} rows ...")
-        prepare_data(rows, data_path, seed)
+        prepare_data(rows, data_path, seed, tables)
     meta, ids, dense, labels = _load(data_path)
     n = meta["train_rows"]
     feats = ([SparseFeature(nm, v, emb_dim) for nm, v in zip(meta["sparse"], meta["vocab_sizes"])]
@@ -238,13 +240,15 @@ def run_ablation(rows: int = 40_000, batch_size: int = 256, emb_dim: int = 16, r
                         "seconds": ts, "baseline": baseline,
                         "baseline_speedup": med / statistics.median(times[baseline])})
         log(f"  {name:16s} {n / med:9,.0f} samples/s  ({baseline} is {records[-1]['baseline_speedup']:5.2f}x faster)")
+    mixing = _time_mixing()
     result = {
         "meta": {"command": command or "python -m mmoe_annotated.bench --ablation", "date_utc":
                  datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "rows": meta["rows"], "train_rows": n,
                  "batch_size": batch_size, "emb_dim": emb_dim, "threads": threads, "repeats": repeats,
-                 "machine": machine_info("cpu")},
+                 "tables": meta.get("tables", "fitted"), "table_rows": sum(meta["vocab_sizes"]),
+                 "machine": machine_info("cpu"), "wall_seconds": time.perf_counter() - started},
         "records": records,
-        "mixing": _time_mixing(),
+        "mixing": mixing,
     }
     mx = result["mixing"]
     log(f"  mixing alone (B=4096, forward+backward): bmm {mx['ours_ms']:.2f} ms, broadcast {mx['broadcast_ms']:.2f} ms "
@@ -258,7 +262,8 @@ def run_ablation(rows: int = 40_000, batch_size: int = 256, emb_dim: int = 16, r
 def format_ablation(result: dict) -> str:
     m = result["meta"]
     lines = [f"ablation: one epoch on {m['train_rows']:,} rows, batch {m['batch_size']}, dim {m['emb_dim']}, "
-             f"{m['threads']} threads, median of {m['repeats']}",
+             f"{m['threads']} threads, median of {m['repeats']}; embedding tables {m.get('tables', 'fitted')}"
+             + (f" ({m['table_rows']:,} rows)" if "table_rows" in m else ""),
              f"{'variant':16s} {'samples/s':>10} {'baseline':>14} {'faster by':>9}  what"]
     for r in result["records"]:
         lines.append(f"{r['variant']:16s} {r['train_samples_per_s']:10,.0f} {r.get('baseline', 'ours'):>14} "

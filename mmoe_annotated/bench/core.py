@@ -44,8 +44,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["SCHEMA_KEYS", "TARGETS", "OURS_SETUP", "BenchSpec", "prepare_data", "run_one", "run_benchmark",
-           "merge_runs", "matmul_gflops", "flops_per_sample", "format_table", "targets_report", "peak_rss_mb"]
+__all__ = ["SCHEMA_KEYS", "TARGETS", "TABLES", "OURS_SETUP", "BenchSpec", "catalog_sizes", "prepare_data", "run_one",
+           "run_benchmark", "merge_runs", "matmul_gflops", "flops_per_sample", "format_table", "targets_report",
+           "peak_rss_mb"]
 
 #: Keys every record of the JSON output has.
 SCHEMA_KEYS = ("impl", "batch_size", "emb_dim", "device", "train_rows", "predict_rows", "train_samples_per_s",
@@ -67,6 +68,9 @@ DEEPCTR_SETUP = "MMOE(defaults, l2_reg_embedding=1e-5); compile('adagrad', ['bin
 
 IMPLS = ("ours", "deepctr")
 
+#: How the embedding tables are sized (``--tables``; see :func:`prepare_data`).
+TABLES = ("catalog", "fitted")
+
 
 @dataclass(frozen=True)
 class BenchSpec:
@@ -80,6 +84,7 @@ class BenchSpec:
     threads: int = 2
     device: str = "cpu"
     seed: int = 0
+    tables: str = "catalog"
 
     def __post_init__(self):
         for name in ("batch_sizes", "emb_dims", "impls"):
@@ -99,6 +104,8 @@ class BenchSpec:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.tables not in TABLES:
+            raise ValueError(f"tables must be one of {TABLES}, got {self.tables!r}")
 
 
 # ---------------------------------------------------------------------------
@@ -118,7 +125,21 @@ def _sync(device: str) -> None:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    """This process's peak resident set size so far, in MiB.
+
+    On Linux this is ``VmHWM`` from ``/proc/self/status``: the peak of this process's own memory
+    since it started. ``getrusage``'s ``ru_maxrss`` is not: a process started by ``subprocess``
+    shares its parent's memory until it runs the new program, and Linux keeps the larger of the
+    two peaks, so every worker of the benchmark would report at least the parent's peak (the parent
+    holds the generated DataFrame, several hundred MiB). Elsewhere ``ru_maxrss`` is the fallback
+    (KiB on Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB -> MiB
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
@@ -170,22 +191,52 @@ def flops_per_sample(input_width: int, num_experts: int = 3, expert_hidden=(256,
 # Data: generated and encoded once, by the parent
 # ---------------------------------------------------------------------------
 
-def prepare_data(rows: int, path: str | os.PathLike, seed: int = 0) -> dict:
+def catalog_sizes() -> dict[str, int]:
+    """Each sparse column's id space in the generated data (:meth:`ByteRecSizes.like_real`, the
+    issue's "about 20k users, 100k items, 50k authors, 20k music ids, 400 cities, 2k devices,
+    5 channels"), by column name."""
+    from .. import ByteRecSizes
+    s = ByteRecSizes.like_real()
+    return {"uid": s.users, "user_city": s.cities, "item_id": s.items, "author_id": s.authors,
+            "item_city": s.cities, "channel": s.channels, "music_id": s.music, "device": s.devices}
+
+
+def prepare_data(rows: int, path: str | os.PathLike, seed: int = 0, tables: str = "catalog") -> dict:
     """Generate ``rows`` ByteRec-format rows with realistic vocabularies, split 80/20 by row
     order, fit the encoder on the training rows, and save ids, dense values and labels of
-    **all** rows (train first) to ``path`` (``.npz``). Returns the metadata."""
-    from .. import (DENSE_FEATURES, SPARSE_FEATURES, TASKS, ByteRecSizes, FeatureEncoder, make_byterec,
-                    split_by_row)
+    **all** rows (train first) to ``path`` (``.npz``). Returns the metadata.
 
+    ``tables`` sizes the embedding tables both implementations build:
+
+    * ``"catalog"`` (default): every id the data can hold gets a row (:func:`catalog_sizes`,
+      plus the reserved ids), as a production table is provisioned for the whole catalog. 200,000
+      generated rows show only part of it (the training rows hold about 48k of the 100k items,
+      16k of the 50k authors, 4k of the 20k music ids); the ids are the same in both modes.
+    * ``"fitted"``: only the ids the training rows show (what ``FeatureEncoder`` alone gives).
+
+    The choice matters for speed, not for the ids or the model: DeepCTR-Torch's L2 on the
+    embeddings, its dense embedding gradient and its Adagrad step cover every row of every
+    table each step, while ours touch only the rows a batch looks up."""
+    from .. import (DENSE_FEATURES, NUM_RESERVED, SPARSE_FEATURES, TASKS, ByteRecSizes, FeatureEncoder,
+                    make_byterec, split_by_row)
+
+    if tables not in TABLES:
+        raise ValueError(f"tables must be one of {TABLES}, got {tables!r}")
     frame = make_byterec(int(rows), seed=seed, sizes=ByteRecSizes.like_real())
     train, _ = split_by_row(frame, 0.8)
     encoder = FeatureEncoder(SPARSE_FEATURES, DENSE_FEATURES).fit(train)
     encoded = encoder.transform(frame)
     labels = frame[list(TASKS)].to_numpy(dtype=np.float32)  # (M, T)
-    sizes = [f.vocab_size for f in encoder.features if hasattr(f, "vocab_size")]
+    fitted = [f.vocab_size for f in encoder.features if hasattr(f, "vocab_size")]
+    if tables == "catalog":
+        catalog = catalog_sizes()
+        sizes = [max(v, NUM_RESERVED + catalog[name]) for name, v in zip(SPARSE_FEATURES, fitted)]
+    else:
+        sizes = fitted
     meta = {"rows": int(rows), "train_rows": len(train), "test_rows": len(frame) - len(train), "seed": seed,
             "sparse": list(SPARSE_FEATURES), "dense": list(DENSE_FEATURES), "tasks": list(TASKS),
-            "vocab_sizes": sizes, "positive_rate": dict(zip(TASKS, labels.mean(0).round(4).tolist()))}
+            "tables": tables, "vocab_sizes": sizes, "fitted_vocab_sizes": fitted,
+            "positive_rate": dict(zip(TASKS, labels.mean(0).round(4).tolist()))}
     np.savez(path, ids=encoded.ids.numpy(), dense=encoded.dense.numpy(), labels=labels,
              meta=np.array(json.dumps(meta)))
     return meta
@@ -415,7 +466,7 @@ def run_benchmark(spec: BenchSpec | None = None, json_path: str | os.PathLike | 
     with tempfile.TemporaryDirectory(prefix="mmoe_bench_") as tmp:
         data = Path(tmp) / "data.npz"
         log(f"generating and encoding {spec.rows:,} rows ...")
-        meta = prepare_data(spec.rows, data, spec.seed)
+        meta = prepare_data(spec.rows, data, spec.seed, spec.tables)
         peak = matmul_gflops(spec.threads, device=spec.device)
         log(f"matrix multiply (torch.mm 2048x2048, {spec.threads} threads, {spec.device}): {peak:.0f} GFLOP/s")
         for bs in spec.batch_sizes:
@@ -485,6 +536,15 @@ def targets_report(result: dict) -> list[dict]:
     return out
 
 
+def _tables_line(data: dict) -> str:
+    rows = sum(data["vocab_sizes"])
+    fitted = sum(data.get("fitted_vocab_sizes", data["vocab_sizes"]))
+    how = data.get("tables", "fitted")
+    if how == "catalog":
+        return (f"sized for the catalog ({rows:,} rows in all; the training rows show ids for {fitted:,} of them)")
+    return f"sized to the ids the training rows show ({rows:,} rows in all)"
+
+
 def format_table(result: dict) -> str:
     """The printed table: samples/s, ratios, peak RSS, AUC and GFLOP/s per configuration."""
     m = result["meta"]
@@ -492,6 +552,7 @@ def format_table(result: dict) -> str:
         f"MMoE, one epoch on {m['data']['train_rows']:,} rows, prediction of {m['data']['rows']:,} rows; "
         f"{m['spec']['threads']} threads on {m['spec']['device']}; median of {m['spec']['repeats']} runs "
         "(one process each, the two implementations interleaved)",
+        f"embedding tables: {_tables_line(m['data'])}",
         f"machine: {m['machine']['cpu']}; torch {m['machine']['torch']}, DeepCTR-Torch {m['machine']['deepctr_torch']}; "
         f"{m['date_utc']}; load average before {m['load_average_before'][0]:.2f}",
         f"ours:    {m['ours_setup']}",
