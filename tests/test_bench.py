@@ -226,5 +226,7 @@ def test_committed_results_ship_with_the_package():
     assert {"meta", "records", "targets"} <= set(result)
     assert {r["impl"] for r in result["records"]} == {"ours", "deepctr"}
     assert bench.load_committed("bench_ablation.json")
+    assert result["meta"]["data"]["tables"] == "catalog"
+    assert bench.load_committed("bench_cpu_fitted")["meta"]["data"]["tables"] == "fitted"
     with pytest.raises(ValueError, match="no committed benchmark"):
         bench.load_committed("nope")
