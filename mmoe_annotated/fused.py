@@ -9,16 +9,23 @@ When no gradient is wanted (:func:`~mmoe_annotated.train.predict` and
 (``tests/test_fused.py`` checks it for every kind of model, gate, tower and activation) with
 less work around the matrix multiplies:
 
-* **contiguous activations**: every hidden activation is a contiguous ``(B, H)`` matrix, where
-  the module path moves between ``(B, S, H)`` and ``(S, B, H)`` and pays strided copies;
+* **no layout shuffles**: each network's activations are a row-major ``(B, H)`` matrix (a
+  slice of one ``(B, S, H)`` block), where the module path moves between ``(B, S, H)`` and
+  ``(S, B, H)`` and pays strided copies, and the experts' last layer writes straight into the
+  ``(B, E, D)`` block that mixing reads (no stacking copy);
 * **one matrix multiply per expert** in the deeper layers instead of one batched multiply over
   all experts: with 3 experts on 2 threads ``bmm`` splits the batch of 3 unevenly between the
   threads, while each plain ``mm`` uses both;
-* **the shared first layer's weights assembled once** per :func:`batches`, not once per batch;
+* **every gate's final map in one matrix multiply**, with the maps side by side on a
+  block-diagonal ``(G*H, G*E)`` matrix;
+* **built once per** :func:`batches`, **not once per batch**: the shared first layer's weight
+  matrix, the block-diagonal gate map, and every working tensor (reused by each batch of the
+  same size, so a long prediction does not allocate and free them again and again);
 * **in-place activations**, since nothing is kept for a backward pass.
 
-The first layers of all experts and all gates still read the input in **one** matrix
-multiply, as in :class:`~mmoe_annotated.experts.StackedMLP`. Training keeps the module path
+The first layers of all experts and all gates read the input in **one** matrix multiply
+(in training, :class:`~mmoe_annotated.experts.StackedMLP` makes one for all experts and one for
+all gates). Training keeps the module path
 and autograd: a hand-written backward was measured too, and it was no faster at batch 256 or
 4096 on a 2-core CPU, where the matrix multiplies take most of the step.
 
@@ -122,81 +129,107 @@ def _side_by_side(weights: list[torch.Tensor], biases: list[torch.Tensor | None]
     return first_w, first_b
 
 
-def _layer(h: list[torch.Tensor], w: torch.Tensor, b: torch.Tensor, act: str) -> list[torch.Tensor]:
-    """One hidden layer of ``S`` networks: ``S`` inputs ``(B, H_in)`` -> ``S`` outputs ``(B, H_out)``,
-    one GEMM per network (each output contiguous, activated in place)."""
-    return [_activate_(torch.addmm(b[s], hs, w[s]), act) for s, hs in enumerate(h)]
+class _Scratch:
+    """The pass's working tensors by name, kept from one batch to the next so that a long
+    prediction allocates them once (a new shape, such as a smaller last batch, replaces them).
+    Nothing the pass returns lives in them."""
+
+    def __init__(self):
+        self._held: dict = {}
+
+    def __call__(self, key, like: torch.Tensor, *shape: int) -> torch.Tensor:
+        held = self._held.get(key)
+        if held is None or held.shape != shape:
+            held = self._held[key] = like.new_empty(shape)
+        return held
 
 
-def _columns(block: torch.Tensor, stacks: int) -> list[torch.Tensor]:
-    """``(B, S*H)`` -> ``S`` contiguous ``(B, H)`` blocks. A matrix multiply can read the strided
-    column blocks without a copy, but in our runs that made the process's peak memory jump by up
-    to 190 MiB in some runs and not others (working memory allocated on the second thread); the
-    copies cost a few microseconds and keep the peak steady."""
-    width = block.shape[1] // stacks
-    return [block[:, s * width:(s + 1) * width].contiguous() for s in range(stacks)]
+def _stacked(block: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], act: str,
+             scratch: _Scratch, name: str) -> torch.Tensor:
+    """The deeper layers of ``S`` networks whose first-layer activations sit side by side in
+    ``block`` ``(B, S*H)``: one GEMM per network and layer, each writing its slice of one
+    ``(B, S, H_out)`` output. Returns ``(B, S, H_last)``."""
+    B, S = block.shape[0], weights[0].shape[0]
+    if len(weights) == 1:
+        return block.view(B, S, -1)  # (B, S, H): the first layer was the only one
+    # Each network's block copied out first: reading the strided column blocks directly made
+    # the process's peak memory jump by up to 190 MiB in some runs (working memory allocated
+    # on the second thread); the copies cost a few microseconds and keep the peak steady.
+    width = block.shape[1] // S
+    h = [scratch((name, "in", s), block, B, width).copy_(block[:, s * width:(s + 1) * width]) for s in range(S)]
+    for layer, (w, b) in enumerate(zip(weights[1:], biases[1:]), start=1):
+        out = scratch((name, layer), block, B, S, w.shape[2])  # (B, S, H_out)
+        for s in range(S):
+            torch.addmm(b[s], h[s], w[s], out=out[:, s])
+        _activate_(out, act)
+        h = [out[:, s] for s in range(S)]
+    return out
 
 
 class _Prepared(NamedTuple):
-    """A model's parameters in the fused pass's order, with the shared first layer built once."""
+    """A model's parameters in the fused pass's order, with the shared first layer and the gates'
+    final maps built once."""
 
     layout: _Layout
-    params: list[torch.Tensor]
+    parts: tuple  # _Layout.unpack of the parameters
     first_w: torch.Tensor  # (I, C)
     first_b: torch.Tensor  # (C,)
+    gate_out: torch.Tensor | None  # (G*H, G*E): every gate's final map, block-diagonal (None: linear gates)
 
 
 def _prepare(model: MultiTaskModel) -> _Prepared:
     layout, params = _parameters(model)
-    ew, eb, gw, gb, gout, *_ = layout.unpack(params)
+    parts = layout.unpack(params)
+    ew, eb, gw, gb, gout, *_ = parts
     firsts = [(ew[0], eb[0])] + ([(gw[0], gb[0])] if gw else [(gout, None)] if layout.gates else [])
     with torch.no_grad():
         first_w, first_b = _side_by_side(*zip(*firsts))  # (I, C), (C,)
-    return _Prepared(layout, params, first_w, first_b)
+        gate_out = torch.block_diag(*gout) if layout.gates and gw else None  # (G*H, G*E)
+    return _Prepared(layout, parts, first_w, first_b, gate_out)
 
 
-def _network(x: torch.Tensor, prepared: _Prepared, first_out: torch.Tensor | None = None
+def _network(x: torch.Tensor, prepared: _Prepared, scratch: _Scratch | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Experts, gates, mixing and towers: ``x (B, I)`` -> ``logits (B, T)``, ``gates (B, T, E)``.
-    ``first_out``: a ``(B, C)`` buffer for the first layer's output, reused across batches."""
+    ``scratch``: working tensors reused across batches (see :func:`batches`)."""
+    scratch = scratch or _Scratch()
     layout = prepared.layout
-    ew, eb, gw, gb, gout, tw, tb, tout, tbias = layout.unpack(prepared.params)
+    ew, eb, gw, gb, gout, tw, tb, tout, tbias = prepared.parts
     E, G, T, act = layout.experts, layout.gates, layout.tasks, layout.activation
     B = x.shape[0]
     # The first layer of every expert and every gate reads x: one GEMM for all of them.
-    a = torch.addmm(prepared.first_b, x, prepared.first_w, out=first_out)  # (B, C)
+    a = torch.addmm(prepared.first_b, x, prepared.first_w, out=scratch("first", x, B, prepared.first_w.shape[1]))
     expert_cols = E * ew[0].shape[2]
     hidden = expert_cols + (G * gw[0].shape[2] if gw else 0)
-    _activate_(a if hidden == a.shape[1] else a[:, :hidden], act)
+    _activate_(a if hidden == a.shape[1] else a[:, :hidden], act)  # (B, C)
 
     # Experts: deeper layers, one GEMM per expert.
-    h = _columns(a[:, :expert_cols], E)  # E x (B, H)
-    for w, b in zip(ew[1:], eb[1:]):
-        h = _layer(h, w, b, act)
-    h = torch.stack(h, dim=1)  # (B, E, D)
+    h = _stacked(a[:, :expert_cols], ew, eb, act, scratch, "experts")  # (B, E, D)
 
     # Gates: softmax over experts, one gate per task (MMoE) or one for all (OMoE).
     if G:
         if gw:
-            hg = _columns(a[:, expert_cols:hidden], G)  # G x (B, H)
-            for w, b in zip(gw[1:], gb[1:]):
-                hg = _layer(hg, w, b, act)
-            logits_g = torch.stack([hg[g] @ gout[g] for g in range(G)], dim=1)  # (B, G, E)
+            g_hidden = _stacked(a[:, expert_cols:hidden], gw, gb, act, scratch, "gates")  # (B, G, H)
+            flat = (g_hidden.view(B, -1) if g_hidden.is_contiguous()  # (B, G*H)
+                    else scratch("gates_in", x, B, hidden - expert_cols).copy_(a[:, expert_cols:hidden]))
+            logits_g = torch.mm(flat, prepared.gate_out).view(B, G, E)  # every gate's final map in one GEMM
         else:
-            logits_g = a[:, hidden:].reshape(B, G, E)  # (B, G, E)
+            logits_g = a[:, hidden:].view(B, G, E)  # the paper's linear gate: part of the first GEMM
         gates = torch.softmax(logits_g, dim=-1)  # (B, G, E)
         # Mixing: one batched matrix product for all gates, as in mix().
-        mixed = torch.bmm(gates, h)  # (B, G, D)
-        mixed = [mixed[:, g] for g in range(G)]  # G x (B, D)
-        z = mixed if G == T else mixed * T  # T x (B, D); OMoE's one mixture serves every task
+        z = torch.bmm(gates, h, out=scratch("mixed", x, B, G, h.shape[2]))  # (B, G, D)
+        z = z if G == T else z.expand(B, T, z.shape[2])  # (B, T, D): OMoE's one mixture serves every task
     else:
         gates = None
-        z = [h[:, 0]] * T  # Shared-Bottom: every tower reads the one bottom
+        z = h.expand(B, T, h.shape[2])  # (B, T, D): Shared-Bottom, every tower reads the one bottom
 
     # Towers: one small MLP per task, then a bias-free linear output and the task's bias.
-    for w, b in zip(tw, tb):
-        z = _layer(z, w, b, act)
-    logits = torch.stack([zt @ tout[t] for t, zt in enumerate(z)], dim=1) + tbias  # (B, T)
+    for layer, (w, b) in enumerate(zip(tw, tb)):
+        out = scratch(("towers", layer), x, B, T, w.shape[2])  # (B, T, H)
+        for t in range(T):
+            torch.addmm(b[t], z[:, t], w[t], out=out[:, t])
+        z = _activate_(out, act)
+    logits = (z * tout).sum(dim=-1).add_(tbias)  # (B, T), as Towers.forward computes it
 
     if gates is None:
         return logits, logits.new_ones(B, T, 1)
@@ -225,17 +258,15 @@ def forward(model: MultiTaskModel, ids: torch.Tensor | None, dense: torch.Tensor
 
 def batches(model: MultiTaskModel):
     """A function ``(ids, dense) -> ModelOutput`` for many batches through the same, unchanging
-    weights (what :func:`~mmoe_annotated.train.predict` needs): the model is checked and the shared
-    first layer's weight matrix assembled once, not once per batch. Do not change the weights or
-    the model while using it."""
+    weights (what :func:`~mmoe_annotated.train.predict` needs): the model is checked, the shared
+    first layer's weight matrix assembled and the working tensors allocated once, not once per
+    batch. The outputs of each call are new tensors, never overwritten by a later call. Do not
+    change the weights or the model while using it."""
     _check(model)
     prepared = _prepare(model)
-    buffers: dict[int, torch.Tensor] = {}  # batch size -> the first layer's output, reused (nothing keeps it)
+    scratch = _Scratch()  # working tensors, allocated once and reused by every batch
 
     def run(ids: torch.Tensor | None, dense: torch.Tensor | None = None) -> ModelOutput:
         _no_grad()
-        x = model.inputs(ids, dense)  # (B, I)
-        if x.shape[0] not in buffers:
-            buffers[x.shape[0]] = x.new_empty(x.shape[0], prepared.first_w.shape[1])
-        return ModelOutput(*_network(x, prepared, buffers[x.shape[0]]))
+        return ModelOutput(*_network(model.inputs(ids, dense), prepared, scratch))
     return run

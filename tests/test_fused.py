@@ -73,6 +73,25 @@ def test_batches_reuses_the_first_layer_and_matches_forward():
         run(ids, dense.float())  # grad mode is on again
 
 
+@pytest.mark.parametrize("kind,gate_hidden,tower_hidden", [("mmoe", (5,), (4,)), ("mmoe", (), ()),
+                                                        ("omoe", (5, 4), (4,)), ("shared_bottom", (), (4,))])
+def test_batches_reuse_working_tensors_but_never_overwrite_earlier_outputs(kind, gate_hidden, tower_hidden):
+    """batches() keeps its working tensors from call to call; what a call returned must survive
+    the next calls (predict keeps every batch's logits and gates until the end)."""
+    config = mm.ModelConfig(FEATURES, expert_hidden=(8, 6), gate_hidden=gate_hidden, tower_hidden=tower_hidden)
+    model = mm.build_model(kind, config).double().eval()
+    randomize_(model)
+    batches = [_inputs(6, seed=s) for s in range(4)] + [_inputs(2, seed=9)]  # a smaller last batch too
+    with torch.inference_mode():
+        run = fused.batches(model)
+        kept = [run(ids, dense) for ids, dense in batches]
+        for (ids, dense), got in zip(batches, kept):
+            want = model(ids, dense)
+            torch.testing.assert_close(got.logits, want.logits, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(got.gates, want.gates, rtol=1e-12, atol=1e-12)
+    assert kept[0].logits.data_ptr() != kept[1].logits.data_ptr()
+
+
 def test_fused_forward_refuses_what_it_cannot_compute():
     model = mm.MMoE(mm.ModelConfig(FEATURES, dropout=0.2))
     ids, dense = _inputs(4)
