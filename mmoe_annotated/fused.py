@@ -9,10 +9,8 @@ When no gradient is wanted (:func:`~mmoe_annotated.train.predict` and
 (``tests/test_fused.py`` checks it for every kind of model, gate, tower and activation) with
 less work around the matrix multiplies:
 
-* **no layout shuffles**: each network's activations are a row-major ``(B, H)`` matrix (a
-  slice of one ``(B, S, H)`` block), where the module path moves between ``(B, S, H)`` and
-  ``(S, B, H)`` and pays strided copies, and the experts' last layer writes straight into the
-  ``(B, E, D)`` block that mixing reads (no stacking copy);
+* **contiguous activations**: every hidden activation is a contiguous ``(B, H)`` matrix, where
+  the module path moves between ``(B, S, H)`` and ``(S, B, H)`` and pays strided copies;
 * **one matrix multiply per expert** in the deeper layers instead of one batched multiply over
   all experts: with 3 experts on 2 threads ``bmm`` splits the batch of 3 unevenly between the
   threads, while each plain ``mm`` uses both;
@@ -147,23 +145,19 @@ class _Scratch:
 def _stacked(block: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], act: str,
              scratch: _Scratch, name: str) -> torch.Tensor:
     """The deeper layers of ``S`` networks whose first-layer activations sit side by side in
-    ``block`` ``(B, S*H)``: one GEMM per network and layer, each writing its slice of one
-    ``(B, S, H_out)`` output. Returns ``(B, S, H_last)``."""
+    ``block`` ``(B, S*H)``: one GEMM per network and layer. Returns ``(B, S, H_last)``."""
     B, S = block.shape[0], weights[0].shape[0]
     if len(weights) == 1:
         return block.view(B, S, -1)  # (B, S, H): the first layer was the only one
-    # Each network's block copied out first: reading the strided column blocks directly made
-    # the process's peak memory jump by up to 190 MiB in some runs (working memory allocated
-    # on the second thread); the copies cost a few microseconds and keep the peak steady.
+    # Every matrix multiply reads and writes contiguous (B, H) matrices: with strided column
+    # blocks as input or output, the process's peak memory jumped by 30-190 MiB in some runs and
+    # not others (working memory allocated on the second thread), and those runs were slower.
     width = block.shape[1] // S
     h = [scratch((name, "in", s), block, B, width).copy_(block[:, s * width:(s + 1) * width]) for s in range(S)]
     for layer, (w, b) in enumerate(zip(weights[1:], biases[1:]), start=1):
-        out = scratch((name, layer), block, B, S, w.shape[2])  # (B, S, H_out)
-        for s in range(S):
-            torch.addmm(b[s], h[s], w[s], out=out[:, s])
-        _activate_(out, act)
-        h = [out[:, s] for s in range(S)]
-    return out
+        h = [_activate_(torch.addmm(b[s], h[s], w[s], out=scratch((name, layer, s), block, B, w.shape[2])), act)
+             for s in range(S)]
+    return torch.stack(h, dim=1, out=scratch((name, "out"), block, B, S, h[0].shape[1]))  # (B, S, H_last)
 
 
 class _Prepared(NamedTuple):
@@ -224,12 +218,11 @@ def _network(x: torch.Tensor, prepared: _Prepared, scratch: _Scratch | None = No
         z = h.expand(B, T, h.shape[2])  # (B, T, D): Shared-Bottom, every tower reads the one bottom
 
     # Towers: one small MLP per task, then a bias-free linear output and the task's bias.
+    z = [z[:, t] for t in range(T)]  # T x (B, D)
     for layer, (w, b) in enumerate(zip(tw, tb)):
-        out = scratch(("towers", layer), x, B, T, w.shape[2])  # (B, T, H)
-        for t in range(T):
-            torch.addmm(b[t], z[:, t], w[t], out=out[:, t])
-        z = _activate_(out, act)
-    logits = (z * tout).sum(dim=-1).add_(tbias)  # (B, T), as Towers.forward computes it
+        z = [_activate_(torch.addmm(b[t], z[t], w[t], out=scratch(("towers", layer, t), x, B, w.shape[2])), act)
+             for t in range(T)]
+    logits = torch.stack([zt @ tout[t] for t, zt in enumerate(z)], dim=1) + tbias  # (B, T)
 
     if gates is None:
         return logits, logits.new_ones(B, T, 1)
