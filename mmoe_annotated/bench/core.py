@@ -192,9 +192,9 @@ def flops_per_sample(input_width: int, num_experts: int = 3, expert_hidden=(256,
 # ---------------------------------------------------------------------------
 
 def catalog_sizes() -> dict[str, int]:
-    """Each sparse column's id space in the generated data (:meth:`ByteRecSizes.like_real`, the
-    issue's "about 20k users, 100k items, 50k authors, 20k music ids, 400 cities, 2k devices,
-    5 channels"), by column name."""
+    """Each sparse column's id space in the generated data, by column name:
+    :meth:`ByteRecSizes.like_real`, about 20k users, 100k items, 50k authors, 20k music ids,
+    400 cities, 2k devices and 5 channels, the vocabularies of the real data."""
     from .. import ByteRecSizes
     s = ByteRecSizes.like_real()
     return {"uid": s.users, "user_city": s.cities, "item_id": s.items, "author_id": s.authors,
