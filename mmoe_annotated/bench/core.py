@@ -541,7 +541,7 @@ def _tables_line(data: dict) -> str:
     fitted = sum(data.get("fitted_vocab_sizes", data["vocab_sizes"]))
     how = data.get("tables", "fitted")
     if how == "catalog":
-        return (f"sized for the catalog ({rows:,} rows in all; the training rows show ids for {fitted:,} of them)")
+        return f"sized for the catalog ({rows:,} rows in all; the training rows show ids for {fitted:,} of them)"
     return f"sized to the ids the training rows show ({rows:,} rows in all)"
 
 
