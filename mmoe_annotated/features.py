@@ -438,7 +438,7 @@ class InputLayer(nn.Module):
             if ids.numel():
                 low = ids.min(0).values
                 high = ids.max(0).values
-                bad = (low < 0) | (high >= self.vocab_sizes)
+                bad = (low < 0) | (high >= self.vocab_sizes.to(high.device))  # the model may sit on a GPU
                 if bad.any():
                     f = int(torch.nonzero(bad)[0])
                     feat = self.sparse_features[f]
