@@ -12,11 +12,11 @@ implementation), and prints a table of samples/s, ratios, peak RSS and one-epoch
 
 This sits on top of the package and uses its public API; nothing in the package imports it.
 """
-from .core import (SCHEMA_KEYS, TABLES, TARGETS, BenchSpec, catalog_sizes, flops_per_sample, format_table,
+from .core import (SCHEMA_KEYS, TABLES, TARGETS, TARGETS_CUDA, BenchSpec, catalog_sizes, flops_per_sample, format_table,
                    matmul_gflops, peak_rss_mb, prepare_data, run_benchmark, run_one, targets_report)
 from .ablation import ABLATIONS, format_ablation, run_ablation
 from .results import load_committed
 
-__all__ = ["SCHEMA_KEYS", "TABLES", "TARGETS", "BenchSpec", "catalog_sizes", "flops_per_sample", "format_table",
+__all__ = ["SCHEMA_KEYS", "TABLES", "TARGETS", "TARGETS_CUDA", "BenchSpec", "catalog_sizes", "flops_per_sample", "format_table",
            "matmul_gflops", "peak_rss_mb", "prepare_data", "run_benchmark", "run_one", "targets_report", "ABLATIONS",
            "format_ablation", "run_ablation", "load_committed"]
