@@ -454,30 +454,45 @@ def _inference_network(model: MultiTaskModel):
     return model
 
 
+#: On a GPU, prediction replays a CUDA graph (:func:`mmoe_annotated.fused.graphed`) when it has at
+#: least this many full batches: capturing costs about as much as a few batches run kernel by kernel.
+GRAPH_MIN_BATCHES = 4
+
+#: Prediction moves its input to the device this many rows at a time (a whole number of batches).
+CHUNK_ROWS = 1 << 20
+
+
 def _batched_outputs(model: MultiTaskModel, x: EncodedFeatures, batch_size: int, device: torch.device,
                      want_gates: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     was_training = model.training
     model.eval()
-    logits, gates = [], []
-    on_gpu = device.type == "cuda"
-    if on_gpu:  # page-locked host memory lets each batch's copy run asynchronously (non_blocking)
-        pin = lambda t: t.pin_memory() if t is not None and not t.is_cuda else t
-        x = EncodedFeatures(pin(x.ids), pin(x.dense))
+    n, T = len(x), model.num_tasks
+    E = model.num_experts if model.gates is not None else 1
+    # Each batch's outputs go straight into the result (on a GPU they stay there until the end:
+    # one copy back, no sync per batch).
+    logits = torch.empty(n, T, device=device)  # (M, T)
+    gates = torch.empty(n, T, E, device=device) if want_gates else None  # (M, T, E)
+    chunk = max(1, CHUNK_ROWS // batch_size) * batch_size
     try:
         with torch.inference_mode():
             network = _inference_network(model)
-            for start in range(0, len(x), batch_size):
-                xb = x.index(slice(start, start + batch_size)).to(device, non_blocking=True)
-                out = network(xb.ids, xb.dense)
-                # On a GPU the outputs stay there until the end: one copy back, no sync per batch.
-                logits.append(out.logits.float() if on_gpu else out.logits.float().cpu())
-                if want_gates:
-                    gates.append(out.gates.float() if on_gpu else out.gates.float().cpu())
+            replay = None
+            if device.type == "cuda" and network is not model and n // batch_size >= GRAPH_MIN_BATCHES:
+                replay = fused.graphed(model, batch_size, x.ids, x.dense)
+            for first in range(0, n, chunk):
+                # One copy to the device per chunk (none on the CPU), not one per batch.
+                xc = x.index(slice(first, first + chunk)).to(device)
+                for start in range(0, len(xc), batch_size):
+                    xb = xc.index(slice(start, start + batch_size))
+                    run = replay if replay is not None and len(xb) == batch_size else network
+                    out = run(xb.ids, xb.dense)  # a graph's outputs are copied out below, before its next replay
+                    rows = slice(first + start, first + start + len(xb))
+                    logits[rows].copy_(out.logits)
+                    if want_gates:
+                        gates[rows].copy_(out.gates)
     finally:
         model.train(was_training)
-    T, E = model.num_tasks, (model.num_experts if model.gates is not None else 1)
-    cat = lambda parts, shape: torch.cat(parts).cpu() if parts else torch.zeros(shape)
-    return cat(logits, (0, T)), (cat(gates, (0, T, E)) if want_gates else None)
+    return logits.cpu(), (gates.cpu() if want_gates else None)
 
 
 def _device_of(model: MultiTaskModel, device) -> torch.device:
