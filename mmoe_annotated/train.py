@@ -502,7 +502,11 @@ def _device_of(model: MultiTaskModel, device) -> torch.device:
 def predict(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None = None, batch_size: int = 8192,
             return_gates: bool = False, device=None):
     """Predictions ``(M, T)`` as a NumPy array: probabilities (sigmoid of the logits) for binary
-    tasks, raw values for regression. With ``return_gates=True`` also the gate weights ``(M, T, E)``."""
+    tasks, raw values for regression. With ``return_gates=True`` also the gate weights ``(M, T, E)``.
+
+    The batches run through the fused pass (:mod:`mmoe_annotated.fused`) where it applies; on a
+    GPU, with at least :data:`GRAPH_MIN_BATCHES` full batches, it is captured once as a CUDA graph
+    and replayed for every full batch."""
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = _device_of(model, device)

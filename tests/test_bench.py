@@ -230,3 +230,17 @@ def test_committed_results_ship_with_the_package():
     assert bench.load_committed("bench_cpu_fitted")["meta"]["data"]["tables"] == "fitted"
     with pytest.raises(ValueError, match="no committed benchmark"):
         bench.load_committed("nope")
+
+
+def test_a_gpu_run_is_judged_against_the_gpu_targets_and_says_which_gpu():
+    from mmoe_annotated import bench
+    gpu = bench.load_committed("bench_cuda")
+    assert gpu["meta"]["spec"]["device"] == "cuda" and "H200" in gpu["meta"]["machine"]["gpu"]
+    judged = {(t["what"], t["required"]) for t in bench.targets_report(gpu)}
+    assert ("train", 10.0) in judged and ("predict", 15.0) in judged  # TARGETS_CUDA
+    assert not {("train", 3.5), ("predict", 2.5)} & judged  # not the CPU's bars
+    assert bench.targets_report(gpu) == gpu["targets"]  # what the run wrote is what the code computes
+    table = bench.format_table(gpu)
+    assert "GPU NVIDIA H200" in table and "float32 on the GPU" in table and "peak GPU memory" in table
+    cpu_table = bench.format_table(bench.load_committed("bench_cpu"))
+    assert "2 threads)" in cpu_table and "GPU" not in cpu_table

@@ -562,7 +562,8 @@ def format_table(result: dict) -> str:
         f"{m['spec']['threads']} threads on {m['spec']['device']}; median of {m['spec']['repeats']} runs "
         "(one process each, the two implementations interleaved)",
         f"embedding tables: {_tables_line(m['data'])}",
-        f"machine: {m['machine']['cpu']}; torch {m['machine']['torch']}, DeepCTR-Torch {m['machine']['deepctr_torch']}; "
+        f"machine: {m['machine']['cpu']}{'; GPU ' + m['machine']['gpu'] if 'gpu' in m['machine'] else ''}; "
+        f"torch {m['machine']['torch']}, DeepCTR-Torch {m['machine']['deepctr_torch']}; "
         f"{m['date_utc']}; load average before {m['load_average_before'][0]:.2f}",
         f"ours:    {m['ours_setup']}",
         f"DeepCTR: {m['deepctr_setup']}",
@@ -588,8 +589,14 @@ def format_table(result: dict) -> str:
             f" {num(o, 'auc', '.4f', 7)} {num(t, 'auc', '.4f', 7)} {diff} |"
             f" {num(o, 'train_gflops', '.1f', 6)} {num(t, 'train_gflops', '.1f', 6)}")
     lines.append("")
-    lines.append(f"matrix-multiply limit of this machine (torch.mm 2048x2048, {m['spec']['threads']} threads): "
+    where = "float32 on the GPU" if m["spec"]["device"] == "cuda" else f"{m['spec']['threads']} threads"
+    lines.append(f"matrix-multiply limit of this machine (torch.mm 2048x2048, {where}): "
                  f"{m['matmul_gflops']:.0f} GFLOP/s; training FLOPs counted as 3x the forward matrix multiplies")
+    if m["spec"]["device"] == "cuda":
+        peaks = "; ".join(f"batch {bs} dim {dim}: ours {o['peak_gpu_mb']:.0f}, DeepCTR {t['peak_gpu_mb']:.0f}"
+                          for bs, dim, o, t in _pairs(result) if o and t and "peak_gpu_mb" in o and "peak_gpu_mb" in t)
+        if peaks:
+            lines.append(f"peak GPU memory allocated by torch, MiB: {peaks}")
     if result.get("targets"):
         lines.append("targets (issue 5):")
         for t in result["targets"]:
