@@ -236,3 +236,26 @@ def test_notebooks_never_download(path):
     code = _code_cells(_read(path))[1:]
     hits = [i for i, c in enumerate(code, start=1) if DOWNLOADS.search(c.source)]
     assert not hits, f"{path.name}: code cells {hits} fetch from the network"
+
+
+def _discarded_source_displays(source: str) -> list[str]:
+    """``mm.show_source(...)`` statements whose display object is dropped: only a cell's last
+    expression is displayed, so an earlier one shows nothing unless wrapped in ``display``."""
+    import ast
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:  # IPython magics; such cells show no source
+        return []
+    return [ast.unparse(s) for s in body[:-1] if isinstance(s, ast.Expr) and isinstance(s.value, ast.Call)
+            and ast.unparse(s.value.func).endswith("show_source")]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_show_source_is_displayed(path):
+    lost = {i: d for i, c in enumerate(_code_cells(_read(path))) if (d := _discarded_source_displays(c.source))}
+    assert not lost, f"{path.name}: show_source results that are never displayed (wrap them in display()): {lost}"
+
+
+def test_the_show_source_check_catches_a_dropped_display():
+    assert _discarded_source_displays("mm.show_source(mm.fit)\nx = 1") == ["mm.show_source(mm.fit)"]
+    assert _discarded_source_displays("display(mm.show_source(mm.fit))\nmm.show_source(mm.predict)") == []
