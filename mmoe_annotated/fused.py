@@ -21,8 +21,8 @@ less work around the matrix multiplies:
   same size, so a long prediction does not allocate and free them again and again);
 * **in-place activations**, since nothing is kept for a backward pass;
 * **on a GPU, one CUDA graph** (:func:`graphed`): at batch 256 a GPU finishes each of the pass's
-  thirty-odd kernels faster than Python can launch the next, so the pass is captured once and
-  each batch replays it with one launch.
+  thirty or so kernels faster than Python can launch the next, so the pass is captured once and
+  each batch replays it with one launch (plus the copies of its inputs and outputs).
 
 The first layers of all experts and all gates read the input in **one** matrix multiply
 (in training, :class:`~mmoe_annotated.experts.StackedMLP` makes one for all experts and one for
