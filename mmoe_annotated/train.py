@@ -476,7 +476,8 @@ def _batched_outputs(model: MultiTaskModel, x: EncodedFeatures, batch_size: int,
     try:
         with torch.inference_mode():
             network = _inference_network(model)
-            replay = None
+            replay = None  # the graph keeps its own working tensors: a smaller last batch through
+            # `network` must not resize the ones the graph reads and writes
             if device.type == "cuda" and network is not model and n // batch_size >= GRAPH_MIN_BATCHES:
                 replay = fused.graphed(model, batch_size, x.ids, x.dense)
             for first in range(0, n, chunk):

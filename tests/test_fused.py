@@ -77,7 +77,8 @@ def test_batches_reuses_the_first_layer_and_matches_forward():
                                                         ("omoe", (5, 4), (4,)), ("shared_bottom", (), (4,))])
 def test_batches_reuse_working_tensors_but_never_overwrite_earlier_outputs(kind, gate_hidden, tower_hidden):
     """batches() keeps its working tensors from call to call; what a call returned must survive
-    the next calls (predict keeps every batch's logits and gates until the end)."""
+    the next calls, as its docstring promises (a caller may keep outputs; only fused.graphed
+    hands out tensors that the next call overwrites)."""
     config = mm.ModelConfig(FEATURES, expert_hidden=(8, 6), gate_hidden=gate_hidden, tower_hidden=tower_hidden)
     model = mm.build_model(kind, config).double().eval()
     randomize_(model)
