@@ -221,3 +221,60 @@ def test_fit_input_errors(split):
         mm.TrainConfig(embedding_l2_mode="all")
     with pytest.raises(ValueError, match="optimizer"):
         mm.TrainConfig(optimizer="lion")
+
+
+BLOCK_SETTINGS = {
+    "mean, row L2": dict(),
+    "sum, row L2": dict(loss_reduction="sum", embedding_l2=1e-3),
+    "table L2, weight L2, adam": dict(embedding_l2=1e-3, embedding_l2_mode="table", weight_l2=1e-3, optimizer="adam"),
+    "sparse, task weights, sgd": dict(sparse=True, task_weights=(2.0, 0.5), optimizer="sgd", lr=0.5),
+    "sparse, RowAdagrad": dict(sparse=True, embedding_l2=1e-2),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks are implicitly disabled")  # torch's own note
+@pytest.mark.parametrize("name", list(BLOCK_SETTINGS))
+def test_blocks_give_the_batch_update(split, name):
+    """A batch worked through in blocks (``block_rows``) gets the update of one pass over the whole
+    batch: the same weights and losses, while the model really runs once per block. Training on
+    batches the size of a block instead ends elsewhere (so the comparison can tell them apart)."""
+    settings = dict(BLOCK_SETTINGS[name])
+    sparse = settings.pop("sparse", False)
+    train, _, enc = split
+    train = train.iloc[:200]  # batches of 64: three full ones and one of 8 rows
+
+    def run(batch_size, block_rows):
+        torch.manual_seed(0)
+        model = small_model(enc, sparse_embeddings=sparse)
+        rows = []
+        model.register_forward_hook(lambda module, inputs, out: rows.append(out.logits.shape[0]))
+        cfg = mm.TrainConfig(batch_size=batch_size, block_rows=block_rows, epochs=2, **settings, **QUIET)
+        return model, mm.fit(model, train, cfg, encoder=enc), rows
+
+    whole, h_whole, rows_whole = run(64, 64)
+    blocks, h_blocks, rows_blocks = run(64, 24)
+    assert rows_whole == [64, 64, 64, 8] * 2
+    assert rows_blocks == ([24, 24, 16] * 3 + [8]) * 2
+    for (n, p), q in zip(whole.named_parameters(), blocks.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6, msg=lambda m: f"{n}: {m}")
+    for key in ("train_loss", "train_finish_loss", "train_like_loss"):
+        np.testing.assert_allclose(h_blocks[key], h_whole[key], rtol=1e-5)
+    smaller, _, _ = run(24, 24)
+    assert not all(torch.allclose(p, q, rtol=1e-4, atol=1e-6) for p, q in zip(whole.parameters(), smaller.parameters()))
+
+
+def test_blocks_by_default_on_cpu_only(split, monkeypatch):
+    """``block_rows=None``: blocks of ``CPU_BLOCK_ROWS`` on a CPU; a batch no larger runs in one pass."""
+    train, _, enc = split
+    monkeypatch.setattr(mm.train, "CPU_BLOCK_ROWS", 48)
+    model = small_model(enc)
+    rows = []
+    model.register_forward_hook(lambda module, inputs, out: rows.append(out.logits.shape[0]))
+    mm.fit(model, train.iloc[:160], mm.TrainConfig(batch_size=128, epochs=1, **QUIET), encoder=enc)
+    assert rows == [48, 48, 32, 32]
+    rows.clear()
+    mm.fit(model, train.iloc[:160], mm.TrainConfig(batch_size=40, epochs=1, **QUIET), encoder=enc)
+    assert rows == [40] * 4
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="block_rows must be a whole number"):
+            mm.TrainConfig(block_rows=bad)
