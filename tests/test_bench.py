@@ -72,7 +72,20 @@ def test_ours_only_run_has_no_ratios(tmp_path):
     assert "ours" in bench.format_table(result)
 
 
+def test_block_rows_reaches_our_training_in_the_worker():
+    """``--block-rows`` is ours only; the worker's record says what it trained with."""
+    spec = bench.BenchSpec(rows=400, batch_sizes=(64,), emb_dims=(4,), impls=("ours",), repeats=1, threads=1,
+                           block_rows=16)
+    result = bench.run_benchmark(spec, log=lambda *a: None)
+    assert result["meta"]["spec"]["block_rows"] == 16
+    assert result["records"][0]["setup"] == result["meta"]["ours_setup"] == bench.core.ours_setup(16)
+    assert "epochs=1, block_rows=16)" in result["meta"]["ours_setup"]
+    assert bench.core.ours_setup(None) == bench.core.OURS_SETUP
+
+
 def test_bench_spec_and_cli_refuse_bad_input():
+    with pytest.raises(ValueError, match="block_rows"):
+        bench.BenchSpec(block_rows=0)
     with pytest.raises(ValueError, match="impls"):
         bench.BenchSpec(impls=("tensorflow",))
     with pytest.raises(ValueError, match="rows"):

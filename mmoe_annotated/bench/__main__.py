@@ -26,6 +26,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tables", choices=("catalog", "fitted"), default="catalog",
                         help="embedding table rows: every id of the data's catalog (default; about 20k users, "
                              "100k items, 50k authors, 20k music ids) or only the ids the training rows show")
+    parser.add_argument("--block-rows", type=int, default=None, metavar="N",
+                        help="ours only: TrainConfig.block_rows, the most rows per forward/backward pass (default: "
+                             "the package's, blocks of 1,024 on CPU); --block-rows 4096 trains batch 4096 in one pass")
     parser.add_argument("--ablation", action="store_true",
                         help="instead: which design choice buys which speedup, at the first --batch-sizes and "
                              "the last --emb-dims value (default batch 256, dim 16)")
@@ -54,7 +57,7 @@ def main(argv=None) -> int:
         rows = args.rows or (30_000 if args.quick else 200_000)
         spec = BenchSpec(rows=rows, batch_sizes=tuple(args.batch_sizes), emb_dims=tuple(args.emb_dims),
                          impls=tuple(args.impls), repeats=args.repeats, threads=args.threads, device=args.device,
-                         seed=args.seed, tables=args.tables)
+                         seed=args.seed, tables=args.tables, block_rows=args.block_rows)
         result = run_benchmark(spec, json_path=args.json, command=command.strip())
         print()
         print(format_table(result))

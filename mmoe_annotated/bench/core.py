@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["SCHEMA_KEYS", "TARGETS", "TARGETS_CUDA", "TABLES", "OURS_SETUP", "BenchSpec", "catalog_sizes", "prepare_data", "run_one",
+__all__ = ["SCHEMA_KEYS", "TARGETS", "TARGETS_CUDA", "TABLES", "OURS_SETUP", "ours_setup", "BenchSpec", "catalog_sizes", "prepare_data", "run_one",
            "run_benchmark", "merge_runs", "matmul_gflops", "flops_per_sample", "format_table", "targets_report",
            "peak_rss_mb"]
 
@@ -71,6 +71,13 @@ TARGETS_CUDA = (
 #: How "ours" is configured: what a user who wants speed would choose.
 OURS_SETUP = ("MMoE(sparse_embeddings=True); fit(TrainConfig(optimizer='adagrad', embedding_l2=1e-5, "
               "embedding_l2_mode='rows', epochs=1))")
+
+
+def ours_setup(block_rows: int | None = None) -> str:
+    """:data:`OURS_SETUP`, with ``block_rows`` when a run sets it (``--block-rows``)."""
+    return OURS_SETUP if block_rows is None else OURS_SETUP.replace("epochs=1)", f"epochs=1, block_rows={block_rows})")
+
+
 DEEPCTR_SETUP = "MMOE(defaults, l2_reg_embedding=1e-5); compile('adagrad', ['binary_crossentropy'] * 2); fit(epochs=1)"
 
 IMPLS = ("ours", "deepctr")
@@ -92,6 +99,9 @@ class BenchSpec:
     device: str = "cpu"
     seed: int = 0
     tables: str = "catalog"
+    #: Ours only: ``TrainConfig.block_rows`` (None: the package's default, blocks of
+    #: ``CPU_BLOCK_ROWS`` on a CPU). ``--block-rows 4096`` shows what one pass per batch costs.
+    block_rows: int | None = None
 
     def __post_init__(self):
         for name in ("batch_sizes", "emb_dims", "impls"):
@@ -113,6 +123,8 @@ class BenchSpec:
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.tables not in TABLES:
             raise ValueError(f"tables must be one of {TABLES}, got {self.tables!r}")
+        if self.block_rows is not None and int(self.block_rows) < 1:
+            raise ValueError(f"block_rows must be >= 1 (or None), got {self.block_rows}")
 
 
 # ---------------------------------------------------------------------------
@@ -266,13 +278,14 @@ def _auc(labels: np.ndarray, preds: np.ndarray, tasks) -> dict[str, float]:
 class _Ours:
     """Our MMoE through the package's public fit / predict."""
 
-    def __init__(self, meta, ids, dense, labels, emb_dim: int, batch_size: int, device: str):
+    def __init__(self, meta, ids, dense, labels, emb_dim: int, batch_size: int, device: str,
+                 block_rows: int | None = None):
         from .. import TASKS, DenseFeature, EncodedFeatures, ModelConfig, SparseFeature, TrainConfig
         feats = ([SparseFeature(n, v, emb_dim) for n, v in zip(meta["sparse"], meta["vocab_sizes"])]
                  + [DenseFeature(n, 1) for n in meta["dense"]])
         self.config = ModelConfig(tuple(feats), task_names=tuple(TASKS), sparse_embeddings=True)
         self.train_cfg = TrainConfig(epochs=1, batch_size=batch_size, optimizer="adagrad", embedding_l2=1e-5,
-                                     embedding_l2_mode="rows", progress=False, device=device)
+                                     embedding_l2_mode="rows", progress=False, device=device, block_rows=block_rows)
         n = meta["train_rows"]
         ids, dense, labels = torch.from_numpy(ids), torch.from_numpy(dense), torch.from_numpy(labels)
         self.all = EncodedFeatures(ids, dense)
@@ -297,7 +310,8 @@ class _Ours:
 class _DeepCTR:
     """DeepCTR-Torch 0.3.0's MMOE through its own fit / predict."""
 
-    def __init__(self, meta, ids, dense, labels, emb_dim: int, batch_size: int, device: str):
+    def __init__(self, meta, ids, dense, labels, emb_dim: int, batch_size: int, device: str,
+                 block_rows: int | None = None):  # block_rows: ours only
         import deepctr_torch  # noqa: F401  (starts its PyPI version check in a thread)
         from deepctr_torch.inputs import DenseFeat, SparseFeat
         # Let the version-check thread finish so that it cannot run during the timings.
@@ -342,7 +356,7 @@ def _train_gflops(meta: dict, emb_dim: int, samples_per_s: float) -> float:
 
 
 def run_one(impl: str, data_path, batch_size: int, emb_dim: int, device: str = "cpu", repeats: int = 3,
-            threads: int = 2) -> dict:
+            threads: int = 2, block_rows: int | None = None) -> dict:
     """Time one implementation at one batch size and embedding dim, in this process.
 
     One untimed warm-up (train on the first tenth of the training rows, predict as many),
@@ -350,7 +364,7 @@ def run_one(impl: str, data_path, batch_size: int, emb_dim: int, device: str = "
     of all rows. Returns one JSON-safe record (see :data:`SCHEMA_KEYS`)."""
     torch.set_num_threads(int(threads))
     meta, ids, dense, labels = _load(data_path)
-    runner = RUNNERS[impl](meta, ids, dense, labels, int(emb_dim), int(batch_size), device)
+    runner = RUNNERS[impl](meta, ids, dense, labels, int(emb_dim), int(batch_size), device, block_rows)
     n_train, n_all = meta["train_rows"], len(labels)
     warm = max(min(n_train, 4 * int(batch_size)), n_train // 10)
     runner.fit(runner.subset(warm))
@@ -379,7 +393,7 @@ def run_one(impl: str, data_path, batch_size: int, emb_dim: int, device: str = "
         "auc": float(np.mean(list(auc.values()))), "auc_per_task": auc,
         "auc_spread": float(max(np.mean(list(a.values())) for a in aucs) - min(np.mean(list(a.values())) for a in aucs)),
         "train_gflops": _train_gflops(meta, int(emb_dim), train_rate),
-        "setup": OURS_SETUP if impl == "ours" else DEEPCTR_SETUP,
+        "setup": ours_setup(block_rows) if impl == "ours" else DEEPCTR_SETUP,
     }
     if device == "cuda":
         record["gpu"] = torch.cuda.get_device_name()
@@ -390,14 +404,14 @@ def run_one(impl: str, data_path, batch_size: int, emb_dim: int, device: str = "
 def _worker(args: dict) -> None:
     """Entry point of a worker process (``python -m mmoe_annotated.bench --worker JSON``)."""
     record = run_one(args["impl"], args["data"], args["batch_size"], args["emb_dim"], args["device"],
-                     args["repeats"], args["threads"])
+                     args["repeats"], args["threads"], args.get("block_rows"))
     Path(args["out"]).write_text(json.dumps(record))
 
 
 def _spawn(impl: str, data: Path, out: Path, batch_size: int, emb_dim: int, spec: BenchSpec) -> dict:
     """One worker process: a warm-up and one timed run (the caller interleaves ``spec.repeats`` of them)."""
     args = {"impl": impl, "data": str(data), "out": str(out), "batch_size": batch_size, "emb_dim": emb_dim,
-            "device": spec.device, "repeats": 1, "threads": spec.threads}
+            "device": spec.device, "repeats": 1, "threads": spec.threads, "block_rows": spec.block_rows}
     env = dict(os.environ, OMP_NUM_THREADS=str(spec.threads), MKL_NUM_THREADS=str(spec.threads))
     proc = subprocess.run([sys.executable, "-m", "mmoe_annotated.bench", "--worker", json.dumps(args)],
                           env=env, capture_output=True, text=True)
@@ -496,7 +510,7 @@ def run_benchmark(spec: BenchSpec | None = None, json_path: str | os.PathLike | 
             "command": command or "python -m mmoe_annotated.bench", "date_utc": datetime.now(timezone.utc)
             .strftime("%Y-%m-%d %H:%M UTC"), "spec": asdict(spec), "data": meta, "machine": machine_info(spec.device),
             "matmul_gflops": peak, "load_average_before": load_before, "load_average_after": os.getloadavg(),
-            "wall_seconds": time.perf_counter() - started, "ours_setup": OURS_SETUP, "deepctr_setup": DEEPCTR_SETUP,
+            "wall_seconds": time.perf_counter() - started, "ours_setup": ours_setup(spec.block_rows), "deepctr_setup": DEEPCTR_SETUP,
         },
         "records": records,
     }
