@@ -154,8 +154,9 @@ def _stacked(block: torch.Tensor, weights: list[torch.Tensor], biases: list[torc
         return block.view(B, S, -1)  # (B, S, H): the first layer was the only one
     # The second layer reads each network's column block of `block` where it lies: a matrix
     # multiply takes a row stride wider than its rows, so no copy is needed (copying the blocks
-    # out first cost 12-15 % of the pass at batch 4096). Every output is a contiguous (B, H)
-    # matrix: with strided outputs the process's peak memory jumped by 30-190 MiB in some runs.
+    # out first made prediction 6-9 % slower in paired runs at batch 256 and 4096). Every output
+    # is a contiguous (B, H) matrix: with strided outputs the process's peak memory jumped by
+    # 30-190 MiB in some runs.
     width = block.shape[1] // S
     h = [block[:, s * width:(s + 1) * width] for s in range(S)]  # S x (B, H), strided views
     for layer, (w, b) in enumerate(zip(weights[1:], biases[1:]), start=1):
