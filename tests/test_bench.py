@@ -241,6 +241,13 @@ def test_committed_results_ship_with_the_package():
     assert bench.load_committed("bench_ablation.json")
     assert result["meta"]["data"]["tables"] == "catalog"
     assert bench.load_committed("bench_cpu_fitted")["meta"]["data"]["tables"] == "fitted"
+    one_pass = bench.load_committed("bench_cpu_one_pass")  # training without blocks, for the appendix
+    assert one_pass["meta"]["spec"]["block_rows"] == 4096 and "block_rows=4096" in one_pass["meta"]["ours_setup"]
+    assert "block_rows" not in result["meta"]["ours_setup"]  # the main run: the package's default
+    spec = lambda run: {k: v for k, v in run["meta"]["spec"].items() if k != "block_rows"}  # run1 predates the key
+    for earlier in ("bench_cpu_run1", "bench_cpu_run2"):  # the full runs before the main one, same command
+        assert spec(bench.load_committed(earlier)) == spec(result)
+        assert bench.load_committed(earlier)["meta"]["spec"].get("block_rows") is None
     with pytest.raises(ValueError, match="no committed benchmark"):
         bench.load_committed("nope")
 
