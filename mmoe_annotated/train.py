@@ -57,8 +57,8 @@ OPTIMIZERS = {"adagrad": 0.01, "adam": 1e-3, "sgd": 0.01}
 
 #: In training on a CPU, the most rows one forward and backward pass takes: a larger batch is worked
 #: through in blocks of this many, whose gradients add up to the batch's. With the default MMoE at
-#: batch 4096, one pass over the whole batch raised the process's peak memory by 60-70 MiB more
-#: than blocks of 1,024 did, at about the same speed (the performance appendix).
+#: batch 4096, one pass over the whole batch raised the process's peak memory by 60 MiB (K = 4) and
+#: 108 MiB (K = 16) more than blocks of 1,024 did, at about the same speed (the performance appendix).
 CPU_BLOCK_ROWS = 1024
 
 
