@@ -15,9 +15,16 @@ less work around the matrix multiplies:
   all experts: with 3 experts on 2 threads ``bmm`` splits the batch of 3 unevenly between the
   threads, while each plain ``mm`` uses both;
 * **every gate's final map in one matrix multiply**, with the maps side by side on a
-  block-diagonal ``(G*H, G*E)`` matrix;
+  block-diagonal matrix, and **the gates computed transposed**, ``(G, E, B)``: a softmax over
+  three experts along the rows of ``(B, G, E)``, and a matrix multiply with only ``G*E``
+  output columns, both run far below the machine's speed;
+* **mixing as a few multiply-adds** of whole ``(B, D)`` expert outputs, each scaled by its gate
+  weights (``G*E`` of them), instead of :func:`~mmoe_annotated.gates.mix`'s batched product, a
+  ``(T, E) @ (E, D)`` per row, and with no copy of the experts' outputs into one ``(B, E, D)``
+  tensor;
 * **built once per** :func:`batches`, **not once per batch**: the shared first layer's weight
-  matrix, the block-diagonal gate map, and every working tensor (reused by each batch of the
+  matrix, the block-diagonal gate map, each network's own weight matrices (split out of the
+  stacked parameters), and every working tensor (reused by each batch of the
   same size, so a long prediction does not allocate and free them again and again);
 * **in-place activations**, since nothing is kept for a backward pass;
 * **on a GPU, one CUDA graph** (:func:`graphed`): at batch 256 a GPU finishes each of the pass's
@@ -145,13 +152,12 @@ class _Scratch:
         return held
 
 
-def _stacked(block: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], act: str,
-             scratch: _Scratch, name: str) -> torch.Tensor:
+def _stacked(block: torch.Tensor, S: int, layers: list, act: str, scratch: _Scratch, name: str
+             ) -> list[torch.Tensor]:
     """The deeper layers of ``S`` networks whose first-layer activations sit side by side in
-    ``block`` ``(B, S*H)``: one GEMM per network and layer. Returns ``(B, S, H_last)``."""
-    B, S = block.shape[0], weights[0].shape[0]
-    if len(weights) == 1:
-        return block.view(B, S, -1)  # (B, S, H): the first layer was the only one
+    ``block`` ``(B, S*H)``: one GEMM per network and layer (``layers``: per layer, each network's
+    weight and bias). Returns each network's output, ``S x (B, H_last)``, kept apart: mixing reads
+    them one by one, so stacking them into one ``(B, S, H_last)`` tensor would only add a copy."""
     # The second layer reads each network's column block of `block` where it lies: a matrix
     # multiply takes a row stride wider than its rows, so no copy is needed (copying the blocks
     # out first made prediction 6-9 % slower in paired runs at batch 256 and 4096). Every output
@@ -159,32 +165,46 @@ def _stacked(block: torch.Tensor, weights: list[torch.Tensor], biases: list[torc
     # 30-190 MiB in some runs.
     width = block.shape[1] // S
     h = [block[:, s * width:(s + 1) * width] for s in range(S)]  # S x (B, H), strided views
-    for layer, (w, b) in enumerate(zip(weights[1:], biases[1:]), start=1):
-        h = [_activate_(torch.addmm(b[s], h[s], w[s], out=scratch((name, layer, s), block, B, w.shape[2])), act)
+    for layer, (w, b) in enumerate(layers, start=1):
+        h = [_activate_(torch.addmm(b[s], h[s], w[s], out=scratch((name, layer, s), block, block.shape[0], w[s].shape[1])), act)
              for s in range(S)]
-    return torch.stack(h, dim=1, out=scratch((name, "out"), block, B, S, h[0].shape[1]))  # (B, S, H_last)
+    return h
 
 
 class _Prepared(NamedTuple):
-    """A model's parameters in the fused pass's order, with the shared first layer and the gates'
-    final maps built once."""
+    """A model's parameters as the fused pass reads them, built once: the shared first layer, the
+    gates' final maps in one matrix, and every other layer split into one ``(H_in, H_out)`` matrix
+    per network (splitting a stacked ``(S, H_in, H_out)`` parameter costs an operation per network;
+    at batch 256, where one pass takes about a millisecond, such small costs add up)."""
 
     layout: _Layout
-    parts: tuple  # _Layout.unpack of the parameters
     first_w: torch.Tensor  # (I, C)
     first_b: torch.Tensor  # (C,)
-    gate_out: torch.Tensor | None  # (G*H, G*E): every gate's final map, block-diagonal (None: linear gates)
+    expert_cols: int  # E*H: the experts' columns of the first layer's output; the gates' follow
+    hidden: int  # the columns the activation applies to (the paper's linear gates' logits follow)
+    experts: list  # per deeper layer: (E weights (H, H'), E biases (H',))
+    gates: list  # per deeper hidden layer of the gate MLPs: (G weights, G biases)
+    gate_out_t: torch.Tensor | None  # (G*E, G*H): every gate's final map, block-diagonal and transposed
+    # (None: the paper's linear gates, whose map is part of the first layer)
+    towers: list  # per hidden layer of the towers: (T weights, T biases)
+    tower_out: tuple  # T x (H,)
+    tower_bias: torch.Tensor  # (T,)
 
 
 def _prepare(model: MultiTaskModel) -> _Prepared:
     layout, params = _parameters(model)
-    parts = layout.unpack(params)
-    ew, eb, gw, gb, gout, *_ = parts
+    ew, eb, gw, gb, gout, tw, tb, tout, tbias = layout.unpack(params)
     firsts = [(ew[0], eb[0])] + ([(gw[0], gb[0])] if gw else [(gout, None)] if layout.gates else [])
+    split = lambda ws, bs: [(w.unbind(0), b.unbind(0)) for w, b in zip(ws, bs)]  # per network
     with torch.no_grad():
         first_w, first_b = _side_by_side(*zip(*firsts))  # (I, C), (C,)
-        gate_out = torch.block_diag(*gout) if layout.gates and gw else None  # (G*H, G*E)
-    return _Prepared(layout, parts, first_w, first_b, gate_out)
+        gate_out_t = torch.block_diag(*gout).t().contiguous() if layout.gates and gw else None  # (G*E, G*H)
+    expert_cols = layout.experts * ew[0].shape[2]
+    return _Prepared(
+        layout, first_w, first_b, expert_cols=expert_cols,
+        hidden=expert_cols + (layout.gates * gw[0].shape[2] if gw else 0),
+        experts=split(ew[1:], eb[1:]), gates=split(gw[1:], gb[1:]), gate_out_t=gate_out_t,
+        towers=split(tw, tb), tower_out=tout.unbind(0), tower_bias=tbias)
 
 
 def _network(x: torch.Tensor, prepared: _Prepared, scratch: _Scratch | None = None
@@ -192,45 +212,54 @@ def _network(x: torch.Tensor, prepared: _Prepared, scratch: _Scratch | None = No
     """Experts, gates, mixing and towers: ``x (B, I)`` -> ``logits (B, T)``, ``gates (B, T, E)``.
     ``scratch``: working tensors reused across batches (see :func:`batches`)."""
     scratch = scratch or _Scratch()
-    layout = prepared.layout
-    ew, eb, gw, gb, gout, tw, tb, tout, tbias = prepared.parts
-    E, G, T, act = layout.experts, layout.gates, layout.tasks, layout.activation
+    p = prepared
+    E, G, T, act = p.layout.experts, p.layout.gates, p.layout.tasks, p.layout.activation
     B = x.shape[0]
     # The first layer of every expert and every gate reads x: one GEMM for all of them.
-    a = torch.addmm(prepared.first_b, x, prepared.first_w, out=scratch("first", x, B, prepared.first_w.shape[1]))
-    expert_cols = E * ew[0].shape[2]
-    hidden = expert_cols + (G * gw[0].shape[2] if gw else 0)
-    _activate_(a if hidden == a.shape[1] else a[:, :hidden], act)  # (B, C)
+    a = torch.addmm(p.first_b, x, p.first_w, out=scratch("first", x, B, p.first_w.shape[1]))  # (B, C)
+    _activate_(a if p.hidden == a.shape[1] else a[:, :p.hidden], act)
 
     # Experts: deeper layers, one GEMM per expert.
-    h = _stacked(a[:, :expert_cols], ew, eb, act, scratch, "experts")  # (B, E, D)
+    h = _stacked(a[:, :p.expert_cols], E, p.experts, act, scratch, "experts")  # E x (B, D)
 
-    # Gates: softmax over experts, one gate per task (MMoE) or one for all (OMoE).
+    # Gates: softmax over experts, one gate per task (MMoE) or one for all (OMoE). The gates are
+    # computed transposed, (G, E, B): with only a few experts per row, a softmax along the rows of
+    # a (B, G, E) tensor and a matrix multiply with G*E output columns both run far below the
+    # machine's speed (0.3 ms and 0.6 ms per batch of 4096, measured), while the transposed GEMM
+    # has B output columns and the softmax runs along contiguous rows of B values.
     if G:
-        if gw:
-            g_hidden = _stacked(a[:, expert_cols:hidden], gw, gb, act, scratch, "gates")  # (B, G, H)
-            # (B, G*H): with one hidden layer, the gates' columns of `a`, read where they lie
-            flat = g_hidden.view(B, -1) if g_hidden.is_contiguous() else a[:, expert_cols:hidden]
-            logits_g = torch.mm(flat, prepared.gate_out).view(B, G, E)  # every gate's final map in one GEMM
+        if p.gate_out_t is not None:
+            g_cols = a[:, p.expert_cols:p.hidden]  # (B, G*H): with one hidden layer, read where it lies
+            if p.gates:
+                g_hidden = _stacked(g_cols, G, p.gates, act, scratch, "gates")  # G x (B, H)
+                g_cols = torch.cat(g_hidden, dim=1, out=scratch("gate hidden", x, B, sum(t.shape[1] for t in g_hidden)))
+            logits_g = torch.mm(p.gate_out_t, g_cols.t(),  # every gate's final map in one GEMM
+                                out=scratch("gate logits", x, G * E, B)).view(G, E, B)
         else:
-            logits_g = a[:, hidden:].view(B, G, E)  # the paper's linear gate: part of the first GEMM
-        gates = torch.softmax(logits_g, dim=-1)  # (B, G, E)
-        # Mixing: one batched matrix product for all gates, as in mix().
-        z = torch.bmm(gates, h, out=scratch("mixed", x, B, G, h.shape[2]))  # (B, G, D)
-        z = z if G == T else z.expand(B, T, z.shape[2])  # (B, T, D): OMoE's one mixture serves every task
+            logits_g = a[:, p.hidden:].t().view(G, E, B)  # the paper's linear gate: part of the first GEMM
+        gates = torch.softmax(logits_g, dim=1)  # (G, E, B)
+        # Mixing: each task's mixture is a gate-weighted sum of the experts' (B, D) outputs.
+        z = []
+        for g, weights in enumerate(gates.unsqueeze(-1).unbind(0)):  # G x (E, B, 1)
+            weights = weights.unbind(0)  # E x (B, 1)
+            zg = torch.mul(h[0], weights[0], out=scratch(("mixed", g), x, B, h[0].shape[1]))  # (B, D)
+            for e in range(1, E):
+                zg.addcmul_(h[e], weights[e])
+            z.append(zg)
+        z = z if G == T else z * T  # T x (B, D): OMoE's one mixture serves every task
     else:
         gates = None
-        z = h.expand(B, T, h.shape[2])  # (B, T, D): Shared-Bottom, every tower reads the one bottom
+        z = h * T  # T x (B, D): Shared-Bottom, every tower reads the one bottom
 
     # Towers: one small MLP per task, then a bias-free linear output and the task's bias.
-    z = [z[:, t] for t in range(T)]  # T x (B, D)
-    for layer, (w, b) in enumerate(zip(tw, tb)):
-        z = [_activate_(torch.addmm(b[t], z[t], w[t], out=scratch(("towers", layer, t), x, B, w.shape[2])), act)
+    for layer, (w, b) in enumerate(p.towers):
+        z = [_activate_(torch.addmm(b[t], z[t], w[t], out=scratch(("towers", layer, t), x, B, w[t].shape[1])), act)
              for t in range(T)]
-    logits = torch.stack([zt @ tout[t] for t, zt in enumerate(z)], dim=1) + tbias  # (B, T)
+    logits = torch.stack([zt @ out for zt, out in zip(z, p.tower_out)], dim=1) + p.tower_bias  # (B, T)
 
     if gates is None:
         return logits, logits.new_ones(B, T, 1)
+    gates = gates.permute(2, 0, 1)  # (B, G, E), a view
     return logits, (gates if G == T else gates.expand(B, T, E))  # (B, T), (B, T, E)
 
 
