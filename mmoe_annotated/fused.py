@@ -225,8 +225,9 @@ def _network(x: torch.Tensor, prepared: _Prepared, scratch: _Scratch | None = No
     # Gates: softmax over experts, one gate per task (MMoE) or one for all (OMoE). The gates are
     # computed transposed, (G, E, B): with only a few experts per row, a softmax along the rows of
     # a (B, G, E) tensor and a matrix multiply with G*E output columns both run far below the
-    # machine's speed (0.3 ms and 0.6 ms per batch of 4096, measured), while the transposed GEMM
-    # has B output columns and the softmax runs along contiguous rows of B values.
+    # machine's speed, while the transposed GEMM has B output columns and the softmax runs along
+    # contiguous rows of B values (default MMoE, batch 4096, 2 threads: GEMM and softmax took
+    # 0.77 ms per batch as (B, G, E), 0.18 ms transposed).
     if G:
         if p.gate_out_t is not None:
             g_cols = a[:, p.expert_cols:p.hidden]  # (B, G*H): with one hidden layer, read where it lies
