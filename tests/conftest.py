@@ -62,7 +62,7 @@ def example_small(_example_small_once):
 
 def randomize_(module: torch.nn.Module, seed: int = 0) -> None:
     """Large random weights so that every entry matters (the 1e-4 init would hide mistakes).
-    Shared by test_blocks.py, test_model.py and test_fused.py (``from conftest import randomize_``)."""
+    Shared by test_blocks.py, test_model.py, test_fused.py and test_train.py (``from conftest import randomize_``)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():

@@ -11,6 +11,8 @@ import torch
 import mmoe_annotated as mm
 from mmoe_annotated.train import _regularization
 
+from conftest import randomize_
+
 SMALL = dict(expert_hidden=(16, 8), gate_hidden=(8,), tower_hidden=(8,))
 QUIET = dict(progress=False)
 
@@ -142,6 +144,86 @@ def test_predict_shapes(split, kind):
     x = enc.transform(frame)
     np.testing.assert_allclose(mm.predict(model, x), p, rtol=1e-6)  # EncodedFeatures in, same numbers
     assert mm.gate_weights(model, frame, encoder=enc).shape == g.shape
+
+
+@pytest.fixture
+def two_threads():
+    """Two intra-op threads for one test (conftest sets one for the whole run)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _count_side_by_side(monkeypatch) -> list:
+    calls, real = [], mm.train._side_by_side
+    monkeypatch.setattr(mm.train, "_side_by_side", lambda *a: (calls.append(a[2]), real(*a))[1])
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["mmoe", "omoe", "shared_bottom"])
+def test_small_batches_predict_side_by_side_with_the_numbers_of_one_thread(split, two_threads, monkeypatch, kind):
+    _, test, enc = split
+    torch.manual_seed(0)
+    model = mm.build_model(kind, mm.ModelConfig(enc.features, **SMALL))
+    randomize_(model)  # large weights: outputs that differ from row to row
+    calls = _count_side_by_side(monkeypatch)
+    real, threads_seen = mm.fused.batches, []
+    monkeypatch.setattr(mm.fused, "batches", lambda m: (threads_seen.append(torch.get_num_threads()), real(m))[1])
+    preds, gates = mm.predict(model, test, encoder=enc, batch_size=64, return_gates=True)  # 800 rows: 13 batches
+    metrics = mm.evaluate(model, test, encoder=enc, batch_size=64)
+    assert calls == [64, 64]  # both took the path
+    assert threads_seen == [1] * 4  # two workers per call, each running its operators on one thread
+    assert torch.get_num_threads() == 2  # the caller's thread keeps its two
+    if torch.backends.mkl.is_available():  # and so do its matrix multiplies
+        assert "mkl_get_max_threads() : 2" in torch.__config__.parallel_info()
+    torch.set_num_threads(1)
+    one_preds, one_gates = mm.predict(model, test, encoder=enc, batch_size=64, return_gates=True)
+    assert calls == [64, 64]  # one thread: batch after batch, as before
+    np.testing.assert_allclose(preds, one_preds, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(gates, one_gates, rtol=1e-5, atol=1e-7)
+    for task, values in mm.evaluate(model, test, encoder=enc, batch_size=64).items():
+        assert values == pytest.approx(metrics[task], rel=1e-6)
+    x = enc.transform(test)
+    with torch.inference_mode():  # every row, from the modules in one pass
+        want = model(x.ids, x.dense)
+    np.testing.assert_allclose(preds, torch.sigmoid(want.logits).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gates, want.gates.numpy(), rtol=1e-5, atol=1e-6)
+    assert preds.std(0).min() > 0.01  # not a comparison of constant outputs
+
+
+def test_side_by_side_only_for_small_batches_on_several_threads(split, two_threads, monkeypatch):
+    _, test, enc = split
+    model = small_model(enc)
+    calls = _count_side_by_side(monkeypatch)
+    big = mm.train.SIDE_BY_SIDE_ROWS + 1
+    whole = mm.predict(model, test, encoder=enc, batch_size=big)  # 800 rows: one batch
+    mm.predict(model, test.iloc[:64], encoder=enc, batch_size=64)  # one batch: nothing to share
+    assert calls == []
+    parts = mm.predict(model, test, encoder=enc, batch_size=1)  # 800 batches of one row
+    assert calls == [1]
+    np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-7)
+
+
+def test_an_error_in_a_side_by_side_batch_reaches_the_caller(split, two_threads, monkeypatch):
+    _, test, enc = split
+    model = small_model(enc)
+    real = mm.fused.batches
+
+    def failing(model):
+        run, seen = real(model), []
+
+        def once_then_fail(ids, dense):
+            seen.append(len(ids))
+            if len(seen) == 3:
+                raise RuntimeError("batch failed")
+            return run(ids, dense)
+        return once_then_fail
+    monkeypatch.setattr(mm.fused, "batches", failing)
+    model.train()
+    with pytest.raises(RuntimeError, match="batch failed"):
+        mm.predict(model, test, encoder=enc, batch_size=32)
+    assert torch.get_num_threads() == 2 and model.training  # both as they were before the call
 
 
 @pytest.mark.filterwarnings("ignore:Sparse invariant checks are implicitly disabled")  # torch's own note
