@@ -503,8 +503,8 @@ GRAPH_MIN_BATCHES = 4
 CHUNK_ROWS = 1 << 20
 
 #: On a CPU with more than one thread, prediction batches of at most this many rows run side by
-#: side, one whole batch per thread (:func:`_side_by_side`). A pass over a small batch is some
-#: forty operators of a fraction of a millisecond each; split over two threads, every one of them
+#: side, one whole batch per thread (:func:`_batches_side_by_side`). A pass over a small batch is
+#: some forty operators of a fraction of a millisecond each; split over two threads, every one of them
 #: waits for both threads to wake and to finish. Side by side, prediction at batch 256 ran
 #: 1.15-1.18x (``K = 4``) and 1.18-1.25x (``K = 16``) faster, at batch 1,024 1.05-1.17x, in paired
 #: runs on two cores (two scratch scripts, the benchmark's data); at batch 4096 it gained 1 %, not
@@ -512,8 +512,8 @@ CHUNK_ROWS = 1 << 20
 SIDE_BY_SIDE_ROWS = 1024
 
 
-def _side_by_side(model: MultiTaskModel, x: EncodedFeatures, batch_size: int, logits: torch.Tensor,
-                  gates: torch.Tensor | None) -> None:
+def _batches_side_by_side(model: MultiTaskModel, x: EncodedFeatures, batch_size: int,
+                          logits: torch.Tensor, gates: torch.Tensor | None) -> None:
     """The batches of ``x`` through the fused pass, one whole batch per thread: every thread runs
     its own :func:`fused.batches <mmoe_annotated.fused.batches>` (its own working tensors) on one
     core, takes the next batch when it finishes one (so a core that runs slower for a while takes
@@ -521,23 +521,27 @@ def _side_by_side(model: MultiTaskModel, x: EncodedFeatures, batch_size: int, lo
     numbers are those of a one-thread run, batch by batch."""
     threads = torch.get_num_threads()
     starts = iter(range(0, len(x), batch_size))
-    lock = threading.Lock()
+    lock, failed = threading.Lock(), threading.Event()
 
     def work() -> None:
         torch.set_num_threads(1)  # this thread's operators run on its own core
-        with torch.inference_mode():  # grad mode is per thread
-            run = fused.batches(model)
-            while True:
-                with lock:
-                    start = next(starts, None)
-                if start is None:
-                    return
-                xb = x.index(slice(start, start + batch_size))
-                out = run(xb.ids, xb.dense)
-                rows = slice(start, start + len(xb))
-                logits[rows].copy_(out.logits)
-                if gates is not None:
-                    gates[rows].copy_(out.gates)
+        try:
+            with torch.inference_mode():  # grad mode is per thread
+                run = fused.batches(model)
+                while not failed.is_set():
+                    with lock:
+                        start = next(starts, None)
+                    if start is None:
+                        return
+                    xb = x.index(slice(start, start + batch_size))
+                    out = run(xb.ids, xb.dense)
+                    rows = slice(start, start + len(xb))
+                    logits[rows].copy_(out.logits)
+                    if gates is not None:
+                        gates[rows].copy_(out.gates)
+        except BaseException:
+            failed.set()  # the other threads stop after their current batch
+            raise
 
     try:
         with ThreadPoolExecutor(threads, thread_name_prefix="mmoe-predict") as pool:
@@ -563,7 +567,7 @@ def _batched_outputs(model: MultiTaskModel, x: EncodedFeatures, batch_size: int,
     try:
         if (device.type == "cpu" and batch_size <= SIDE_BY_SIDE_ROWS and n > batch_size
                 and torch.get_num_threads() > 1 and fused.supports(model) is None):
-            _side_by_side(model, x, batch_size, logits, gates)
+            _batches_side_by_side(model, x, batch_size, logits, gates)
             return logits, gates
         with torch.inference_mode():
             network = _inference_network(model)

@@ -156,8 +156,8 @@ def two_threads():
 
 
 def _count_side_by_side(monkeypatch) -> list:
-    calls, real = [], mm.train._side_by_side
-    monkeypatch.setattr(mm.train, "_side_by_side", lambda *a: (calls.append(a[2]), real(*a))[1])
+    calls, real = [], mm.train._batches_side_by_side
+    monkeypatch.setattr(mm.train, "_batches_side_by_side", lambda *a: (calls.append(a[2]), real(*a))[1])
     return calls
 
 
@@ -208,21 +208,22 @@ def test_side_by_side_only_for_small_batches_on_several_threads(split, two_threa
 def test_an_error_in_a_side_by_side_batch_reaches_the_caller(split, two_threads, monkeypatch):
     _, test, enc = split
     model = small_model(enc)
-    real = mm.fused.batches
+    real, ran = mm.fused.batches, []
 
     def failing(model):
-        run, seen = real(model), []
+        run = real(model)
 
-        def once_then_fail(ids, dense):
-            seen.append(len(ids))
-            if len(seen) == 3:
+        def fails_on_the_third_batch(ids, dense):
+            ran.append(len(ids))
+            if len(ran) == 3:
                 raise RuntimeError("batch failed")
             return run(ids, dense)
-        return once_then_fail
+        return fails_on_the_third_batch
     monkeypatch.setattr(mm.fused, "batches", failing)
     model.train()
     with pytest.raises(RuntimeError, match="batch failed"):
-        mm.predict(model, test, encoder=enc, batch_size=32)
+        mm.predict(model, test, encoder=enc, batch_size=32)  # 800 rows: 25 batches
+    assert len(ran) < 10  # the other thread stopped too, not after the remaining batches
     assert torch.get_num_threads() == 2 and model.training  # both as they were before the call
 
 
