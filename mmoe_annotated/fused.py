@@ -163,10 +163,10 @@ def _stacked(block: torch.Tensor, S: int, layers: list, act: str, scratch: _Scra
     # out first made prediction 6-9 % slower in paired runs at batch 256 and 4096). Every output
     # is a contiguous (B, H) matrix: with strided outputs the process's peak memory jumped by
     # 30-190 MiB in some runs.
-    width = block.shape[1] // S
+    B, width = block.shape[0], block.shape[1] // S
     h = [block[:, s * width:(s + 1) * width] for s in range(S)]  # S x (B, H), strided views
     for layer, (w, b) in enumerate(layers, start=1):
-        h = [_activate_(torch.addmm(b[s], h[s], w[s], out=scratch((name, layer, s), block, block.shape[0], w[s].shape[1])), act)
+        h = [_activate_(torch.addmm(b[s], h[s], w[s], out=scratch((name, layer, s), block, B, w[s].shape[1])), act)
              for s in range(S)]
     return h
 
