@@ -7,8 +7,10 @@ ByteRec data pipeline and a trainer. Each module names the book chapter that exp
 =================  ==========================================
 module             chapter
 =================  ==========================================
-``data``           2. The data
-``features``       3. Feature transforms
+``data``           2. The data (the strict file loader)
+``example_data``   2. The data (the embedded, generated dataset)
+``features``       3. Feature transforms (the encoders)
+``inputs``         3. Feature transforms (what the model reads)
 ``experts``        4. Experts
 ``gates``          5. Gates
 ``towers``         6. Towers and the whole model
@@ -19,17 +21,17 @@ module             chapter
 ``checkpoint``     Appendix: When things go wrong
 =================  ==========================================
 """
-from .data import (COLUMNS, DENSE_FEATURES, SPARSE_FEATURES, TASKS, ByteRecSizes, DataError, load_byterec,
-                   load_example, make_byterec, split_by_row, write_byterec)
-from .features import (MISSING, NUM_RESERVED, OOV, PAD, DenseFeature, EncodedFeatures, FeatureEncoder,
-                       HashBuckets, InputLayer, MinMax, SparseFeature, Vocabulary, input_dim)
+from .data import COLUMNS, DENSE_FEATURES, SPARSE_FEATURES, TASKS, DataError, load_byterec, split_by_row, write_byterec
+from .example_data import ByteRecSizes, load_example, make_byterec
+from .inputs import DenseFeature, EncodedFeatures, InputLayer, SparseFeature, input_dim
+from .features import MISSING, NUM_RESERVED, OOV, PAD, FeatureEncoder, HashBuckets, MinMax, Vocabulary
+from .runtime import resolve_device, seed_everything
 from .experts import Experts, StackedMLP
 from .gates import Gates, mix
 from .towers import Towers
 from .model import MMoE, MODELS, ModelConfig, ModelOutput, MultiTaskModel, OMoE, SharedBottom, build_model
 from . import fused
-from .train import (History, RowAdagrad, TrainConfig, evaluate, fit, predict, resolve_device, seed_everything,
-                    task_losses)
+from .train import History, RowAdagrad, TrainConfig, evaluate, fit, predict, task_losses
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .inspect import (expert_utilization, gate_entropy, gate_weights, plot_architecture, plot_gate_distributions,
                       plot_gate_heatmap, plot_history)

@@ -34,7 +34,7 @@ import torch
 from .data import DataError
 from .features import FeatureEncoder
 from .model import MODELS, ModelConfig, MultiTaskModel
-from .train import resolve_device
+from .runtime import resolve_device
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "FORMAT", "FORMAT_VERSION"]
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .experts import ACTIVATIONS, Experts
-from .features import DenseFeature, EncodedFeatures, FeatureSpec, InputLayer, SparseFeature
+from .inputs import DenseFeature, EncodedFeatures, FeatureSpec, InputLayer, SparseFeature
 from .gates import Gates, mix
 from .towers import Towers
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import random
 import threading
 import time
 import warnings
@@ -51,8 +50,10 @@ from sklearn.metrics import log_loss, mean_squared_error, roc_auc_score
 from tqdm import tqdm
 
 from . import fused
-from .features import EncodedFeatures, FeatureEncoder
+from .features import FeatureEncoder
+from .inputs import EncodedFeatures
 from .model import MultiTaskModel
+from .runtime import parse_device, resolve_device, seed_everything
 
 __all__ = ["TrainConfig", "History", "fit", "evaluate", "predict", "task_losses", "seed_everything",
            "resolve_device", "as_dataset", "OPTIMIZERS", "CPU_BLOCK_ROWS", "RowAdagrad"]
@@ -101,7 +102,7 @@ class TrainConfig:
             if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, got {v!r}")
             object.__setattr__(self, name, int(v))
-        _parse_device(self.device)
+        parse_device(self.device)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
@@ -139,47 +140,6 @@ class History:
 
     def __getitem__(self, key: str) -> list:
         return [r.get(key, float("nan")) for r in self.records]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA).
-
-    On CPU this is enough: the same seed gives bit-identical weights and predictions
-    (``tests/test_reproducibility.py`` checks it in two fresh processes). On CUDA some
-    kernels are nondeterministic (atomic adds in embedding backward, scatter, some cuBLAS
-    paths); for bit-identical CUDA runs also
-
-    * set the environment variable ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` before CUDA starts;
-    * call ``torch.use_deterministic_algorithms(True)`` (an op without a deterministic
-      version then raises instead of silently varying);
-    * set ``torch.backends.cudnn.benchmark = False``;
-    * keep the same GPU model, driver, CUDA and torch versions, and the same batch size.
-    """
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:1"`` ... with a plain error when CUDA is absent."""
-    dev = _parse_device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(dev)!r} was asked for, but CUDA is not available here "
-                         "(torch.cuda.is_available() is False); use device='cpu'")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"device {str(dev)!r} was asked for, but this machine has "
-                         f"{torch.cuda.device_count()} CUDA device(s)")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device 'mps' was asked for, but Apple's MPS backend is not available here; "
-                         "use device='cpu'")
-    return dev
-
-
-def _parse_device(device) -> torch.device:
-    try:
-        return torch.device(device or "cpu")
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from exc
 
 
 # ---------------------------------------------------------------------------

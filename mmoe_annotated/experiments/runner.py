@@ -31,10 +31,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ..features import DenseFeature
+from ..inputs import DenseFeature
 from ..model import ModelConfig, build_model
 from ..synthetic import PAPER_LIKE, SyntheticConfig, generate, signal, task_weights
-from ..train import resolve_device
+from ..runtime import resolve_device
 from .batched import StackedRuns
 
 __all__ = ["PAPER_MODELS", "SyntheticExperiment", "paper_model_config", "run_synthetic", "num_parameters",
