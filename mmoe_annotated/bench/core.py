@@ -604,13 +604,13 @@ def targets_report(result: dict) -> list[dict]:
     :data:`OMOE_WITHIN` of MMoE's on the taught path. Only configurations that ran both sides count."""
     on_gpu = result["meta"]["spec"]["device"] == "cuda"
     out = _ratio_targets(result, "fast", TARGETS_CUDA if on_gpu else TARGETS)
-    for bs, dim, runs in _by_config(result):
-        ours, theirs = runs.get(("fast", "mmoe")), runs.get(("deepctr", "mmoe"))
-        if ours is None or theirs is None:
-            continue
+    pairs = [(bs, dim, runs[("fast", "mmoe")], runs[("deepctr", "mmoe")]) for bs, dim, runs in _by_config(result)
+             if ("fast", "mmoe") in runs and ("deepctr", "mmoe") in runs]
+    for bs, dim, ours, theirs in pairs:
         out.append({"impl": "fast", "what": "peak_rss", "batch_size": bs, "emb_dim": dim, "required": "<= DeepCTR's",
                     "ratio": ours["peak_rss_mb"] / theirs["peak_rss_mb"],
                     "met": ours["peak_rss_mb"] <= theirs["peak_rss_mb"]})
+    for bs, dim, ours, theirs in pairs:
         diff = ours["auc"] - theirs["auc"]
         out.append({"impl": "fast", "what": "auc", "batch_size": bs, "emb_dim": dim, "required": "|diff| <= 0.01",
                     "ratio": diff, "met": abs(diff) <= 0.01})
