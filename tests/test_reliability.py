@@ -356,3 +356,130 @@ def test_devices_that_cannot_predict_are_refused(saved_tiny, device):
 def test_a_bad_device_fails_before_the_file_is_read(tmp_path):
     with pytest.raises(ValueError, match="device 'meta'"):
         mm.load_checkpoint(tmp_path / "missing.ckpt", device="meta")
+
+
+# ---------------------------------------------------------------------------
+# MEDIUM: dense values that overflow once scaled
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dense_encoder():
+    train = pd.DataFrame({"uid": [1, 2, 3, 4], "dur": [0.0, 0.25, 0.5, 1.0]})
+    return mm.FeatureEncoder(["uid"], ["dur"], emb_dim=2).fit(train)
+
+
+@pytest.mark.parametrize("value, row", [(1e39, 1), (-5e38, 0), (1e300, 2), (np.finfo(np.float64).max, 1)])
+def test_dense_values_that_overflow_float32_once_scaled_are_refused(dense_encoder, value, row):
+    frame = pd.DataFrame({"uid": [1, 2, 3], "dur": [0.5, 0.5, 0.5]})
+    frame.loc[row, "dur"] = value
+    with pytest.raises(mm.DataError, match=rf"too large for the model, first at row {row}.*float32") as info:
+        dense_encoder.transform(frame)
+    assert info.value.column == "dur"
+
+
+def test_overflow_is_refused_even_with_dense_fill():
+    """dense_fill replaces NaN and inf in the raw data; a finite value that overflows is not a gap to fill."""
+    train = pd.DataFrame({"uid": [1, 2], "dur": [0.0, 1e-300]})  # a tiny training span
+    enc = mm.FeatureEncoder(["uid"], ["dur"], dense_fill=0.0).fit(train)
+    with pytest.raises(mm.DataError, match="too large for the model") as info:
+        enc.transform(pd.DataFrame({"uid": [1, 2], "dur": [1.0, 2.0]}))
+    assert info.value.column == "dur"
+
+
+def test_a_training_range_whose_span_overflows_is_refused():
+    with pytest.raises(mm.DataError, match="too wide to scale") as info:
+        mm.FeatureEncoder(["uid"], ["dur"]).fit(pd.DataFrame({"uid": [1, 2], "dur": [-1e308, 1e308]}))
+    assert info.value.column == "dur"
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_dense_inputs_are_refused_where_the_model_reads_them(dense_encoder, bad):
+    frame = pd.DataFrame({"uid": [1, 2, 3, 4], "dur": [0.0, 0.5, 1.0, 0.5], "finish": [0, 1, 0, 1],
+                          "like": [0, 0, 1, 1]})
+    model = mm.MMoE(mm.ModelConfig(dense_encoder.features, num_experts=2, expert_hidden=(2,), gate_hidden=(),
+                                   tower_hidden=()))
+    x = dense_encoder.transform(frame)
+    x.dense[2, 0] = bad
+    with pytest.raises(ValueError, match=r"dense input 'dur': 1 value\(s\) are NaN or infinite, first at row 2"):
+        mm.predict(model, x)
+    with pytest.raises(ValueError, match="dense input 'dur'"):
+        model.inputs.check(x.ids, x.dense)
+
+
+# ---------------------------------------------------------------------------
+# MEDIUM: one value, one id, whatever the column's dtype; mostly-OOV columns warn
+# ---------------------------------------------------------------------------
+
+_IDS = [1234, 42, 7, 42, 1234, 99]
+_SAME_VALUES = {
+    "int64": lambda: pd.Series(_IDS),
+    "float64 with NaN": lambda: pd.Series([1234.0, 42.0, 7.0, 42.0, 1234.0, None]),
+    "object of floats": lambda: pd.Series([1234.0, 42.0, 7.0, 42.0, 1234.0, None], dtype=object),
+    "object of numpy numbers": lambda: pd.Series([np.float32(1234), np.float64(42), np.int64(7), np.int32(42),
+                                                  np.uint16(1234), np.nan], dtype=object),
+    "object, mixed": lambda: pd.Series([1234, 42.0, "7", np.int8(42), 1234.0, None], dtype=object),
+    "category with NaN": lambda: pd.Series([1234, 42, 7, 42, 1234, None]).astype("category"),
+    "category of ints": lambda: pd.Series(_IDS).astype("category"),
+    "category of strings": lambda: pd.Series(["1234", "42", "7", "42", "1234", None]).astype("category"),
+    "nullable Int64": lambda: pd.Series([1234, 42, 7, 42, 1234, None], dtype="Int64"),
+    "nullable Float64": lambda: pd.Series([1234.0, 42.0, 7.0, 42.0, 1234.0, None], dtype="Float64"),
+    "string": lambda: pd.Series(["1234", "42", "7", "42", "1234", None], dtype="string"),
+}
+
+
+@pytest.mark.parametrize("hashed", [False, True], ids=["vocab", "hash"])
+@pytest.mark.parametrize("dtype", sorted(_SAME_VALUES))
+def test_the_same_value_gets_the_same_id_whatever_the_dtype(dtype, hashed):
+    enc = mm.FeatureEncoder(["item"], hash_buckets=1000 if hashed else None).fit(pd.DataFrame({"item": _IDS}))
+    expected = enc.transform(pd.DataFrame({"item": _IDS})).ids[:, 0].numpy()
+    column = _SAME_VALUES[dtype]()
+    got = enc.transform(pd.DataFrame({"item": column})).ids[:, 0].numpy()
+    present = column.notna().to_numpy()
+    assert got[present].tolist() == expected[present].tolist()
+    assert (got[~present] == mm.MISSING).all()
+    assert not (got == mm.OOV).any()
+
+
+@pytest.mark.parametrize("dtype", ["object of floats", "category with NaN", "nullable Int64", "string"])
+def test_fitting_on_any_dtype_gives_the_same_vocabulary(dtype):
+    column = _SAME_VALUES[dtype]()
+    vocab = mm.Vocabulary.fit(column)
+    assert set(vocab.values) == {"1234", "42", "7"} | ({"99"} if column.notna().all() else set())
+    assert vocab.transform(pd.Series(_IDS))[:5].tolist() == vocab.transform(column)[:5].tolist()
+
+
+@pytest.fixture(scope="module")
+def id_encoder():
+    train = pd.DataFrame({"item": np.tile(np.arange(100, 150), 4)})  # every id seen 4 times: ~0% OOV expected
+    return mm.FeatureEncoder(["item"]).fit(train)
+
+
+@pytest.mark.parametrize("column", [
+    pd.Series([f"i{v}" for v in range(100, 150)]),          # a prefix added upstream
+    pd.Series(np.arange(100, 150) + 10_000),                 # another id space
+    pd.Series([f"{v:06d}" for v in range(100, 150)]),        # zero-padded strings
+], ids=["prefix", "shifted", "zero-padded"])
+def test_a_column_that_mostly_falls_to_oov_warns(id_encoder, column):
+    with pytest.warns(RuntimeWarning, match=r"column 'item': 100% of 50 values are not in the training "
+                                            r"vocabulary.*about 0%"):
+        ids = id_encoder.transform(pd.DataFrame({"item": column})).ids
+    assert (ids == mm.OOV).all()
+
+
+def test_new_ids_at_the_rate_training_predicts_do_not_warn():
+    """Good-Turing: a column of mostly one-off ids (like ByteRec's item_id) expects many unseen ids."""
+    df = mm.load_example(n_rows=400, seed=0)
+    train, test = mm.split_by_row(df)
+    enc = mm.FeatureEncoder(mm.SPARSE_FEATURES, mm.DENSE_FEATURES).fit(train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ids = enc.transform(test).ids
+    item = mm.SPARSE_FEATURES.index("item_id")
+    assert (ids[:, item] == mm.OOV).double().mean() > 0.5  # mostly new items, as the training split predicts
+    assert enc.encoders["item_id"].expected_oov > 0.5
+
+
+def test_few_rows_never_warn(id_encoder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        id_encoder.transform(pd.DataFrame({"item": ["new"] * (mm.FeatureEncoder.OOV_WARN_MIN_ROWS - 1)}))
