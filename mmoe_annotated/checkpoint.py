@@ -158,10 +158,8 @@ def _temp_file(path: Path) -> tuple[int, Path]:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:
             continue
-        except PermissionError as exc:
-            raise PermissionError(exc.errno, f"cannot save the checkpoint {path}: no permission to create "
-                                  f"a file in {path.parent} (the save writes a temporary file there, then "
-                                  "renames it over the target)", str(path)) from exc
+        except OSError as exc:
+            raise _save_error(exc, path) from exc
 
 
 class _Sink:
@@ -186,11 +184,14 @@ class _Sink:
 
 
 def _save_error(exc: OSError, path: Path) -> OSError:
+    """The operating system's error, saying which checkpoint and what to do."""
     if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         return OSError(exc.errno, f"cannot save the checkpoint {path}: no space left on device "
                        f"({exc.strerror}); nothing was replaced; free some space and save again", str(path))
     if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
-        return PermissionError(exc.errno, f"cannot save the checkpoint {path}: {exc.strerror}", str(path))
+        return PermissionError(exc.errno, f"cannot save the checkpoint {path}: no permission to write in "
+                               f"{path.parent} ({exc.strerror}); the save writes a temporary file there, then "
+                               "renames it over the target", str(path))
     return exc
 
 
@@ -310,6 +311,10 @@ def _format_of(text) -> tuple:
 
 def _version_error(version, written_by, path: Path) -> CheckpointError:
     newer = isinstance(version, int) and version > FORMAT_VERSION
+    if not newer and written_by == _package_version():  # a development build of this very version
+        return CheckpointError(f"was written in the earlier checkpoint format {version!r} by a development "
+                               f"build of mmoe_annotated {written_by}; this build reads format "
+                               f"{FORMAT_VERSION}: save the model again", path=path)
     return CheckpointError(
         f"was written in checkpoint format {version!r} by mmoe_annotated {written_by}, but this is "
         f"mmoe_annotated {_package_version()}, which reads format {FORMAT_VERSION}; "
@@ -390,7 +395,9 @@ def load_checkpoint(path: str | os.PathLike, *, model: MultiTaskModel | None = N
 
     Without ``model`` the model is rebuilt from the saved kind and config. With ``model``
     the weights are loaded into it, and its kind and config must equal the saved ones.
-    ``device`` moves the model (default: CPU). Raises :class:`CheckpointError` on any problem."""
+    ``device`` moves the model (default: CPU); ``"meta"`` and devices this torch cannot use
+    raise ``ValueError`` before the file is read. Raises :class:`CheckpointError` on any
+    problem with the file."""
     path = Path(path)
     target = None if device is None else resolve_device(device)  # a bad device fails before any reading
     manifest, state = _read(path)
