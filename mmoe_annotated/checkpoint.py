@@ -403,17 +403,21 @@ def load_checkpoint(path: str | os.PathLike, *, model: MultiTaskModel | None = N
     manifest, state = _read(path)
     written_by = manifest.get("package_version", "an unknown version")
     kind = manifest.get("kind")
-    if kind not in MODELS:
+    extra = manifest.get("extra") or {}
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"has a damaged extra= entry (a {type(extra).__name__}, not a dict)", path=path)
+    if not isinstance(kind, str) or kind not in MODELS:
         raise CheckpointError(f"names an unknown model kind {kind!r}; known: {sorted(MODELS)}", path=path)
     try:
         config = ModelConfig.from_dict(manifest["config"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"has a damaged or incompatible model config ({exc})", path=path) from exc
     try:
         encoder = None if manifest.get("encoder") is None else FeatureEncoder.from_dict(manifest["encoder"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        features = None if encoder is None else encoder.features
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise CheckpointError(f"has a damaged or incompatible feature encoder ({exc})", path=path) from exc
-    if encoder is not None and encoder.features != config.features:
+    if encoder is not None and features != config.features:
         raise CheckpointError("holds a feature encoder that does not match its model config", path=path)
     if model is None:
         try:
@@ -439,4 +443,4 @@ def load_checkpoint(path: str | os.PathLike, *, model: MultiTaskModel | None = N
     if target is not None:
         model.to(target)
     model.eval()
-    return Checkpoint(model, encoder, kind, config, str(written_by), dict(manifest.get("extra") or {}))
+    return Checkpoint(model, encoder, kind, config, str(written_by), dict(extra))

@@ -480,3 +480,30 @@ def test_few_rows_never_warn(id_encoder):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         id_encoder.transform(pd.DataFrame({"item": ["new"] * (mm.FeatureEncoder.OOV_WARN_MIN_ROWS - 1)}))
+
+
+def _signed(path, edit):
+    """Rewrite the manifest with a checksum that fits it: what a buggy or foreign writer would make."""
+    payload = torch.load(path, weights_only=True)
+    manifest = json.loads(payload["manifest"])
+    edit(manifest)
+    payload["manifest"] = json.dumps(manifest)
+    payload["sha256"] = ckpt_mod._digest(payload["manifest"], payload["state_dict"])
+    torch.save(payload, path)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m.update(kind=["mmoe"]),
+    lambda m: m["encoder"]["dense"].__setitem__(0, None),
+    lambda m: m["encoder"]["emb_dim"].__setitem__("uid", -1),
+    lambda m: m["config"].update(num_experts="three"),
+    lambda m: m["config"]["features"].__setitem__(0, "uid"),
+    lambda m: m.update(extra=2.5),
+], ids=["kind a list", "dense name None", "negative emb_dim", "num_experts a word", "feature a string",
+        "extra a number"])
+def test_a_signed_but_invalid_manifest_is_a_checkpoint_error(saved_tiny, edit):
+    """Whatever the manifest holds, loading fails as CheckpointError, never as a bare error from deep inside."""
+    path, _ = saved_tiny
+    _signed(path, edit)
+    with pytest.raises(mm.CheckpointError):
+        mm.load_checkpoint(path)
