@@ -104,26 +104,29 @@ def _digest(manifest: str, state: dict[str, torch.Tensor]) -> str:
 
 
 # A temporary file is ".<target name>.<pid>.<random hex>.tmp" beside the target; one whose
-# process has ended and that nobody has written for a minute is what a killed save left.
+# process has ended and that nobody has written for a minute is what a killed save left (the
+# minute spares a save in progress on another machine sharing the directory).
 STALE_AFTER_S = 60.0
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    if os.name != "posix":  # no harmless way to ask; age alone decides (see _remove_stale_temps)
+def _abandoned(pid: int, age_s: float) -> bool:
+    """Whether a temporary file of process ``pid``, last written ``age_s`` seconds ago, was left
+    behind by a save that was killed."""
+    if age_s < STALE_AFTER_S or pid == os.getpid():
         return False
+    if os.name != "posix":  # no harmless way to ask whether a process lives: wait a day
+        return age_s > 24 * 3600
     try:
         os.kill(pid, 0)  # signal 0 only asks whether the process exists
     except ProcessLookupError:
-        return False
+        return True
     except OSError:
-        return True  # exists, owned by someone else
-    return True
+        return False  # it exists and belongs to someone else
+    return False
 
 
 def _remove_stale_temps(path: Path) -> None:
-    """Delete temporary files of earlier saves to ``path`` that were killed before they could."""
+    """Delete temporary files that killed saves to ``path`` left behind."""
     prefix, now = f".{path.name}.", time.time()
     try:
         entries = list(os.scandir(path.parent))
@@ -137,16 +140,11 @@ def _remove_stale_temps(path: Path) -> None:
             st = entry.stat(follow_symlinks=False)
         except OSError:
             continue
-        if not found or not stat.S_ISREG(st.st_mode) or now - st.st_mtime < STALE_AFTER_S:
-            continue
-        if os.name == "posix" and _alive(int(found.group(1))):
-            continue
-        if os.name != "posix" and now - st.st_mtime < 24 * 3600:
-            continue
-        try:
-            os.unlink(entry.path)
-        except OSError:
-            pass
+        if found and stat.S_ISREG(st.st_mode) and _abandoned(int(found.group(1)), now - st.st_mtime):
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass
 
 
 def _temp_file(path: Path) -> tuple[int, Path]:
@@ -159,7 +157,7 @@ def _temp_file(path: Path) -> tuple[int, Path]:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise _save_error(exc, path) from exc
+            _raise_clearly(exc, path)
 
 
 class _Sink:
@@ -183,16 +181,16 @@ class _Sink:
         pass
 
 
-def _save_error(exc: OSError, path: Path) -> OSError:
-    """The operating system's error, saying which checkpoint and what to do."""
+def _raise_clearly(exc: OSError, path: Path):
+    """Raise the operating system's error again, saying which checkpoint and what to do."""
     if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return OSError(exc.errno, f"cannot save the checkpoint {path}: no space left on device "
-                       f"({exc.strerror}); nothing was replaced; free some space and save again", str(path))
+        raise OSError(exc.errno, f"cannot save the checkpoint {path}: no space left on device "
+                      f"({exc.strerror}); nothing was replaced; free some space and save again", str(path)) from exc
     if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
-        return PermissionError(exc.errno, f"cannot save the checkpoint {path}: no permission to write in "
-                               f"{path.parent} ({exc.strerror}); the save writes a temporary file there, then "
-                               "renames it over the target", str(path))
-    return exc
+        raise PermissionError(exc.errno, f"cannot save the checkpoint {path}: no permission to write in "
+                              f"{path.parent} ({exc.strerror}); the save writes a temporary file there, then "
+                              "renames it over the target", str(path)) from exc
+    raise exc
 
 
 def save_checkpoint(path: str | os.PathLike, model: MultiTaskModel, encoder: FeatureEncoder | None = None, *,
@@ -217,6 +215,8 @@ def save_checkpoint(path: str | os.PathLike, model: MultiTaskModel, encoder: Fea
         old = os.stat(path)
     except FileNotFoundError:
         old = None
+    except OSError as exc:
+        _raise_clearly(exc, path)
     if old is not None and not stat.S_ISREG(old.st_mode):
         raise ValueError(f"{path} exists and is a {_file_kind(old.st_mode)}, not a regular file; "
                          "give the path of a file")
@@ -257,7 +257,7 @@ def save_checkpoint(path: str | os.PathLike, model: MultiTaskModel, encoder: Fea
         except FileNotFoundError:
             pass
         if isinstance(exc, OSError):
-            raise _save_error(exc, path) from exc
+            _raise_clearly(exc, path)
         raise
     return path
 
