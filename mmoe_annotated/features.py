@@ -72,7 +72,8 @@ def _as_keys(values: pd.Series) -> pd.Series:
     if pd.api.types.is_float_dtype(values):
         return pd.Series(_float_keys(values.to_numpy(dtype=np.float64, na_value=np.nan)), index=values.index,
                          dtype=object)
-    if values.dtype == object:  # cells may mix ints, floats and strings: key the floats as floats
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in ("integer", "string", "empty"):
+        # cells may mix ints, floats and strings: key the floats as floats
         cells = values.to_numpy(dtype=object)
         missing = pd.isna(cells)
         floats = np.fromiter((isinstance(v, (float, np.floating)) for v in cells), dtype=bool,
@@ -81,10 +82,7 @@ def _as_keys(values: pd.Series) -> pd.Series:
         keys[floats] = _float_keys(cells[floats].astype(np.float64))
         keys[~floats & ~missing] = [str(v) for v in cells[~floats & ~missing]]
         return pd.Series(keys, index=values.index, dtype=object)
-    missing = values.isna().to_numpy()
-    keys = values.astype(str).to_numpy(dtype=object)
-    keys[missing] = None
-    return pd.Series(keys, index=values.index, dtype=object)
+    return values.astype(str).where(values.notna())
 
 
 class Vocabulary:
