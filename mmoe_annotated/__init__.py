@@ -15,6 +15,7 @@ module             chapter
 ``gates``          5. Gates
 ``towers``         6. Towers and the whole model
 ``model``          6. Towers and the whole model (and 1. The paper)
+``ple``            10. Beyond MMoE (CGC and PLE)
 ``dataset``        7. Training (in-memory data as tensors)
 ``losses``         7. Training (task losses and L2)
 ``train``          7. Training (``fit``)
@@ -35,7 +36,7 @@ from .runtime import resolve_device, seed_everything
 from .experts import Experts, StackedMLP
 from .gates import Gates, mix
 from .towers import Towers
-from .model import MMoE, MODELS, ModelConfig, ModelOutput, MultiTaskModel, OMoE, SharedBottom, build_model
+from .model import CGC, PLE, MMoE, MODELS, ModelConfig, ModelOutput, MultiTaskModel, OMoE, SharedBottom, build_model
 from .losses import regularization, task_losses
 from .dataset import as_dataset
 from .inference import evaluate, predict

@@ -34,7 +34,7 @@ from .gates import Gates, mix
 from .towers import Towers
 
 __all__ = ["TASK_TYPES", "ModelConfig", "ModelOutput", "MultiTaskModel", "MMoE", "OMoE", "SharedBottom",
-           "build_model", "MODELS"]
+           "CGC", "PLE", "build_model", "MODELS"]
 
 #: Task types and their losses: binary -> BCE with logits, regression -> MSE.
 TASK_TYPES = ("binary", "regression")
@@ -64,6 +64,11 @@ class ModelConfig:
     task_names: tuple[str, ...] = ("finish", "like")
     task_types: tuple[str, ...] = ("binary", "binary")
     num_experts: int = 3
+    #: CGC / PLE only (:mod:`mmoe_annotated.ple`): experts per task and shared experts at each
+    #: level, and PLE's number of levels (DeepCTR-Torch's ``PLE`` defaults: 1, 1, 2).
+    num_task_experts: int = 1
+    num_shared_experts: int = 1
+    num_levels: int = 2
     expert_hidden: tuple[int, ...] = (256, 128)
     gate_hidden: tuple[int, ...] = (64,)
     tower_hidden: tuple[int, ...] = (64,)
@@ -106,6 +111,11 @@ class ModelConfig:
         if not _is_int(self.num_experts) or self.num_experts < 1:
             raise ValueError(f"num_experts must be a whole number >= 1, got {self.num_experts!r}")
         object.__setattr__(self, "num_experts", int(self.num_experts))
+        for name in ("num_task_experts", "num_shared_experts", "num_levels"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+            object.__setattr__(self, name, int(value))
         for name in ("expert_hidden", "gate_hidden", "tower_hidden"):
             units = getattr(self, name)
             if any(not _is_int(u) or u < 1 for u in units):
@@ -265,11 +275,13 @@ class SharedBottom(MultiTaskModel):
     gating = "none"
 
 
-MODELS = {"mmoe": MMoE, "omoe": OMoE, "shared_bottom": SharedBottom}
+from .ple import CGC, PLE  # noqa: E402  (built on MultiTaskModel above; chapter 10)
+
+MODELS = {"mmoe": MMoE, "omoe": OMoE, "shared_bottom": SharedBottom, "cgc": CGC, "ple": PLE}
 
 
 def build_model(kind: str, config: ModelConfig) -> MultiTaskModel:
-    """``build_model("mmoe" | "omoe" | "shared_bottom", config)``."""
+    """``build_model("mmoe" | "omoe" | "shared_bottom" | "cgc" | "ple", config)``."""
     try:
         return MODELS[kind](config)
     except KeyError:
