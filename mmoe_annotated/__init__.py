@@ -20,6 +20,7 @@ module             chapter
 ``losses``         7. Training (task losses and L2)
 ``train``          7. Training (``fit``)
 ``inference``      7. Training (``predict``, ``evaluate``)
+``health``         5. Gates, 10. Beyond MMoE (gate health)
 ``inspect``        5. Gates, 7. Training
 ``checkpoint``     Appendix: When things go wrong
 ``fast``           Appendix: Performance (the opt-in fast wing)
@@ -42,8 +43,9 @@ from .dataset import as_dataset
 from .inference import evaluate, predict
 from .train import History, TrainConfig, fit
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from .inspect import (expert_utilization, gate_entropy, gate_weights, plot_architecture, plot_gate_distributions,
-                      plot_gate_heatmap, plot_history)
+from .inspect import (dead_experts, expert_utilization, gate_entropy, gate_statistics, gate_weights,
+                      plot_architecture, plot_gate_distributions, plot_gate_health, plot_gate_heatmap, plot_history,
+                      polarized_gates)
 from .source import show_source, source_of
 from . import synthetic
 

@@ -1,6 +1,8 @@
 """Looking inside a trained model: gate weights, expert utilisation, gate entropy, plots.
 
-Explained in chapter 5 ("Gates") and chapter 7 ("Training"); the architecture
+Explained in chapter 5 ("Gates") and chapter 7 ("Training"); gate health (dead experts,
+polarized gates, their record over training) in chapter 10 ("Beyond MMoE"). The statistics
+live in :mod:`mmoe_annotated.health`, which ``fit`` also uses; the architecture
 diagrams of chapter 1 are drawn by :func:`plot_architecture` from the package's own
 models.
 
@@ -14,12 +16,13 @@ import numpy as np
 import pandas as pd
 
 from .features import FeatureEncoder
+from .health import dead_experts, expert_utilization, gate_entropy, gate_statistics, polarized_gates
 from .model import MultiTaskModel
 from .inference import predict
 from .train import History
 
-__all__ = ["gate_weights", "expert_utilization", "gate_entropy", "plot_gate_heatmap", "plot_gate_distributions",
-           "plot_history", "plot_architecture"]
+__all__ = ["gate_weights", "expert_utilization", "gate_entropy", "dead_experts", "polarized_gates", "gate_statistics",
+           "plot_gate_heatmap", "plot_gate_distributions", "plot_gate_health", "plot_history", "plot_architecture"]
 
 
 def _pyplot():
@@ -34,28 +37,6 @@ def gate_weights(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None 
     """Gate weights ``(M, T, E)`` of ``model`` on ``data``; each ``[m, t, :]`` sums to 1."""
     _, gates = predict(model, data, encoder=encoder, batch_size=batch_size, return_gates=True)
     return gates
-
-
-def expert_utilization(gates: np.ndarray, task_names: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean gate weight per task (rows) and expert (columns): how much each task uses each expert."""
-    gates = np.asarray(gates)
-    if gates.ndim != 3:
-        raise ValueError(f"gates must have shape (M, T, E), got {gates.shape}")
-    T, E = gates.shape[1:]
-    names = list(task_names) if task_names is not None else [f"task {t}" for t in range(T)]
-    if len(names) != T:
-        raise ValueError(f"{len(names)} task names for {T} tasks")
-    return pd.DataFrame(gates.mean(axis=0), index=pd.Index(names, name="task"),
-                        columns=pd.Index([f"expert {e}" for e in range(E)], name="expert"))
-
-
-def gate_entropy(gates: np.ndarray, normalized: bool = True) -> np.ndarray:
-    """Mean entropy of each task's gate ``(T,)``. Normalised by ``log E``: 1 means the gate
-    spreads evenly over all experts, 0 means it always picks one expert."""
-    gates = np.asarray(gates, dtype=np.float64)
-    ent = -(gates * np.log(np.clip(gates, 1e-12, None))).sum(-1).mean(0)  # (T,)
-    E = gates.shape[-1]
-    return ent / np.log(E) if normalized and E > 1 else ent
 
 
 def plot_gate_heatmap(gates: np.ndarray | pd.DataFrame, task_names: Sequence[str] | None = None, ax=None,
@@ -110,6 +91,27 @@ def plot_history(history: History | pd.DataFrame, columns: Sequence[str] | None 
     return ax
 
 
+def plot_gate_health(history: History | pd.DataFrame, task_names: Sequence[str], axes=None):
+    """Gate health over training, from a history recorded with ``TrainConfig(gate_stats=True)``:
+    each task's normalised gate entropy (left) and mean top gate weight (right) per epoch."""
+    frame = history.to_frame() if isinstance(history, History) else history
+    missing = [f"gate_{t}_entropy" for t in task_names if f"gate_{t}_entropy" not in frame.columns]
+    if missing:
+        raise ValueError(f"history has no column(s) {missing}: train with TrainConfig(gate_stats=True) and valid=")
+    if axes is None:
+        _, axes = _pyplot().subplots(1, 2, figsize=(9, 3.2))
+    for key, ax, label in (("entropy", axes[0], "gate entropy (1 = even, 0 = one-hot)"),
+                           ("top_weight", axes[1], "mean top gate weight")):
+        for t in task_names:
+            ax.plot(frame.index, frame[f"gate_{t}_{key}"], marker="o", label=t)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    return axes
+
+
 def _box(ax, x, y, w, h, text, color):
     from matplotlib.patches import FancyBboxPatch
     ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02",
@@ -129,6 +131,8 @@ def plot_architecture(model: MultiTaskModel, ax=None, title: str | None = None):
     c = model.config
     T = c.num_tasks
     gating = model.gating
+    if gating not in ("none", "per_task", "shared"):
+        raise ValueError(f"plot_architecture draws MMoE, OMoE and Shared-Bottom, not {type(model).__name__}")
     E = 1 if gating == "none" else model.num_experts
     plt = _pyplot()
     if ax is None:

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from .dataset import as_dataset
 from .features import FeatureEncoder
+from .health import gate_statistics
 from .losses import regularization, task_losses
 from .model import MultiTaskModel
 from .inference import evaluate, non_finite_parameters, predict
@@ -69,14 +70,20 @@ class TrainConfig:
     device: str = "cpu"
     progress: bool = True
     eval_batch_size: int = 8192
+    #: Record gate health (:func:`~mmoe_annotated.health.gate_statistics`) after every epoch, on the
+    #: first ``gate_stats_rows`` rows of ``valid=`` (which it then needs); chapter 10.
+    gate_stats: bool = False
+    gate_stats_rows: int = 4096
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "gate_stats_rows"):
             v = getattr(self, name)
             if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, got {v!r}")
             object.__setattr__(self, name, int(v))
         parse_device(self.device)
+        if not isinstance(self.gate_stats, bool):
+            raise ValueError(f"gate_stats must be True or False, got {self.gate_stats!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
@@ -127,7 +134,7 @@ def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, enco
     Returns a :class:`History` with one record per epoch (train losses; validation metrics
     when ``valid`` is given)."""
     cfg = check_fit(model, config)
-    x, y, valid = training_data(model, train, valid, encoder)
+    x, y, valid = training_data(model, train, valid, encoder, cfg)
     device = resolve_device(cfg.device)
     model.to(device)
     x, y = x.to(device), y.to(device)
@@ -175,8 +182,10 @@ def check_fit(model: MultiTaskModel, config: TrainConfig | None) -> TrainConfig:
     return cfg
 
 
-def training_data(model: MultiTaskModel, train, valid, encoder):
+def training_data(model: MultiTaskModel, train, valid, encoder, cfg: TrainConfig | None = None):
     """``train`` and ``valid`` as tensors, both checked before the first step: ``(x, y, valid)``."""
+    if cfg is not None and cfg.gate_stats and valid is None:
+        raise ValueError("TrainConfig(gate_stats=True) records gate health on validation rows: pass valid=")
     x, y = as_dataset(train, model, encoder, source="train")
     if len(x) == 0:
         raise ValueError("the training set is empty")
@@ -254,5 +263,15 @@ def epoch_record(model: MultiTaskModel, epoch: int, mean_losses: torch.Tensor, w
         metrics = evaluator(model, valid, batch_size=cfg.eval_batch_size)
         for t, m in metrics.items():
             record.update({f"valid_{t}_{k}": v for k, v in m.items()})
+    if cfg.gate_stats:
+        record.update(gate_record(model, valid, cfg))
     record["seconds"] = time.perf_counter() - started
     return record
+
+
+def gate_record(model: MultiTaskModel, valid, cfg: TrainConfig) -> dict:
+    """Gate health on the first ``cfg.gate_stats_rows`` validation rows (``gate_*`` columns)."""
+    x, _ = valid
+    _, gates = predict(model, x.index(slice(0, cfg.gate_stats_rows)), batch_size=cfg.eval_batch_size,
+                       return_gates=True)
+    return gate_statistics(gates, model.config.task_names)

@@ -47,7 +47,7 @@ def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, enco
     cfg = check_fit(model, config)
     if block_rows is not None and (isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1):
         raise ValueError(f"block_rows must be a whole number >= 1 or None, got {block_rows!r}")
-    x, y, valid = training_data(model, train, valid, encoder)
+    x, y, valid = training_data(model, train, valid, encoder, cfg)
     device = resolve_device(cfg.device)
     model.to(device)
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
