@@ -37,7 +37,7 @@ from tqdm import tqdm
 from .dataset import as_dataset
 from .features import FeatureEncoder
 from .health import gate_statistics
-from .losses import regularization, task_losses
+from .losses import BALANCING, regularization, task_balance, task_losses
 from .model import MultiTaskModel
 from .inference import evaluate, non_finite_parameters, predict
 from .runtime import parse_device, resolve_device
@@ -59,6 +59,12 @@ class TrainConfig:
     lr: float | None = None
     #: One weight per task (default: all 1).
     task_weights: tuple[float, ...] | None = None
+    #: How task losses become one objective: "fixed" (``task_weights``), "uncertainty" (Kendall et
+    #: al. 2018) or "gradnorm" (Chen et al. 2018); :mod:`mmoe_annotated.losses`, chapter 10.
+    task_balancing: str = "fixed"
+    #: GradNorm's asymmetry ``alpha``; the learning rate of the learned weights (default: ``lr``).
+    gradnorm_alpha: float = 1.5
+    balance_lr: float | None = None
     #: "mean" over the batch, or "sum" (DeepCTR-Torch).
     loss_reduction: str = "mean"
     embedding_l2: float = 1e-5
@@ -88,6 +94,14 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.task_balancing not in BALANCING:
+            raise ValueError(f"unknown task_balancing {self.task_balancing!r}; choose one of {BALANCING}")
+        if self.task_balancing != "fixed" and self.task_weights is not None:
+            raise ValueError(f"task_balancing={self.task_balancing!r} learns the task weights: leave task_weights unset")
+        if not (math.isfinite(self.gradnorm_alpha) and self.gradnorm_alpha >= 0):
+            raise ValueError(f"gradnorm_alpha must be a non-negative number, got {self.gradnorm_alpha}")
+        if self.balance_lr is not None and not (math.isfinite(self.balance_lr) and self.balance_lr > 0):
+            raise ValueError(f"balance_lr must be a positive number, got {self.balance_lr}")
         if self.loss_reduction not in ("mean", "sum"):
             raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {self.loss_reduction!r}")
         if self.embedding_l2_mode not in ("rows", "table"):
@@ -138,7 +152,7 @@ def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, enco
     device = resolve_device(cfg.device)
     model.to(device)
     x, y = x.to(device), y.to(device)
-    weights = task_weights(model, cfg, device)  # (T,)
+    balance = task_balance(model, cfg, device)  # the task weights, fixed or learned
     optimizers = make_optimizers(model, cfg)
     generator = seeded_generator(cfg.seed)
     history = History()
@@ -150,16 +164,17 @@ def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, enco
             xb, yb = x.index(rows), y[rows]
             out = model(xb.ids, xb.dense)  # forward: logits (B, T), gates (B, T, E)
             losses = task_losses(out.logits, yb, model.config.task_types, cfg.loss_reduction)  # (T,)
-            objective = (weights * losses).sum() + regularization(model, cfg, xb.ids)
+            objective = balance(losses) + regularization(model, cfg, xb.ids)  # sum_k w_k L_k + L2
             check_finite(objective, model, epoch, step)
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
             objective.backward()  # gradients of every parameter
             for opt in optimizers:
                 opt.step()
+            balance.step()  # learned task weights take their own step (nothing for fixed weights)
             loss_sum = loss_sum + losses.detach()  # (T,)
         check_weights(model, epoch, step)
-        history.records.append(epoch_record(model, epoch, loss_sum / step, weights, started, valid, cfg))
+        history.records.append(epoch_record(model, epoch, loss_sum / step, balance.weights(), started, valid, cfg))
     model.eval()
     return history
 
@@ -259,6 +274,8 @@ def epoch_record(model: MultiTaskModel, epoch: int, mean_losses: torch.Tensor, w
     metrics (by ``evaluator``) and the epoch's seconds."""
     record = {"epoch": epoch, "train_loss": float((weights * mean_losses).sum())}
     record.update({f"train_{t}_loss": float(v) for t, v in zip(model.config.task_names, mean_losses)})
+    if cfg.task_balancing != "fixed":  # the learned weights at the epoch's end
+        record.update({f"train_{t}_weight": float(w) for t, w in zip(model.config.task_names, weights)})
     if valid is not None:
         metrics = evaluator(model, valid, batch_size=cfg.eval_batch_size)
         for t, m in metrics.items():

@@ -23,11 +23,11 @@ import torch
 from tqdm import tqdm
 
 from ..features import FeatureEncoder
-from ..losses import task_losses
+from ..losses import task_balance, task_losses
 from ..model import MultiTaskModel
 from ..runtime import resolve_device
 from ..train import (History, TrainConfig, batch_rows, check_finite, check_fit, check_weights, epoch_record,
-                     seeded_generator, task_weights, training_data)
+                     seeded_generator, training_data)
 from .optim import fast_optimizers
 from .inference import evaluate
 
@@ -51,10 +51,12 @@ def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, enco
     device = resolve_device(cfg.device)
     model.to(device)
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-    weights = task_weights(model, cfg, device)  # (T,)
+    balance = task_balance(model, cfg, device)
     optimizers = fast_optimizers(model, cfg)
     generator = seeded_generator(cfg.seed)
     block = block_rows or (CPU_BLOCK_ROWS if device.type == "cpu" else cfg.batch_size)
+    if not balance.additive:  # GradNorm's gradient norms need the whole batch in one pass
+        block = max(block, cfg.batch_size)
     history = History()
     row_l2 = cfg.embedding_l2 > 0 and cfg.embedding_l2_mode == "rows"
     with LookedUpRows(model, row_l2) as looked_up:
@@ -65,21 +67,22 @@ def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, enco
             for step, rows in enumerate(tqdm(batches, desc=f"epoch {epoch}", disable=not cfg.progress, leave=False), 1):
                 for opt in optimizers:
                     opt.zero_grad(set_to_none=True)
-                loss_sum += _backward_in_blocks(model, x, y, rows, block, cfg, weights, looked_up, (epoch, step))
+                loss_sum += _backward_in_blocks(model, x, y, rows, block, cfg, balance, looked_up, (epoch, step))
                 for opt in optimizers:
                     opt.step()
+                balance.step()
             check_weights(model, epoch, step)
-            history.records.append(epoch_record(model, epoch, loss_sum / step, weights, started, valid, cfg,
+            history.records.append(epoch_record(model, epoch, loss_sum / step, balance.weights(), started, valid, cfg,
                                                 evaluator=evaluate))
     model.eval()
     return history
 
 
-def _backward_in_blocks(model, x, y, rows, block, cfg, weights, looked_up, where) -> torch.Tensor:
+def _backward_in_blocks(model, x, y, rows, block, cfg, balance, looked_up, where) -> torch.Tensor:
     """Forward and backward over the batch ``rows`` ``(B,)``, ``block`` rows at a time; the
     gradients add up to the whole batch's. Returns the batch's task losses ``(T,)``, detached."""
     B = len(rows)
-    losses_sum = torch.zeros(model.num_tasks, device=weights.device)
+    losses_sum = torch.zeros(model.num_tasks, device=rows.device)
     for first in range(0, B, block):
         part = rows[first:first + block]
         xb, yb = x.index(part), y[part]
@@ -89,7 +92,7 @@ def _backward_in_blocks(model, x, y, rows, block, cfg, weights, looked_up, where
         else:  # a block: its share of the batch's loss
             losses = task_losses(out.logits, yb, model.config.task_types, "sum")  # (T,)
             losses = losses / B if cfg.loss_reduction == "mean" else losses
-        objective = (weights * losses).sum()
+        objective = balance(losses, first=first == 0)  # (T,) -> the weighted sum (and once-per-batch terms)
         reg = _regularization(model, cfg, xb.ids, looked_up.take(), batch_rows=B, whole=first == 0)
         objective = objective + reg if reg is not None else objective
         check_finite(objective, model, *where)
