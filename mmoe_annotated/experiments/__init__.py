@@ -10,6 +10,7 @@ module         what
 ``runner``     :class:`SyntheticExperiment`, :func:`run_synthetic`: the grid and its training
 ``report``     summaries (means, medians, stuck runs) and the Figure 2, 4, 5 analogues
 ``cli``        the command line
+``seesaw``     :func:`run_seesaw`: Shared-Bottom, MMoE, CGC and PLE, task 1 against task 2 (chapter 10)
 =============  ==================================================================
 """
 from .batched import StackedRuns
