@@ -308,7 +308,7 @@ CASES = [
     ("task_names_a_string", lambda c: _cfg(c, task_names="finish")(),
      ValueError, r"ModelConfig\.task_names must be a sequence, got 'finish'"),
     ("unknown_model_kind", lambda c: mm.build_model("mlp", c.cfg),
-     ValueError, r"unknown model kind 'mlp'; choose one of \['mmoe', 'omoe', 'shared_bottom'\]"),
+     ValueError, r"unknown model kind 'mlp'; choose one of \['cgc', 'mmoe', 'omoe', 'ple', 'shared_bottom'\]"),
     # --- model inputs --------------------------------------------------------
     ("ids_out_of_range", lambda c: c.model(torch.full((2, 8), 10**6), torch.zeros(2, 1)),
      ValueError, r"feature 'uid': ids must lie in \[0, \d+\).*fitted FeatureEncoder"),
