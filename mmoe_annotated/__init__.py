@@ -21,7 +21,8 @@ module             chapter
 ``checkpoint``     Appendix: When things go wrong
 =================  ==========================================
 """
-from .data import COLUMNS, DENSE_FEATURES, SPARSE_FEATURES, TASKS, DataError, load_byterec, split_by_row, write_byterec
+from .data import (COLUMNS, DENSE_FEATURES, SPARSE_FEATURES, TASKS, DataError, load_byterec, load_byterec_sample,
+                   split_by_row, write_byterec)
 from .example_data import ByteRecSizes, load_example, make_byterec
 from .inputs import DenseFeature, EncodedFeatures, InputLayer, SparseFeature, input_dim
 from .features import MISSING, NUM_RESERVED, OOV, PAD, FeatureEncoder, HashBuckets, MinMax, Vocabulary
