@@ -259,3 +259,82 @@ def test_every_show_source_is_displayed(path):
 def test_the_show_source_check_catches_a_dropped_display():
     assert _discarded_source_displays("mm.show_source(mm.fit)\nx = 1") == ["mm.show_source(mm.fit)"]
     assert _discarded_source_displays("display(mm.show_source(mm.fit))\nmm.show_source(mm.predict)") == []
+
+
+# ---------------------------------------------------------------------------
+# Speaking to the reader: no narration of how the project was built
+# ---------------------------------------------------------------------------
+
+#: Phrases that narrate the project's making (issues, rounds, scratch work, machine anecdotes,
+#: logs of individual runs) instead of teaching. Name the hardware a figure came from, no more.
+PROCESS_PHRASES = re.compile(
+    r"\bissues?\b|\bthis round\b|\b(?:previous|last|next|earlier|later|first|second) round\b|\bround \d"
+    r"|\bscratch\b|\bbuild machine\b|\brun logs?\b|\bshared (?:\d-core )?machine\b|\bour (?:\w+ )?machine\b"
+    r"|\bmachine was (?:busy|available|lent|free)\b|\bwhile (?:it|the machine) was available\b"
+    r"|\bhelpers?\b|\bthe lead\b|\bbudget of device time\b|\bwe were lent\b",
+    re.IGNORECASE)
+READER_PAGES = [*NOTEBOOKS, *sorted(BOOK.glob("*.md")), ROOT / "README.md"]
+
+
+def _reader_text(path: Path) -> str:
+    """What a reader reads: markdown, and the comments of code cells."""
+    if path.suffix != ".ipynb":
+        return path.read_text(encoding="utf-8")
+    parts = []
+    for cell in _read(path).cells:
+        if cell.cell_type == "markdown":
+            parts.append(cell.source)
+        elif cell.cell_type == "code":
+            parts += re.findall(r"#[^\n]*", cell.source)
+    return "\n".join(parts)
+
+
+def process_phrases(text: str) -> list[str]:
+    return sorted({m.group(0).lower() for m in PROCESS_PHRASES.finditer(text)})
+
+
+@pytest.mark.parametrize("path", READER_PAGES, ids=lambda p: p.name)
+def test_pages_speak_to_the_reader_not_about_the_project(path):
+    found = process_phrases(_reader_text(path))
+    assert not found, f"{path.relative_to(ROOT)} narrates how the project was built: {found}"
+
+
+def test_the_process_phrase_check_catches_narration():
+    assert process_phrases("As issue 12 asked, this round we reran the scratch script on the build machine.") == [
+        "build machine", "issue", "scratch", "this round"]
+    assert process_phrases("Measured on an NVIDIA H200; rounded to 3 digits; the loss of one round trip.") == []
+
+
+# ---------------------------------------------------------------------------
+# Reading times are measured (tools/reading_time.py), not guessed
+# ---------------------------------------------------------------------------
+
+def _reading_time():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("tools_reading_time", ROOT / "tools" / "reading_time.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", [p for p in _reading_time().pages(ROOT)], ids=lambda p: p.name)
+def test_stated_reading_time_is_within_a_quarter_of_the_measured(path):
+    r = _reading_time().measure(path)
+    if path in CHAPTERS or path.name.startswith("appendix_"):
+        assert r["stated"] is not None, f"{path.name}: states no reading time"
+    if r["stated"] is not None:
+        assert abs(r["stated"] - r["measured"]) <= 0.25 * r["measured"], (
+            f"{path.name} says {r['stated']} minutes; measured {r['measured']:.1f} ({r['words']} words, "
+            f"{r['code_lines']} code lines, {r['figures']} figures): run tools/reading_time.py")
+
+
+def test_reading_time_counts_prose_code_and_figures(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("**Time: about 2 minutes.**\n\n" + "word " * 196),
+                nbformat.v4.new_code_cell("x = 1\ny = 2\n\nplt.plot([x, y])\nplt.show()"),
+                nbformat.v4.new_code_cell("assert x == 1", metadata={"tags": ["hide-input"]})]
+    path = tmp_path / "page.ipynb"
+    nbformat.write(nb, path)
+    r = _reading_time().measure(path)
+    assert (r["words"], r["code_lines"], r["figures"], r["stated"]) == (200, 4, 1, 2)
+    assert r["measured"] == pytest.approx(200 / 200 + 4 / 10 + 1)
