@@ -338,3 +338,14 @@ def test_reading_time_counts_prose_code_and_figures(tmp_path):
     r = _reading_time().measure(path)
     assert (r["words"], r["code_lines"], r["figures"], r["stated"]) == (200, 4, 1, 2)
     assert r["measured"] == pytest.approx(200 / 200 + 4 / 10 + 1)
+
+
+def test_bibliography_protects_acronyms_and_dates_the_tutorial():
+    # BibTeX styles lowercase titles: "MMoE" would print as "mmoe" unless it sits in braces.
+    bib = (BOOK / "references.bib").read_text()
+    for title in re.findall(r"^\s*(?:title|booktitle)\s*=\s*\{(.*)\},?\s*$", bib, re.M):
+        unprotected = re.sub(r"\{[^{}]*\}", "", title)
+        shouting = re.findall(r"\b\w*[A-Z]\w*[A-Z]\w*\b", unprotected)
+        assert not shouting, f"references.bib: protect {shouting} with braces in {title!r}"
+    tutorial = re.search(r"@misc\{meng2024annotated,(.*?)\n\}", bib, re.S).group(1)
+    assert "url" in tutorial and "2024" in tutorial and "month" in tutorial
