@@ -349,3 +349,15 @@ def test_bibliography_protects_acronyms_and_dates_the_tutorial():
         assert not shouting, f"references.bib: protect {shouting} with braces in {title!r}"
     tutorial = re.search(r"@misc\{meng2024annotated,(.*?)\n\}", bib, re.S).group(1)
     assert "url" in tutorial and "2024" in tutorial and "month" in tutorial
+
+
+def test_numbered_chapters_are_numbered_in_the_toc():
+    # A page the text calls "chapter N" (file NN_*.ipynb) must sit in a numbered part of the toc.
+    numbered = []
+    for part in TOC["parts"]:
+        if part.get("numbered"):
+            numbered += _toc_files(part["chapters"])
+    chapters = [f"book/{p.stem}" for p in CHAPTERS]
+    assert not set(chapters) - set(numbered), f"chapters outside a numbered part: {sorted(set(chapters) - set(numbered))}"
+    assert CONFIG.get("html", {}).get("use_multitoc_numbering", True), \
+        "numbering must continue across parts (use_multitoc_numbering)"
