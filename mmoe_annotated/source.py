@@ -29,6 +29,16 @@ _FSTRING_START = getattr(tokenize, "FSTRING_START", None)  # Python 3.12+ tokeni
 _FSTRING_END = getattr(tokenize, "FSTRING_END", None)
 
 
+def _may_start_line(tok, prev) -> bool:
+    """Whether a line may break before ``tok``: not inside ``a.b``, ``f(``, ``x[`` or ``k=v``,
+    and not before a closing bracket or a separator."""
+    if prev is None or prev.string in (".", "=", "**", "~") or tok.string in (".", ")", "]", "}", ",", ":", "="):
+        return False
+    if tok.string in ("(", "[") and (prev.type in (tokenize.NAME, tokenize.STRING) or prev.string in (")", "]")):
+        return False  # a call or a subscript: keep it on the name's line
+    return True
+
+
 def _scan(text: str):
     """Per line (1-based): columns where the code may break inside brackets, as (column,
     after_comma) pairs; the lines that lie in a docstring or other multi-line string; and
@@ -39,6 +49,7 @@ def _scan(text: str):
     strings: dict[int, list[tuple[int, int]]] = {}
     depth = fstring = 0
     last_row = 0
+    prev = None
     for tok in tokenize.generate_tokens(io.StringIO(text).readline):
         (row, col), (end_row, end_col) = tok.start, tok.end
         if tok.type == _FSTRING_START:
@@ -56,8 +67,9 @@ def _scan(text: str):
             comments[row] = col
         if tok.type == tokenize.STRING and depth > 0 and end_row == row:
             strings.setdefault(row, []).append((col, end_col))
-        if depth > 0 and row == last_row and tok.type not in (tokenize.NL, tokenize.COMMENT):
-            points.setdefault(row, []).append((col, False))  # any token inside brackets may start a line
+        if (depth > 0 and row == last_row and tok.type not in (tokenize.NL, tokenize.COMMENT)
+                and _may_start_line(tok, prev)):
+            points.setdefault(row, []).append((col, False))  # a token inside brackets may start a line
         if tok.type == tokenize.OP:
             if tok.string in "([{":
                 depth += 1
@@ -66,6 +78,7 @@ def _scan(text: str):
             elif depth > 0 and tok.string == ",":
                 points.setdefault(row, []).append((end_col, True))  # best: just after a comma
         last_row = end_row
+        prev = tok
     return points, in_string, comments, strings
 
 

@@ -361,3 +361,14 @@ def test_numbered_chapters_are_numbered_in_the_toc():
     assert not set(chapters) - set(numbered), f"chapters outside a numbered part: {sorted(set(chapters) - set(numbered))}"
     assert CONFIG.get("html", {}).get("use_multitoc_numbering", True), \
         "numbering must continue across parts (use_multitoc_numbering)"
+
+
+#: The rendered page cuts code lines at about 80-90 characters: keep what the reader sees within it.
+PAGE_WIDTH = 88
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_code_cells_fit_the_page(path):
+    long = [(i, len(line)) for i, c in enumerate(_read(path).cells) if c.cell_type == "code"
+            and "remove-cell" not in _tags(c) for line in c.source.splitlines() if len(line) > PAGE_WIDTH]
+    assert not long, f"{path.name}: code lines wider than {PAGE_WIDTH} characters (cell, width): {long[:10]}"
