@@ -15,11 +15,17 @@ module             chapter
 ``gates``          5. Gates
 ``towers``         6. Towers and the whole model
 ``model``          6. Towers and the whole model (and 1. The paper)
-``fused``          Appendix: Performance (prediction in one fused pass)
-``train``          7. Training (``RowAdagrad``: Appendix: Performance)
+``dataset``        7. Training (in-memory data as tensors)
+``losses``         7. Training (task losses and L2)
+``train``          7. Training (``fit``)
+``inference``      7. Training (``predict``, ``evaluate``)
 ``inspect``        5. Gates, 7. Training
 ``checkpoint``     Appendix: When things go wrong
+``fast``           Appendix: Performance (the opt-in fast wing)
 =================  ==========================================
+
+``runtime`` (devices and seeds) serves every module. ``mm.fast`` is imported on first use:
+importing the package, or any taught module, never loads it.
 """
 from .data import (COLUMNS, DENSE_FEATURES, SPARSE_FEATURES, TASKS, DataError, load_byterec, load_byterec_sample,
                    split_by_row, write_byterec)
@@ -31,8 +37,10 @@ from .experts import Experts, StackedMLP
 from .gates import Gates, mix
 from .towers import Towers
 from .model import MMoE, MODELS, ModelConfig, ModelOutput, MultiTaskModel, OMoE, SharedBottom, build_model
-from . import fused
-from .train import History, RowAdagrad, TrainConfig, evaluate, fit, predict, task_losses
+from .losses import regularization, task_losses
+from .dataset import as_dataset
+from .inference import evaluate, predict
+from .train import History, TrainConfig, fit
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .inspect import (expert_utilization, gate_entropy, gate_weights, plot_architecture, plot_gate_distributions,
                       plot_gate_heatmap, plot_history)
@@ -40,3 +48,16 @@ from .source import show_source, source_of
 from . import synthetic
 
 __version__ = "0.1.0"
+
+# The fast wing loads on first use (PEP 562), so that `import mmoe_annotated` runs the taught code only.
+_LAZY = {"fast": ("mmoe_annotated.fast", None), "fused": ("mmoe_annotated.fast.fused", None),
+         "RowAdagrad": ("mmoe_annotated.fast.optim", "RowAdagrad")}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'mmoe_annotated' has no attribute {name!r}")
+    import importlib
+    module, attr = _LAZY[name]
+    value = importlib.import_module(module)
+    return getattr(value, attr) if attr else value

@@ -15,7 +15,8 @@ import pandas as pd
 
 from .features import FeatureEncoder
 from .model import MultiTaskModel
-from .train import History, predict
+from .inference import predict
+from .train import History
 
 __all__ = ["gate_weights", "expert_utilization", "gate_entropy", "plot_gate_heatmap", "plot_gate_distributions",
            "plot_history", "plot_architecture"]

@@ -211,7 +211,9 @@ class MultiTaskModel(nn.Module):
             g = h.new_ones(B, T, 1)  # (B, T, 1): every task reads the one bottom
             z = h.expand(B, T, h.shape[-1])  # (B, T, D)
         else:
-            g = self.gates(x).expand(B, T, self.num_experts)  # (B, T, E); OMoE's one gate serves all
+            g = self.gates(x)  # (B, G, E): G = T for MMoE, 1 for OMoE
+            if g.shape[1] != T:  # OMoE's one gate serves every task; a real copy, since bmm is
+                g = g.repeat(1, T, 1)  # about 10x slower on an expanded (stride-0) view. (B, T, E)
             z = mix(g, h)  # (B, T, D)
         return ModelOutput(self.towers(z), g)  # (B, T), (B, T, E)
 

@@ -19,7 +19,7 @@ import torch
 import mmoe_annotated as mm
 from mmoe_annotated import bench
 from mmoe_annotated.bench.ablation import AblatedMMoE, rowwise_mix
-from mmoe_annotated.train import _regularization
+from mmoe_annotated.losses import regularization
 
 HAS_DEEPCTR = find_spec("deepctr_torch") is not None
 # torch's own note when Adagrad updates a sparse embedding gradient
@@ -41,7 +41,9 @@ def test_benchmark_smoke_run_writes_the_schema(tmp_path):
     result = bench.run_benchmark(spec, json_path=out, log=lambda *a: None)
     saved = json.loads(out.read_text())
     assert saved["records"] == result["records"]
-    assert {r["impl"] for r in saved["records"]} == {"ours", "deepctr"}
+    runs = {(r["impl"], r["model"]) for r in saved["records"]}
+    assert runs == {("taught", "mmoe"), ("fast", "mmoe"), ("deepctr", "mmoe"), ("taught", "omoe"),
+                    ("taught", "shared_bottom")}
     for r in saved["records"]:
         assert set(bench.SCHEMA_KEYS) <= set(r), set(bench.SCHEMA_KEYS) - set(r)
         assert (r["batch_size"], r["emb_dim"], r["device"]) == (256, 4, "cpu")
@@ -49,38 +51,47 @@ def test_benchmark_smoke_run_writes_the_schema(tmp_path):
         assert r["train_samples_per_s"] > 0 and r["predict_samples_per_s"] > 0 and r["peak_rss_mb"] > 0
         assert 0.0 <= r["auc"] <= 1.0 and set(r["auc_per_task"]) == set(mm.TASKS)
         assert len(r["train_seconds"]) == len(r["predict_seconds"]) == 1
+        assert r["setup"] == {"taught": bench.core.TAUGHT_SETUP, "fast": bench.core.FAST_SETUP,
+                              "deepctr": bench.core.DEEPCTR_SETUP}[r["impl"]]
     meta = saved["meta"]
     assert meta["matmul_gflops"] > 0 and meta["data"]["rows"] == 600
     assert meta["data"]["tables"] == "catalog" and meta["spec"]["tables"] == "catalog"
     assert meta["machine"]["deepctr_torch"] == "0.3.0"
-    # every target is reported against a ratio computed from the two records
-    kinds = {t["what"] for t in saved["targets"]}
-    assert kinds == {"train", "predict", "peak_rss", "auc"}
-    ours, theirs = (next(r for r in saved["records"] if r["impl"] == i) for i in ("ours", "deepctr"))
-    predict = next(t for t in saved["targets"] if t["what"] == "predict")
-    assert predict["ratio"] == pytest.approx(ours["predict_samples_per_s"] / theirs["predict_samples_per_s"])
+    # every target is reported against a ratio computed from the records
+    kinds = {(t["impl"], t["what"]) for t in saved["targets"]}
+    assert kinds == {("fast", "train"), ("fast", "predict"), ("fast", "peak_rss"), ("fast", "auc"),
+                     ("taught", "train"), ("taught", "predict"), ("taught", "omoe_time")}
+    get = lambda impl, model="mmoe": next(r for r in saved["records"] if (r["impl"], r["model"]) == (impl, model))
+    for impl in ("fast", "taught"):
+        predict = next(t for t in saved["targets"] if (t["impl"], t["what"]) == (impl, "predict"))
+        assert predict["ratio"] == pytest.approx(get(impl)["predict_samples_per_s"] / get("deepctr")["predict_samples_per_s"])
+    omoe = next(t for t in saved["targets"] if t["what"] == "omoe_time")
+    assert omoe["ratio"] == pytest.approx(get("taught")["train_samples_per_s"] / get("taught", "omoe")["train_samples_per_s"])
+    assert omoe["met"] == (omoe["ratio"] <= bench.OMOE_WITHIN)
     table = bench.format_table(saved)
-    assert "ours" in table and "DeepCTR" in table and "GFLOP/s" in table
+    assert "taught" in table and "fast" in table and "DeepCTR" in table and "Shared-Bottom" in table
     assert f"sized for the catalog ({sum(meta['data']['vocab_sizes']):,} rows" in table
 
 
-def test_ours_only_run_has_no_ratios(tmp_path):
-    spec = bench.BenchSpec(rows=400, batch_sizes=(64,), emb_dims=(4,), impls=("ours",), repeats=1, threads=1)
+def test_a_run_without_deepctr_has_no_ratios(tmp_path):
+    spec = bench.BenchSpec(rows=400, batch_sizes=(64,), emb_dims=(4,), impls=("taught",), models=("mmoe",),
+                           repeats=1, threads=1)
     result = bench.run_benchmark(spec, log=lambda *a: None)
-    assert [r["impl"] for r in result["records"]] == ["ours"]
+    assert [(r["impl"], r["model"]) for r in result["records"]] == [("taught", "mmoe")]
     assert result["targets"] == []
-    assert "ours" in bench.format_table(result)
+    assert "taught" in bench.format_table(result)
 
 
-def test_block_rows_reaches_our_training_in_the_worker():
-    """``--block-rows`` is ours only; the worker's record says what it trained with."""
-    spec = bench.BenchSpec(rows=400, batch_sizes=(64,), emb_dims=(4,), impls=("ours",), repeats=1, threads=1,
+def test_block_rows_reaches_the_fast_training_in_the_worker():
+    """``--block-rows`` is the fast wing's only; the worker's record says what it trained with."""
+    spec = bench.BenchSpec(rows=400, batch_sizes=(64,), emb_dims=(4,), impls=("fast",), repeats=1, threads=1,
                            block_rows=16)
     result = bench.run_benchmark(spec, log=lambda *a: None)
     assert result["meta"]["spec"]["block_rows"] == 16
-    assert result["records"][0]["setup"] == result["meta"]["ours_setup"] == bench.core.ours_setup(16)
-    assert "epochs=1, block_rows=16)" in result["meta"]["ours_setup"]
-    assert bench.core.ours_setup(None) == bench.core.OURS_SETUP
+    assert result["records"][0]["setup"] == result["meta"]["fast_setup"] == bench.core.ours_setup("fast", 16)
+    assert "mm.fast.fit(block_rows=16)" in result["meta"]["fast_setup"]
+    assert bench.core.ours_setup("fast") == bench.core.FAST_SETUP
+    assert bench.core.ours_setup("taught", 16) == bench.core.TAUGHT_SETUP
 
 
 def test_bench_spec_and_cli_refuse_bad_input():
@@ -88,6 +99,10 @@ def test_bench_spec_and_cli_refuse_bad_input():
         bench.BenchSpec(block_rows=0)
     with pytest.raises(ValueError, match="impls"):
         bench.BenchSpec(impls=("tensorflow",))
+    with pytest.raises(ValueError, match="impls"):
+        bench.BenchSpec(impls=("ours",))  # the names are taught, fast and deepctr
+    with pytest.raises(ValueError, match="models"):
+        bench.BenchSpec(models=("omoe",))  # MMoE always runs
     with pytest.raises(ValueError, match="rows"):
         bench.BenchSpec(rows=10)
     with pytest.raises(ValueError, match="device"):
@@ -196,40 +211,40 @@ def test_ablation_smoke_run(tmp_path):
 
 
 def test_row_l2_from_the_forward_equals_a_second_lookup(encoded):
-    """fit reuses the forward's looked-up rows for row L2; the update must equal the plain recipe:
-    loss + L2 from a second lookup, then torch's Adagrad (sparse table) step."""
+    """The fast wing reuses the forward's looked-up rows for row L2; its update must equal the taught
+    recipe: loss + L2 from a second lookup, then torch's Adagrad (sparse table) step."""
     enc, x, y = encoded
     B = 48
     config = mm.ModelConfig(enc.features, sparse_embeddings=True, **SMALL)
     cfg = mm.TrainConfig(epochs=1, batch_size=B, embedding_l2=0.5, shuffle=False, progress=False)
     fitted = mm.MMoE(config)
-    mm.fit(fitted, (x.index(slice(0, B)), y[:B]), cfg)  # exactly one step
+    mm.fast.fit(fitted, (x.index(slice(0, B)), y[:B]), cfg)  # exactly one step
 
     manual = mm.MMoE(config)
     opt = torch.optim.Adagrad(manual.parameters(), lr=cfg.learning_rate)
     ids, dense = x.ids[:B], x.dense[:B]
     loss = mm.task_losses(manual(ids, dense).logits, y[:B], config.task_types).sum()
-    reg = _regularization(manual, cfg, ids)  # looks the rows up a second time
-    assert reg is not None and reg.item() > 0
+    reg = regularization(manual, cfg, ids)  # looks the rows up a second time
+    assert reg.item() > 0
     (loss + reg).backward()
     opt.step()
     for (name, p), q in zip(fitted.named_parameters(), manual.parameters()):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=name)
     # and the penalty really acted on the looked-up rows: without it the table ends elsewhere
     free = mm.MMoE(config)
-    mm.fit(free, (x.index(slice(0, B)), y[:B]), mm.TrainConfig(epochs=1, batch_size=B, embedding_l2=0.0,
-                                                                shuffle=False, progress=False))
+    mm.fast.fit(free, (x.index(slice(0, B)), y[:B]), mm.TrainConfig(epochs=1, batch_size=B, embedding_l2=0.0,
+                                                                     shuffle=False, progress=False))
     assert not torch.allclose(free.inputs.table.weight, fitted.inputs.table.weight, atol=1e-7, rtol=0)
 
 
-def test_fit_leaves_no_hook_behind(encoded):
+def test_fast_fit_leaves_no_hook_behind(encoded):
     enc, x, y = encoded
     model = mm.MMoE(mm.ModelConfig(enc.features, **SMALL))
-    mm.fit(model, (x.index(slice(0, 64)), y[:64]), mm.TrainConfig(epochs=1, batch_size=32, progress=False))
+    mm.fast.fit(model, (x.index(slice(0, 64)), y[:64]), mm.TrainConfig(epochs=1, batch_size=32, progress=False))
     assert not model.inputs._forward_hooks
     broken = mm.EncodedFeatures(x.ids[:64], torch.full_like(x.dense[:64], float("inf")))
     with pytest.raises(FloatingPointError):  # a fit that fails inside the loop removes it too
-        mm.fit(model, (broken, y[:64]), mm.TrainConfig(epochs=1, batch_size=32, progress=False))
+        mm.fast.fit(model, (broken, y[:64]), mm.TrainConfig(epochs=1, batch_size=32, progress=False))
     assert not model.inputs._forward_hooks
 
 
@@ -259,7 +274,9 @@ def test_a_gpu_run_is_judged_against_the_gpu_targets_and_says_which_gpu():
     judged = {(t["what"], t["required"]) for t in bench.targets_report(gpu)}
     assert ("train", 10.0) in judged and ("predict", 15.0) in judged  # TARGETS_CUDA
     assert not {("train", 3.5), ("predict", 2.5)} & judged  # not the CPU's bars
-    assert bench.targets_report(gpu) == gpu["targets"]  # what the run wrote is what the code computes
+    # what the run wrote is what the code computes (the run predates the taught path: "ours" is the fast wing)
+    assert [{k: v for k, v in t.items() if k != "impl"} for t in bench.targets_report(gpu)] == gpu["targets"]
+    assert {t["impl"] for t in bench.targets_report(gpu)} == {"fast"}
     table = bench.format_table(gpu)
     assert "GPU NVIDIA H200" in table and "float32 on the GPU" in table and "peak GPU memory" in table
     cpu_table = bench.format_table(bench.load_committed("bench_cpu"))

@@ -1,7 +1,7 @@
-"""Training and prediction on a CUDA device give what they give on the CPU.
+"""Training and prediction on a CUDA device give what they give on the CPU, on the taught path and
+in the fast wing (CUDA graphs, chunked copies).
 
-Most of these need a GPU and are skipped without one (CI has none); they were run on the GPU
-machine lent to issue 5 (see the appendix "Performance"). The argument checks run everywhere."""
+Most of these need a GPU and are skipped without one; the argument checks run everywhere."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import mmoe_annotated as mm
-from mmoe_annotated import fused
-from mmoe_annotated.train import GRAPH_MIN_BATCHES
+from mmoe_annotated.fast import fused
+from mmoe_annotated.fast import inference as fast_inference
+from mmoe_annotated.fast.inference import GRAPH_MIN_BATCHES
 
 from conftest import randomize_
 
@@ -44,9 +45,9 @@ def test_graphed_refuses_a_model_on_the_cpu():
 def test_prediction_in_chunks_gives_what_one_pass_gives(monkeypatch):
     x, _ = _data(1000, dtype=torch.float64)
     model = _model("mmoe", (6,), torch.float64)
-    want, want_gates = mm.predict(model, x, batch_size=64, return_gates=True)
-    monkeypatch.setattr(mm.train, "CHUNK_ROWS", 150)  # two batches of 64 per chunk, and a partial last chunk
-    got, got_gates = mm.predict(model, x, batch_size=64, return_gates=True)
+    want, want_gates = mm.fast.predict(model, x, batch_size=64, return_gates=True)
+    monkeypatch.setattr(fast_inference, "CHUNK_ROWS", 150)  # two batches of 64 per chunk, and a partial last chunk
+    got, got_gates = mm.fast.predict(model, x, batch_size=64, return_gates=True)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got_gates, want_gates)
 
@@ -56,13 +57,13 @@ def test_prediction_in_chunks_gives_what_one_pass_gives(monkeypatch):
                                                          ("shared_bottom", (), 150)])
 def test_prediction_on_the_gpu_replays_a_graph_and_matches_the_cpu(kind, gate_hidden, chunk_rows, monkeypatch):
     if chunk_rows:
-        monkeypatch.setattr(mm.train, "CHUNK_ROWS", chunk_rows)
+        monkeypatch.setattr(fast_inference, "CHUNK_ROWS", chunk_rows)
     batch = 64
     rows = batch * (GRAPH_MIN_BATCHES + 2) + 17  # enough full batches for the graph, and a partial last one
     x, _ = _data(rows, dtype=torch.float64)
     model = _model(kind, gate_hidden, torch.float64)
-    want, want_gates = mm.predict(model, x, batch_size=batch, return_gates=True, device="cpu")
-    got, got_gates = mm.predict(model, x, batch_size=batch, return_gates=True, device="cuda")
+    want, want_gates = mm.fast.predict(model, x, batch_size=batch, return_gates=True, device="cpu")
+    got, got_gates = mm.fast.predict(model, x, batch_size=batch, return_gates=True, device="cuda")
     assert got.shape == (rows, 2) and got_gates.shape == want_gates.shape
     assert np.ptp(want[:, 0]) > 1e-3  # the rows differ, so a repeated batch would show
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)  # float64 inside, float32 out
@@ -84,13 +85,14 @@ def test_a_replayed_graph_computes_each_new_batch():
 
 
 @needs_cuda
-def test_training_on_the_gpu_follows_the_cpu():
+@pytest.mark.parametrize("fit", [mm.fit, mm.fast.fit], ids=["taught", "fast"])
+def test_training_on_the_gpu_follows_the_cpu(fit):
     x, y = _data(2048, seed=2)
     cfg = dict(epochs=2, batch_size=128, optimizer="adagrad", embedding_l2=1e-5, embedding_l2_mode="rows",
                progress=False, seed=0)
     cpu, gpu = _model("mmoe"), _model("mmoe")
-    h_cpu = mm.fit(cpu, (x, y), mm.TrainConfig(**cfg, device="cpu"))
-    h_gpu = mm.fit(gpu, (x, y), mm.TrainConfig(**cfg, device="cuda"))
+    h_cpu = fit(cpu, (x, y), mm.TrainConfig(**cfg, device="cpu"))
+    h_gpu = fit(gpu, (x, y), mm.TrainConfig(**cfg, device="cuda"))
     assert h_cpu.records[-1]["train_loss"] < h_cpu.records[0]["train_loss"]  # it learned something
     for a, b in zip(h_cpu.records, h_gpu.records):
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-4

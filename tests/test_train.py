@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mmoe_annotated as mm
-from mmoe_annotated.train import _regularization
+from mmoe_annotated.losses import regularization
 
 from conftest import randomize_
 
@@ -79,7 +79,7 @@ def test_weight_l2_uses_parameter_roles(split):
     roles = model.parameter_roles()
     cfg = mm.TrainConfig(weight_l2=0.01, embedding_l2=0.0)
     expected = 0.01 * sum(w.square().sum() for w in roles["weights"])
-    torch.testing.assert_close(_regularization(model, cfg, ids), expected)
+    torch.testing.assert_close(regularization(model, cfg, ids), expected)
     # every weight matrix (experts, gate MLPs and output maps, tower MLPs and outputs) is in, biases and the table are out
     weight_ids = {id(p) for p in roles["weights"]}
     for module in (model.experts, model.gates.mlp, model.towers.mlp):
@@ -89,7 +89,7 @@ def test_weight_l2_uses_parameter_roles(split):
     assert id(model.inputs.table.weight) not in weight_ids and id(model.towers.bias) not in weight_ids
     # the gradient of the penalty alone reaches weights, never biases
     model.zero_grad()
-    _regularization(model, cfg, ids).backward()
+    regularization(model, cfg, ids).backward()
     assert all(p.grad is None or not p.grad.any() for p in roles["biases"] + roles["embedding"])
     assert all(p.grad is not None and p.grad.any() for p in roles["weights"])
 
@@ -99,14 +99,14 @@ def test_embedding_l2_modes(split):
     model = small_model(enc)
     ids = enc.transform(test.iloc[:16]).ids
     table = model.inputs.table.weight
-    reg = _regularization(model, mm.TrainConfig(embedding_l2=1e-3, embedding_l2_mode="table"), ids)
+    reg = regularization(model, mm.TrainConfig(embedding_l2=1e-3, embedding_l2_mode="table"), ids)
     torch.testing.assert_close(reg, 1e-3 * table.square().sum())
     rows = model.inputs.embed(ids).square().sum()
-    reg = _regularization(model, mm.TrainConfig(embedding_l2=1e-3, loss_reduction="sum"), ids)
+    reg = regularization(model, mm.TrainConfig(embedding_l2=1e-3, loss_reduction="sum"), ids)
     torch.testing.assert_close(reg, 1e-3 * rows)
-    reg = _regularization(model, mm.TrainConfig(embedding_l2=1e-3, loss_reduction="mean"), ids)
+    reg = regularization(model, mm.TrainConfig(embedding_l2=1e-3, loss_reduction="mean"), ids)
     torch.testing.assert_close(reg, 1e-3 * rows / 16)
-    assert _regularization(model, mm.TrainConfig(embedding_l2=0.0), ids) is None
+    assert regularization(model, mm.TrainConfig(embedding_l2=0.0), ids).item() == 0.0
 
 
 def test_evaluate_single_class_split_gives_nan_and_a_warning(split):
@@ -144,87 +144,6 @@ def test_predict_shapes(split, kind):
     x = enc.transform(frame)
     np.testing.assert_allclose(mm.predict(model, x), p, rtol=1e-6)  # EncodedFeatures in, same numbers
     assert mm.gate_weights(model, frame, encoder=enc).shape == g.shape
-
-
-@pytest.fixture
-def two_threads():
-    """Two intra-op threads for one test (conftest sets one for the whole run)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
-def _count_side_by_side(monkeypatch) -> list:
-    calls, real = [], mm.train._batches_side_by_side
-    monkeypatch.setattr(mm.train, "_batches_side_by_side", lambda *a: (calls.append(a[2]), real(*a))[1])
-    return calls
-
-
-@pytest.mark.parametrize("kind", ["mmoe", "omoe", "shared_bottom"])
-def test_small_batches_predict_side_by_side_with_the_numbers_of_one_thread(split, two_threads, monkeypatch, kind):
-    _, test, enc = split
-    torch.manual_seed(0)
-    model = mm.build_model(kind, mm.ModelConfig(enc.features, **SMALL))
-    randomize_(model)  # large weights: outputs that differ from row to row
-    calls = _count_side_by_side(monkeypatch)
-    real, threads_seen = mm.fused.batches, []
-    monkeypatch.setattr(mm.fused, "batches", lambda m: (threads_seen.append(torch.get_num_threads()), real(m))[1])
-    preds, gates = mm.predict(model, test, encoder=enc, batch_size=64, return_gates=True)  # 800 rows: 13 batches
-    metrics = mm.evaluate(model, test, encoder=enc, batch_size=64)
-    assert calls == [64, 64]  # both took the path
-    assert threads_seen == [1] * 4  # two workers per call, each running its operators on one thread
-    assert torch.get_num_threads() == 2  # the caller's thread keeps its two
-    if torch.backends.mkl.is_available():  # and so do its matrix multiplies
-        assert "mkl_get_max_threads() : 2" in torch.__config__.parallel_info()
-    torch.set_num_threads(1)
-    one_preds, one_gates = mm.predict(model, test, encoder=enc, batch_size=64, return_gates=True)
-    assert calls == [64, 64]  # one thread: batch after batch, as before
-    np.testing.assert_allclose(preds, one_preds, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(gates, one_gates, rtol=1e-5, atol=1e-7)
-    for task, values in mm.evaluate(model, test, encoder=enc, batch_size=64).items():
-        assert values == pytest.approx(metrics[task], rel=1e-6)
-    x = enc.transform(test)
-    with torch.inference_mode():  # every row, from the modules in one pass
-        want = model(x.ids, x.dense)
-    np.testing.assert_allclose(preds, torch.sigmoid(want.logits).numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(gates, want.gates.numpy(), rtol=1e-5, atol=1e-6)
-    assert preds.std(0).min() > 0.01  # not a comparison of constant outputs
-
-
-def test_side_by_side_only_for_small_batches_on_several_threads(split, two_threads, monkeypatch):
-    _, test, enc = split
-    model = small_model(enc)
-    calls = _count_side_by_side(monkeypatch)
-    big = mm.train.SIDE_BY_SIDE_ROWS + 1
-    whole = mm.predict(model, test, encoder=enc, batch_size=big)  # 800 rows: one batch
-    mm.predict(model, test.iloc[:64], encoder=enc, batch_size=64)  # one batch: nothing to share
-    assert calls == []
-    parts = mm.predict(model, test, encoder=enc, batch_size=1)  # 800 batches of one row
-    assert calls == [1]
-    np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-7)
-
-
-def test_an_error_in_a_side_by_side_batch_reaches_the_caller(split, two_threads, monkeypatch):
-    _, test, enc = split
-    model = small_model(enc)
-    real, ran = mm.fused.batches, []
-
-    def failing(model):
-        run = real(model)
-
-        def fails_on_the_third_batch(ids, dense):
-            ran.append(len(ids))
-            if len(ran) == 3:
-                raise RuntimeError("batch failed")
-            return run(ids, dense)
-        return fails_on_the_third_batch
-    monkeypatch.setattr(mm.fused, "batches", failing)
-    model.train()
-    with pytest.raises(RuntimeError, match="batch failed"):
-        mm.predict(model, test, encoder=enc, batch_size=32)  # 800 rows: 25 batches
-    assert len(ran) < 10  # the other thread stopped too, not after the remaining batches
-    assert torch.get_num_threads() == 2 and model.training  # both as they were before the call
 
 
 @pytest.mark.filterwarnings("ignore:Sparse invariant checks are implicitly disabled")  # torch's own note
@@ -304,60 +223,3 @@ def test_fit_input_errors(split):
         mm.TrainConfig(embedding_l2_mode="all")
     with pytest.raises(ValueError, match="optimizer"):
         mm.TrainConfig(optimizer="lion")
-
-
-BLOCK_SETTINGS = {
-    "mean, row L2": dict(),
-    "sum, row L2": dict(loss_reduction="sum", embedding_l2=1e-3),
-    "table L2, weight L2, adam": dict(embedding_l2=1e-3, embedding_l2_mode="table", weight_l2=1e-3, optimizer="adam"),
-    "sparse, task weights, sgd": dict(sparse=True, task_weights=(2.0, 0.5), optimizer="sgd", lr=0.5),
-    "sparse, RowAdagrad": dict(sparse=True, embedding_l2=1e-2),
-}
-
-
-@pytest.mark.filterwarnings("ignore:Sparse invariant checks are implicitly disabled")  # torch's own note
-@pytest.mark.parametrize("name", list(BLOCK_SETTINGS))
-def test_blocks_give_the_batch_update(split, name):
-    """A batch worked through in blocks (``block_rows``) gets the update of one pass over the whole
-    batch: the same weights and losses, while the model really runs once per block. Training on
-    batches the size of a block instead ends elsewhere (so the comparison can tell them apart)."""
-    settings = dict(BLOCK_SETTINGS[name])
-    sparse = settings.pop("sparse", False)
-    train, _, enc = split
-    train = train.iloc[:200]  # batches of 64: three full ones and one of 8 rows
-
-    def run(batch_size, block_rows):
-        torch.manual_seed(0)
-        model = small_model(enc, sparse_embeddings=sparse)
-        rows = []
-        model.register_forward_hook(lambda module, inputs, out: rows.append(out.logits.shape[0]))
-        cfg = mm.TrainConfig(batch_size=batch_size, block_rows=block_rows, epochs=2, **settings, **QUIET)
-        return model, mm.fit(model, train, cfg, encoder=enc), rows
-
-    whole, h_whole, rows_whole = run(64, 64)
-    blocks, h_blocks, rows_blocks = run(64, 24)
-    assert rows_whole == [64, 64, 64, 8] * 2
-    assert rows_blocks == ([24, 24, 16] * 3 + [8]) * 2
-    for (n, p), q in zip(whole.named_parameters(), blocks.parameters()):
-        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6, msg=lambda m: f"{n}: {m}")
-    for key in ("train_loss", "train_finish_loss", "train_like_loss"):
-        np.testing.assert_allclose(h_blocks[key], h_whole[key], rtol=1e-5)
-    smaller, _, _ = run(24, 24)
-    assert not all(torch.allclose(p, q, rtol=1e-4, atol=1e-6) for p, q in zip(whole.parameters(), smaller.parameters()))
-
-
-def test_blocks_by_default_on_cpu_only(split, monkeypatch):
-    """``block_rows=None``: blocks of ``CPU_BLOCK_ROWS`` on a CPU; a batch no larger runs in one pass."""
-    train, _, enc = split
-    monkeypatch.setattr(mm.train, "CPU_BLOCK_ROWS", 48)
-    model = small_model(enc)
-    rows = []
-    model.register_forward_hook(lambda module, inputs, out: rows.append(out.logits.shape[0]))
-    mm.fit(model, train.iloc[:160], mm.TrainConfig(batch_size=128, epochs=1, **QUIET), encoder=enc)
-    assert rows == [48, 48, 32, 32]
-    rows.clear()
-    mm.fit(model, train.iloc[:160], mm.TrainConfig(batch_size=40, epochs=1, **QUIET), encoder=enc)
-    assert rows == [40] * 4
-    for bad in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match="block_rows must be a whole number"):
-            mm.TrainConfig(block_rows=bad)

@@ -42,7 +42,7 @@ __all__ = ["ABLATIONS", "LoopExperts", "LoopGates", "rowwise_mix", "broadcast_mi
 
 #: Variant name -> what it changes (against the package's configuration, "ours").
 ABLATIONS = {
-    "ours": "the package: stacked experts/gates, bmm mixing, sparse gradients + row L2 + RowAdagrad, pre-built tensors",
+    "ours": "the taught path (mm.fit): stacked experts/gates, bmm mixing, sparse gradients + row L2 + Adagrad, pre-built tensors",
     "loop_experts": "experts and gates as separate nn.Linear stacks in a Python loop",
     "rowwise_mixing": "mixing by per-row matmul (B, 1, E) @ (B, E, D), once per task",
     "broadcast_mixing": "mixing by a broadcast multiply over (B, T, E, D) and a sum over E",

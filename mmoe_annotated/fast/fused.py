@@ -1,11 +1,13 @@
 """Prediction through one fused forward pass: the same numbers as ``model.forward``, faster.
 
+Part of the opt-in fast wing (:mod:`mmoe_annotated.fast`).
+
 Explained in the appendix "Performance" (``book/appendix_performance.ipynb``).
 
 :meth:`MultiTaskModel.forward <mmoe_annotated.model.MultiTaskModel.forward>` is the model the
 chapters explain: experts, gates, mixing and towers as modules that autograd can differentiate.
-When no gradient is wanted (:func:`~mmoe_annotated.train.predict` and
-:func:`~mmoe_annotated.train.evaluate`), :func:`forward` computes **the same numbers**
+When no gradient is wanted (:func:`~mmoe_annotated.fast.inference` and
+:func:`~mmoe_annotated.fast.evaluate`), :func:`forward` computes **the same numbers**
 (``tests/test_fused.py`` checks it for every kind of model, gate, tower and activation) with
 less work around the matrix multiplies:
 
@@ -42,16 +44,56 @@ Shape letters: ``B`` batch, ``I`` input width, ``E`` experts, ``G`` gates, ``T``
 """
 from __future__ import annotations
 
+import ast
+import hashlib
+import inspect
+import textwrap
 from typing import NamedTuple
 
 import torch
 
-from .experts import Experts
-from .gates import Gates
-from .model import ModelOutput, MultiTaskModel
-from .towers import Towers
+from ..experts import Experts, StackedMLP
+from ..gates import Gates, mix
+from ..model import ModelOutput, MultiTaskModel
+from ..towers import Towers
 
-__all__ = ["supports", "forward", "batches", "graphed"]
+__all__ = ["supports", "forward", "batches", "graphed", "MIRRORED", "code_digest"]
+
+#: The taught code this pass computes again, by name, with the digest of each function's code as
+#: the pass was written against it (its syntax tree without docstrings; comments never count).
+#: Where a function's code differs (a reader edited ``gates.py``, or a test patched
+#: ``Gates.forward``), :func:`supports` says so and the callers run ``model.forward`` instead.
+MIRRORED = {
+    "MultiTaskModel.forward": (lambda: MultiTaskModel.forward, "f1da8efdca8df99d"),
+    "StackedMLP.forward": (lambda: StackedMLP.forward, "3b19911d02ec7fbe"),
+    "Experts.forward": (lambda: Experts.forward, "e87988787693ec7e"),
+    "Gates.forward": (lambda: Gates.forward, "b9f509bea230f115"),
+    "mix": (lambda: mix, "ffb42014dad97f7b"),
+    "Towers.forward": (lambda: Towers.forward, "111e9c5c1ce94b22"),
+}
+
+_DIGESTS: dict = {}  # code object -> digest, so that each function is read and parsed once
+
+
+def code_digest(function) -> str:
+    """SHA-256 of ``function``'s syntax tree, without its docstring: equal for the same code."""
+    code = getattr(function, "__code__", None)
+    if code not in _DIGESTS:
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+        except (OSError, TypeError, SyntaxError):  # no source to read (a lambda in a REPL, a C function)
+            return "unknown"
+        body = tree.body[0].body if tree.body and hasattr(tree.body[0], "body") else []
+        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+            del body[0]  # the docstring
+        _DIGESTS[code] = hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()[:16]
+    return _DIGESTS[code]
+
+
+def changed_code() -> list[str]:
+    """The mirrored functions whose code is no longer the code this pass was written against."""
+    return [name for name, (get, want) in MIRRORED.items() if code_digest(get()) != want]
+
 
 def supports(model: MultiTaskModel) -> str | None:
     """``None`` when :func:`forward` computes exactly what ``model.forward`` does, else the reason
@@ -60,6 +102,9 @@ def supports(model: MultiTaskModel) -> str | None:
         return f"not a MultiTaskModel: {type(model).__name__}"
     if type(model).forward is not MultiTaskModel.forward:
         return f"{type(model).__name__} has its own forward"
+    changed = changed_code()
+    if changed:
+        return f"the taught code it mirrors has changed: {', '.join(changed)}"
     if (type(model.experts) is not Experts or type(model.towers) is not Towers
             or (model.gates is not None and type(model.gates) is not Gates)):
         return "experts, gates or towers were replaced by other modules"
@@ -286,7 +331,7 @@ def forward(model: MultiTaskModel, ids: torch.Tensor | None, dense: torch.Tensor
 
 def batches(model: MultiTaskModel):
     """A function ``(ids, dense) -> ModelOutput`` for many batches through the same, unchanging
-    weights (what :func:`~mmoe_annotated.train.predict` needs): the model is checked, the shared
+    weights (what :func:`~mmoe_annotated.fast.inference` needs): the model is checked, the shared
     first layer's weight matrix assembled and the working tensors allocated once, not once per
     batch. The outputs of each call are new tensors, never overwritten by a later call. Do not
     change the weights or the model while using it."""
@@ -327,7 +372,7 @@ def graphed(model: MultiTaskModel, batch_size: int, ids_like: torch.Tensor | Non
     Returns a function ``(ids, dense) -> ModelOutput`` that copies the batch into the graph's input
     tensors and replays the graph: a handful of launches per batch instead of one per kernel. The
     outputs it returns are the graph's own tensors, **overwritten by the next call**: copy them out
-    first (as :func:`~mmoe_annotated.train.predict` does, into its result). Do not change the
+    first (as :func:`~mmoe_annotated.fast.inference` does, into its result). Do not change the
     weights or the model while using it."""
     _check(model)
     device = next(model.parameters()).device
