@@ -271,7 +271,7 @@ PROCESS_PHRASES = re.compile(
     r"\bissues?\b|\bthis round\b|\b(?:previous|last|next|earlier|later|first|second) round\b|\bround \d"
     r"|\bscratch\b|\bbuild machine\b|\brun logs?\b|\bshared (?:\d-core )?machine\b|\bour (?:\w+ )?machine\b"
     r"|\bmachine was (?:busy|available|lent|free)\b|\bwhile (?:it|the machine) was available\b"
-    r"|\bhelpers?\b|\bthe lead\b|\bbudget of device time\b|\bwe were lent\b",
+    r"|\bhelper (?:sessions?|engineers?)\b|\bthe lead\b|\bbudget of device time\b|\bwe were lent\b",
     re.IGNORECASE)
 READER_PAGES = [*NOTEBOOKS, *sorted(BOOK.glob("*.md")), ROOT / "README.md"]
 

@@ -84,6 +84,8 @@ def _shown_source_lines(source: str, ns: dict) -> int:
             shown = eval(call, {**ns, "_show": show_source})
         except NameError:  # defined in the notebook: its lines are on the page already
             continue
+        except Exception as exc:  # noqa: BLE001 - name the call that cannot be measured
+            raise ValueError(f"cannot measure {ast.unparse(node)}: {type(exc).__name__}: {exc}") from exc
         text = shown if isinstance(shown, str) else shown.data
         total += sum(bool(line.strip()) for line in text.splitlines())
     return total
