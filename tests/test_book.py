@@ -372,3 +372,14 @@ def test_code_cells_fit_the_page(path):
     long = [(i, len(line)) for i, c in enumerate(_read(path).cells) if c.cell_type == "code"
             and "remove-cell" not in _tags(c) for line in c.source.splitlines() if len(line) > PAGE_WIDTH]
     assert not long, f"{path.name}: code lines wider than {PAGE_WIDTH} characters (cell, width): {long[:10]}"
+
+
+OUTSIDE_PATHS = re.compile(r"""["'](?:\.\./|/work/|/home/|/tmp/|~/)|os\.environ|\bshared/data\b""")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_read_nothing_outside_the_package_and_the_book(path):
+    # Data comes from the installed package (mm.load_example, mm.load_byterec_sample, committed
+    # results) or is written by the notebook itself into a temporary folder it creates.
+    hits = [i for i, c in enumerate(_code_cells(_read(path))[1:], start=1) if OUTSIDE_PATHS.search(c.source)]
+    assert not hits, f"{path.name}: code cells {hits} reach for files outside the package and the book"
