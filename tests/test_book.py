@@ -85,8 +85,9 @@ def test_colab_configured_once():
         f"repository.url must be a GitHub repository URL (Colab opens notebooks from GitHub): {url!r}"
     assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
     assert CONFIG["repository"]["branch"]
+    # The buttons open the Jupyter-friendly copies in colab/ (tests/test_colab_notebooks.py);
     # "." would give Colab links like .../blob/main/./book/x.ipynb
-    assert CONFIG["repository"]["path_to_book"] in ("", None)
+    assert CONFIG["repository"]["path_to_book"] == "colab"
 
 
 def test_build_excludes_and_pytest_skips_build_outputs():
