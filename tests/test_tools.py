@@ -130,7 +130,9 @@ def test_student_notebook_strips_solutions_and_keeps_the_colab_cell():
 def test_student_notebook_refuses_an_untagged_solution():
     nb = _exercise_notebook()
     nb.cells[8].metadata["tags"] = []  # the prose solution, tag forgotten
-    with pytest.raises(make_student.StudentEditionError, match=r"t.ipynb: cell \d+ .*not tagged"):
+    # named as Jupyter lists it: the 9th cell, 1-based, with its first line
+    with pytest.raises(make_student.StudentEditionError,
+                       match=r"t.ipynb: cell 9 \(markdown, starts '```\{solution\} ex-b'\) .*not tagged"):
         make_student.student_notebook(nb, "t.ipynb")
 
 
@@ -141,29 +143,75 @@ def test_student_notebook_requires_the_colab_cell_first():
         make_student.student_notebook(nb, "t.ipynb")
 
 
+def _solution_lines(nb, elsewhere):
+    """Distinctive lines of the worked solutions (code and prose) of a chapter: long lines that
+    no cell outside a solution holds."""
+    lines = set()
+    for cell in nb.cells:
+        if make_student.is_solution(cell):
+            lines |= {l.strip() for l in cell.source.splitlines()
+                      if len(l.strip()) > 25 and "{solution" not in l}
+    return {l for l in lines if l not in elsewhere}
+
+
 def test_student_edition_of_the_real_book(tmp_path):
-    """`make student` on the chapters as they stand: no solution survives, nothing else is lost."""
-    book = REPO / "book"
-    assert make_student.main([str(book), str(tmp_path)]) == 0
-    for path in sorted(book.glob("*.ipynb")):
+    """`make student` on the chapters as they stand: a repository with no solution and no book/."""
+    dest = tmp_path / "student"
+    (dest / ".git").mkdir(parents=True)  # a checkout of the student repository survives
+    (dest / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (dest / "notes.txt").write_text("someone else's folder")
+    with pytest.raises(SystemExit, match="was not written by make_student"):
+        make_student.main([str(dest), "--root", str(REPO)])
+    (dest / "notes.txt").unlink()
+    assert make_student.main([str(dest), "--root", str(REPO), "--student-repo",
+                              "https://github.com/teacher/course", "--student-ref", "spring"]) == 0
+    assert (dest / ".git" / "HEAD").is_file()
+    assert not (dest / "book").exists()
+    assert list(dest.rglob("*.md")) == [dest / "README.md"], "no book sources"
+    assert (dest / "pyproject.toml").is_file() and (dest / "mmoe_annotated" / "__init__.py").is_file()
+    readme = (dest / "README.md").read_text()
+    chapters = sorted((REPO / "book").glob("*.ipynb"))
+    assert sorted(p.name for p in dest.glob("*.ipynb")) == [p.name for p in chapters]
+    elsewhere = "\n".join(c.source for p in chapters for c in nbformat.read(p, as_version=4).cells
+                          if not make_student.is_solution(c))
+    # every text a student can read: the notebooks' cells, the README, the package sources
+    everything = "\n".join([c.source for p in dest.glob("*.ipynb")
+                            for c in nbformat.read(p, as_version=4).cells]
+                           + [p.read_text() for p in dest.rglob("*") if p.suffix in (".md", ".py")])
+    for path in chapters:
         nb = nbformat.read(path, as_version=4)
-        student = nbformat.read(tmp_path / path.name, as_version=4)
-        kept = [c.source for c in nb.cells if not make_student.is_solution(c)]
-        assert [c.source for c in student.cells if c.source != make_student.PLACEHOLDER] == kept
-        for i, cell in enumerate(student.cells):
-            assert not make_student.SOLUTION_DIRECTIVE.search(cell.source), (path.name, i)
-            if cell.cell_type == "code":
-                assert cell.outputs == []
+        assert f"https://colab.research.google.com/github/teacher/course/blob/spring/{path.name}" in readme
+        leaked = _solution_lines(nb, elsewhere)
+        assert leaked or not any(map(make_student.is_solution, nb.cells)), path.name
+        for line in leaked:
+            assert line not in everything, f"{path.name}: solution line leaked: {line!r}"
+        student = nbformat.read(dest / path.name, as_version=4)
+        text = "\n".join(c.source for c in student.cells)
+        assert "Solution to Exercise" not in text and "{solution" not in text and "{exercise}" not in text
+        n_ex = sum("{exercise}" in c.source for c in nb.cells)
+        assert len(re.findall(r"^#### Exercise \d", text, re.M)) == n_ex, path.name
+        assert text.count(make_student.PLACEHOLDER.strip()) == n_ex, path.name
         code = [c for c in student.cells if c.cell_type == "code"]
-        if any(c.cell_type == "code" for c in nb.cells):
-            assert "google.colab" in code[0].source, path.name
+        assert code[0].source.endswith('"mmoe-annotated @ git+https://github.com/teacher/course@spring"')
+        assert all(c.outputs == [] for c in code)
+    make_student.check_edition(dest)
+
+
+def test_student_edition_without_a_student_repository_installs_from_the_book(tmp_path, capsys):
+    assert make_student.main([str(tmp_path / "s"), "--root", str(REPO)]) == 0
+    out = capsys.readouterr().out
+    assert "also holds the solutions" in out
+    cfg = yaml.safe_load((REPO / "_config.yml").read_text())["repository"]
+    nb = nbformat.read(tmp_path / "s" / "05_gates.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert f'git+{cfg["url"]}@{cfg["branch"]}"' in code[0].source
 
 
 # ----------------------------------------------------------------------------- repoint
 
 @pytest.fixture
 def book_copy(tmp_path):
-    for name in ("_config.yml", "README.md", "CONTRIBUTING.md"):
+    for name in ("_config.yml", "_toc.yml", "README.md", "CONTRIBUTING.md", "pyproject.toml"):
         shutil.copy(REPO / name, tmp_path / name)
     shutil.copytree(REPO / "book", tmp_path / "book")
     # one chapter with an install cell that had drifted from _config.yml
@@ -194,9 +242,9 @@ def test_repoint_rewrites_config_and_every_install_cell(book_copy):
     urls = {}
     for path in sorted((book_copy / "book").glob("*.ipynb")):
         urls[path.name] = repoint.install_urls(nbformat.read(path, as_version=4))
-    assert urls["zz_drifted.ipynb"] == [new]
+    assert urls["zz_drifted.ipynb"] == [f"{new}@spring"]
     assert sum(map(len, urls.values())) >= 2
-    assert all(u == new for us in urls.values() for u in us)
+    assert all(u == f"{new}@spring" for us in urls.values() for u in us)
     old_colab = "colab.research.google.com/github/" + old.split("github.com/")[1] + "/blob/main/"
     new_colab = "colab.research.google.com/github/teacher/mmoe-course/blob/spring/"
     readme = (book_copy / "README.md").read_text()
@@ -207,7 +255,8 @@ def test_repoint_rewrites_config_and_every_install_cell(book_copy):
         assert old not in now.replace(new, "")
         if path.name not in ("zz_drifted.ipynb", "_config.yml"):
             # nothing but the URL and the Colab links changed
-            assert now.replace(new, old).replace(new_colab, old_colab) == text, path
+            back = now.replace(new_colab, old_colab).replace(new, old)
+            assert back.replace(f"{old}@spring", f"{old}@main") == text, path
     assert set(changed) == {p for p, t in before.items() if p.read_text() != t}
 
 
@@ -220,12 +269,33 @@ def test_repoint_refuses_a_repository_colab_cannot_open(book_copy):
     assert (book_copy / "_config.yml").read_text() == config
 
 
-def test_make_fork_cli_reports_changes(book_copy, capsys):
-    assert repoint.main(["https://github.com/a/b", "--root", str(book_copy)]) == 0
+def test_make_fork_cli_reports_changes_and_refreshes_generated_notebooks(book_copy, capsys):
+    shutil.copytree(REPO / "mmoe_annotated", book_copy / "mmoe_annotated")
+    for name in ("LICENSE", "LICENSE-text"):
+        shutil.copy(REPO / name, book_copy / name)
+    assert make_student.main([str(book_copy / "student"), "--root", str(book_copy)]) == 0
+    assert repoint.main(["https://github.com/a/b", "--root", str(book_copy), "--branch", "fall"]) == 0
     out = capsys.readouterr().out
-    assert "-> https://github.com/a/b" in out and "_config.yml" in out
+    assert "-> https://github.com/a/b at fall" in out and "_config.yml" in out
+    assert "Colab notebooks written again" in out and "student/ written again" in out
+    want = '"mmoe-annotated @ git+https://github.com/a/b@fall"'
+    for folder in ("colab/book", "student"):
+        nb = nbformat.read(book_copy / folder / "05_gates.ipynb", as_version=4)
+        assert [c for c in nb.cells if c.cell_type == "code"][0].source.endswith(want), folder
+    assert "github/a/b/blob/fall/colab/book/01_paper.ipynb" in (book_copy / "colab" / "README.md").read_text()
+    # a student/ folder that make_student did not write is left alone, with a warning
+    shutil.rmtree(book_copy / "student")
+    (book_copy / "student").mkdir()
+    (book_copy / "student" / "05_gates.ipynb").write_text("{}")
+    assert repoint.main(["--root", str(book_copy), "--branch", "v0.1.0"]) == 0
+    out = capsys.readouterr().out
+    assert "https://github.com/a/b -> https://github.com/a/b at v0.1.0" in out
+    assert "WARNING: student/ was not written by `make student`" in out
+    assert (book_copy / "student" / "05_gates.ipynb").read_text() == "{}"
     with pytest.raises(SystemExit, match="repoint: REPO must look like"):
         repoint.main(["ftp://x", "--root", str(book_copy)])
+    with pytest.raises(SystemExit, match="repoint: BRANCH must be a git branch or tag"):
+        repoint.main(["--root", str(book_copy), "--branch", "a b"])
 
 
 # ----------------------------------------------------------------------------- browser_check

@@ -40,7 +40,7 @@ import yaml
 
 REGENERATE = "make colab"
 INSTALL_TEMPLATE = (
-    "# Colab only: install the companion package from the book's repository.\n"
+    "# Colab only: install the companion package, mmoe-annotated.\n"
     "import sys\n"
     "if \"google.colab\" in sys.modules:\n"
     "    %pip install -q \"mmoe-annotated @ git+{url}@{ref}\"")
@@ -108,8 +108,8 @@ def load_settings(root):
     return Settings(root, url, str(repo.get("branch", "main")), out, colab)
 
 
-def install_cell_source(settings):
-    return INSTALL_TEMPLATE.format(url=settings.url, ref=settings.ref)
+def install_cell_source(settings, url=None, ref=None):
+    return INSTALL_TEMPLATE.format(url=url or settings.url, ref=ref or settings.ref)
 
 
 # ----------------------------------------------------------------------------- table of contents
@@ -188,6 +188,10 @@ class Book:
     titles: dict             # docname -> first heading
     targets: dict            # (label)= target -> docname
     notebooks: tuple = ()    # docnames that have a Colab notebook
+    link: object = None      # docname -> URL of its notebook (None: the Colab copy's link)
+
+    def link_to(self, docname):
+        return self.link(docname) if self.link else self.settings.colab_link(docname)
 
 
 class Converter:
@@ -239,9 +243,8 @@ class Converter:
         if name == "doc":
             doc = self._resolve_doc(target)
             title = text if explicit else self.book.titles.get(doc, doc)
-            if doc in self.book.notebooks:
-                return f"[{title}]({self.book.settings.colab_link(doc)})"
-            return title
+            url = self.book.link_to(doc) if doc in self.book.notebooks else None
+            return f"[{title}]({url})" if url else title
         if name == "math":
             return f"${body}$"
         if name in ("code", "literal", "file", "command", "kbd", "samp"):
@@ -433,10 +436,11 @@ def is_install_cell(cell):
     return cell.cell_type == "code" and "google.colab" in cell.source and "%pip" in cell.source
 
 
-def convert_notebook(book, docname):
-    """The Colab notebook for `docname` (a notebook of the book)."""
-    src = book.settings.root / f"{docname}.ipynb"
-    nb = nbformat.read(src, as_version=4)
+def convert_notebook(book, docname, nb=None, install=None):
+    """The Colab notebook for `docname` (a notebook of the book, or `nb` in its place), with
+    `install` (default: the book's install cell) as its first code cell."""
+    if nb is None:
+        nb = nbformat.read(book.settings.root / f"{docname}.ipynb", as_version=4)
     out = copy.deepcopy(nb)
     conv = Converter(book, docname)
     cells, install_done = [], False
@@ -452,7 +456,7 @@ def convert_notebook(book, docname):
                 if not is_install_cell(cell):
                     raise ConversionError(f"{conv.where}: the first code cell is not the Colab "
                                           "install cell (see CONTRIBUTING.md)")
-                cell.source = install_cell_source(book.settings)
+                cell.source = install or install_cell_source(book.settings)
                 install_done = True
             cell.outputs, cell.execution_count = [], None
         cells.append(cell)
