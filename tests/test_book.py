@@ -120,7 +120,8 @@ def test_notebook_committed_without_outputs(path):
     nb = _read(path)
     dirty = [i for i, c in enumerate(nb.cells)
              if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
-    assert not dirty, f"{path.name}: cells {dirty} carry outputs or execution counts; strip them"
+    assert not dirty, (f"{path.name}: cells {[i + 1 for i in dirty]} (counting from 1, markdown "
+                       "cells included) carry outputs or execution counts; run `make strip`")
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
 
 

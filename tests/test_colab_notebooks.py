@@ -28,6 +28,7 @@ def load_tool(name):
 
 
 colab = load_tool("colab_notebooks")
+repoint = load_tool("repoint")
 browser_check = load_tool("browser_check")
 SETTINGS = colab.load_settings(REPO)
 NOTEBOOK_PAGES = [d for d, _ in colab.toc_documents(REPO) if (REPO / f"{d}.ipynb").is_file()]
@@ -110,6 +111,23 @@ def test_colab_exercises_numbered_and_solutions_follow(doc):
     assert all(re.fullmatch(r"\d+(\.\d+)?", n) for n in numbers), numbers
     solutions = re.findall(r"^#### Solution to Exercise (\S+)$", text, re.M)
     assert set(solutions) <= set(numbers)
+
+
+def test_every_install_cell_uses_the_configured_repository_and_ref():
+    """One place, _config.yml, sets the repository and the branch or tag of every install."""
+    want = f"{SETTINGS.url}@{SETTINGS.ref}"
+    for path in sorted((REPO / "book").glob("*.ipynb")) + sorted((REPO / SETTINGS.out).rglob("*.ipynb")):
+        got = repoint.install_urls(nbformat.read(path, as_version=4))
+        assert got == [want], (f"{path.relative_to(REPO)} installs {got}, _config.yml says {want}: "
+                               f"run `make fork REPO={SETTINGS.url} BRANCH={SETTINGS.ref}`")
+
+
+def test_a_release_tag_is_the_package_version():
+    """Pinned to a release (`make pin REF=v...`), the tag must be the one of this version."""
+    version = re.search(r'^version\s*=\s*"([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M)[1]
+    if re.fullmatch(r"v?\d+(\.\d+)+\S*", SETTINGS.ref):
+        assert SETTINGS.ref == f"v{version}", (
+            f"_config.yml pins {SETTINGS.ref}, but pyproject.toml's version is {version}")
 
 
 def test_plain_commonmark_check_catches_myst():
@@ -231,3 +249,19 @@ def test_check_cli_names_the_command(tmp_path, capsys):
     assert "run `make colab`" in capsys.readouterr().err
     assert colab.main(["--root", str(tmp_path)]) == 0
     assert colab.main(["--root", str(tmp_path), "--check"]) == 0
+
+
+def test_check_html_compares_the_built_book_with_the_notebooks(tmp_path):
+    ex = "```{{exercise}} {t}\n:label: {l}\n\nBody.\n```"
+    _mini_book(tmp_path, {"one": [ex.format(t="It's `A`", l="ex-a"), ex.format(t="B", l="ex-b")]},
+               [{"caption": "Core", "numbered": True, "chapters": [{"file": "book/one"}]}])
+    colab.write(tmp_path)
+    page = tmp_path / "html" / "book" / "one.html"
+    page.parent.mkdir(parents=True)
+    title = ('<p class="admonition-title"><span class="caption-number">Exercise {n} </span> '
+             '({t})</p>')
+    page.write_text(title.format(n="1.1", t="It\u2019s <code>A</code>") + title.format(n="1.2", t="B"))
+    assert colab.check_html(tmp_path, tmp_path / "html") == []
+    page.write_text(title.format(n="1", t="It\u2019s A") + title.format(n="2", t="B"))
+    problems = colab.check_html(tmp_path, tmp_path / "html")
+    assert len(problems) == 1 and "the HTML book shows [('1', \"It's A\"), ('2', 'B')]" in problems[0]

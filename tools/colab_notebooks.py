@@ -510,12 +510,54 @@ def stale(root):
     return [f"{settings.out}/{p}" for p in diff]
 
 
+def html_exercises(html):
+    """[(number, title)] of the exercises on a page of the built HTML book."""
+    import html as html_lib
+    found = []
+    for m in re.finditer(r'<p class="admonition-title"><span class="caption-number">Exercise '
+                         r'([^<]*?)\s*</span>\s*(.*?)</p>', html, re.S):
+        title = html_lib.unescape(re.sub(r"<[^>]+>", "", m.group(2))).strip()
+        found.append((m.group(1).strip(), re.sub(r"^\((.*)\)$", r"\1", title, flags=re.S)))
+    return found
+
+
+def check_html(root, html_dir):
+    """Problems where the built HTML book and the Colab notebooks number exercises differently."""
+    settings = load_settings(root)
+    _, notebooks = load_book(root)
+    problems = []
+    quotes = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"'})
+    for doc in notebooks:
+        page = Path(html_dir) / f"{doc}.html"
+        if not page.is_file():
+            problems.append(f"{page}: missing (build the book first)")
+            continue
+        html = [(n, t.translate(quotes)) for n, t in html_exercises(page.read_text())]
+        nb = nbformat.read(Path(root) / settings.out / f"{doc}.ipynb", as_version=4)
+        ours = [(m.group(1), re.sub(r"[`*]", "", m.group(2)).strip())
+                for c in nb.cells if c.cell_type == "markdown"
+                for m in re.finditer(r"^#### Exercise (\S+) — (.+)$", c.source, re.M)]
+        if html != ours:
+            problems.append(f"{doc}: the HTML book shows {html}, {settings.out}/{doc}.ipynb {ours}")
+    return problems
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default=".", help="the book's root (holds _config.yml, _toc.yml)")
     ap.add_argument("--check", action="store_true", help="only check that the folder is current")
+    ap.add_argument("--check-html", metavar="DIR", help="check that the built book (DIR, e.g. "
+                    "_build/html) numbers and titles the exercises as the notebooks do")
     args = ap.parse_args(argv)
     try:
+        if args.check_html:
+            problems = check_html(args.root, args.check_html)
+            for p in problems:
+                print(f"colab_notebooks: {p}", file=sys.stderr)
+            if problems:
+                return 1
+            print("colab_notebooks: the HTML book and the Colab notebooks number every exercise alike")
+            return 0
         if args.check:
             diff = stale(args.root)
             if diff:
