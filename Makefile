@@ -22,9 +22,9 @@ JOBS   ?= 2
 # wheel index first (on Linux, PyPI's torch is the CUDA build, several GB; see README.md).
 TORCH_INDEX ?=
 $(STAMP): requirements.txt requirements-test.txt pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "make: the pinned \
-	  requirements need Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) --version 2>&1). \
-	  Run make PYTHON=python3.11 (or newer)."; exit 2; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "make: the pinned requirements need Python 3.11 or newer;" \
+	    "$(PYTHON) is $$($(PYTHON) --version 2>&1). Try: make PYTHON=python3.11"; exit 2; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(if $(TORCH_INDEX),$(PY) -m pip install -q --disable-pip-version-check \
 	  "$$(grep -E '^torch==' requirements.txt)" --index-url $(TORCH_INDEX))
