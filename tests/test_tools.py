@@ -318,17 +318,20 @@ def test_browser_check_catches_what_a_reader_would_see(tmp_path, capsys):
     """A tiny site with one good page and one page per defect: each defect is reported."""
     root = tmp_path
     (root / "_config.yml").write_text(
-        "repository:\n  url: https://github.com/o/r\n  path_to_book: ''\n  branch: main\n"
+        "repository:\n  url: https://github.com/o/r\n  path_to_book: colab\n  branch: main\n"
         "launch_buttons:\n  colab_url: https://colab.research.google.com\n")
     html = root / "_build" / "html"
     shutil.copytree(FETCHED_MATHJAX, html / "_static" / "_mathjax")
     (html / "book").mkdir()
     (html / "_images").mkdir()
     (html / "_images" / "dot.png").write_bytes(PNG_1x1)
-    colab = "https://colab.research.google.com/github/o/r/blob/main/book/good.ipynb"
+    colab = "https://colab.research.google.com/github/o/r/blob/main/colab/book/good.ipynb"
     (root / "book").mkdir()
-    for name in ("good", "nocolab"):
+    (root / "colab" / "book").mkdir(parents=True)
+    for name in ("good", "nocolab", "nocopy"):
         (root / "book" / f"{name}.ipynb").write_text("{}")
+        if name != "nocopy":  # the Colab copy `make colab` writes; missing for nocopy
+            (root / "colab" / "book" / f"{name}.ipynb").write_text("{}")
     pages = {
         "index.html": '<meta http-equiv="Refresh" content="0; url=book/good.html" />',
         "book/good.html": _page(
@@ -349,6 +352,7 @@ def test_browser_check_catches_what_a_reader_would_see(tmp_path, capsys):
             '(most recent call last): shown on purpose</pre></div></div>'),
         "book/badlink.html": _page('<a href="nowhere.html">x</a><a href="other.html#nope">y</a>'),
         "book/nocolab.html": _page("<p>A notebook page without its button.</p>"),
+        "book/nocopy.html": _page(f'<a href="{colab.replace("good", "nocopy")}">Colab</a>'),
     }
     for rel, text in pages.items():
         (html / rel).write_text(text)
@@ -379,8 +383,11 @@ def test_browser_check_catches_what_a_reader_would_see(tmp_path, capsys):
     assert any("nowhere.html (no such file" in p for p in bad), out
     assert any("no #nope on book/other.html" in p for p in bad), out
     assert any(p.startswith("no Colab button") for p in report["book/nocolab.html"]), out
+    assert report["book/nocopy.html"] == [
+        "FAIL", "the Colab button opens colab/book/nocopy.ipynb, which is not in the repository "
+        "(run `make colab`)"], out
     assert report["book/other.html"] == [], out  # not a notebook: no button needed
-    assert "4 passed, 6 failed" in out, out  # 9 pages over HTTP + 1 from file://
+    assert "4 passed, 7 failed" in out, out  # 10 pages over HTTP + 1 from file://
     shots = {p.name for p in (tmp_path / "shots").glob("*.png")}
     assert {"book__good.png", "book__good--math.png", "file--book__good.png"} <= shots
 
