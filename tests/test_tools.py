@@ -424,3 +424,26 @@ def test_teaching_page_sorts_every_exercise():
         for label in labels:
             assert label in listed, (f"book/teaching.md does not list exercise {label} of {stem}; "
                                      "add it to the 'Exercises for labs' table")
+
+
+# ----------------------------------------------------------------------------- standalone_check
+
+def test_colab_and_oldest_version_sets_follow_pyproject():
+    """The Colab-versions check tests what pyproject.toml promises: its lower bounds, and Colab's
+    versions inside the allowed ranges."""
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+    standalone = load_tool("standalone_check")
+    deps = {Requirement(d).name: Requirement(d).specifier for d in
+            tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    for name, pins in (("colab", standalone.COLAB), ("oldest", standalone.OLDEST)):
+        got = dict(p.split("==") for p in pins)
+        assert set(got) == set(deps) - {"torch"}, (name, sorted(got), sorted(deps))
+        for pkg, version in got.items():
+            assert deps[pkg].contains(version), f"{name}: {pkg}=={version} is outside {deps[pkg]}"
+            if name == "oldest":
+                lower = [Version(s.version) for s in deps[pkg] if s.operator == ">="]
+                assert lower and Version(version) == lower[0], (
+                    f"{pkg}: pyproject.toml allows {deps[pkg]}, the oldest-versions check installs "
+                    f"{version}; update OLDEST in tools/standalone_check.py")
