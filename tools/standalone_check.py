@@ -38,6 +38,9 @@ COLAB = ("numpy==2.1.3", "pandas==2.2.3", "scikit-learn==1.6.1", "matplotlib==3.
 # wheel for this Python (torch excepted: see above).
 OLDEST = ("numpy==1.24.0", "pandas==2.0.0", "scikit-learn==1.3.0", "matplotlib==3.7.0",
           "tqdm==4.60.0")
+# The kernel stack of both: Colab's IPython and ipykernel (a current IPython drops names that
+# matplotlib 3.7 imports, so the newest kernel cannot stand in for an old environment).
+KERNEL = ("ipython==7.34.0", "ipykernel==6.17.1")
 VERSION_SETS = {"colab": COLAB, "oldest": OLDEST, "pinned": None}
 
 # Runs inside the fresh environment: execute one notebook in its own folder.
@@ -121,7 +124,7 @@ def build_env(repo, work, python, versions="pinned"):
         run(pip + ["-c", str(constraints), str(wheels[0]), "ipykernel", "nbclient", "nbformat"])
     else:
         torch = [l for l in frozen.splitlines() if l.lower().startswith("torch==")]
-        run(pip + [*VERSION_SETS[versions], *torch, "ipykernel", "nbclient", "nbformat"])
+        run(pip + [*VERSION_SETS[versions], *torch, *KERNEL, "nbclient", "nbformat"])
         before = installed(vpy)
         # As the notebooks' first cell does in Colab: the package by URL, nothing else named.
         run(pip + [f"mmoe-annotated @ {wheels[0].resolve().as_uri()}"])
@@ -132,7 +135,7 @@ def build_env(repo, work, python, versions="pinned"):
                      "installed (Colab would reinstall them): " + ", ".join(changed))
         wanted = {s.split("==")[0]: s.split("==")[1] for s in VERSION_SETS[versions]}
         print("standalone_check: " + versions + " versions: " + ", ".join(
-            f"{n} {after.get(n)}" for n in [*wanted, "torch"]))
+            f"{n} {after.get(n)}" for n in [*wanted, "torch", "ipython", "ipykernel"]))
     print(f"standalone_check: fresh venv with the wheel in {time.monotonic() - t:.1f} s")
     return vpy
 
