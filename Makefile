@@ -76,7 +76,7 @@ colab: $(STAMP)
 
 # Outputs of chapters run in Jupyter; the repository keeps notebooks without them.
 strip: $(STAMP)
-	$(VENV)/bin/jupyter nbconvert --clear-output --inplace --log-level=WARN book/*.ipynb
+	$(PY) tools/strip_outputs.py book/*.ipynb
 
 test-package: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) --dist loadfile tests

@@ -447,3 +447,22 @@ def test_colab_and_oldest_version_sets_follow_pyproject():
                 assert lower and Version(version) == lower[0], (
                     f"{pkg}: pyproject.toml allows {deps[pkg]}, the oldest-versions check installs "
                     f"{version}; update OLDEST in tools/standalone_check.py")
+
+
+# ----------------------------------------------------------------------------- strip_outputs
+
+def test_strip_clears_what_a_run_adds_and_keeps_tags(tmp_path):
+    strip_outputs = load_tool("strip_outputs")
+    nb = _exercise_notebook()
+    nb.cells[2].metadata["execution"] = {"iopub.status.idle": "2026-01-01T00:00:00Z"}
+    clean = _exercise_notebook()
+    clean.cells[2].outputs, clean.cells[2].execution_count = [], None
+    for i, c in enumerate(nb.cells):
+        c["id"] = clean.cells[i]["id"] = f"c{i}"
+    nbformat.write(nb, tmp_path / "run.ipynb")
+    nbformat.write(clean, tmp_path / "clean.ipynb")
+    before_clean = (tmp_path / "clean.ipynb").read_text()
+    assert strip_outputs.main([str(tmp_path / "run.ipynb"), str(tmp_path / "clean.ipynb")]) == 0
+    assert (tmp_path / "run.ipynb").read_text() == before_clean
+    assert (tmp_path / "clean.ipynb").read_text() == before_clean
+    assert nbformat.read(tmp_path / "run.ipynb", as_version=4).cells[1].metadata["tags"] == ["remove-cell"]
