@@ -455,8 +455,10 @@ def test_strip_clears_what_a_run_adds_and_keeps_tags(tmp_path):
     strip_outputs = load_tool("strip_outputs")
     nb = _exercise_notebook()
     nb.cells[2].metadata["execution"] = {"iopub.status.idle": "2026-01-01T00:00:00Z"}
+    nb.metadata["language_info"] = {"name": "python", "version": "3.11.7", "file_extension": ".py"}
     clean = _exercise_notebook()
     clean.cells[2].outputs, clean.cells[2].execution_count = [], None
+    clean.metadata["language_info"] = {"name": "python"}
     for i, c in enumerate(nb.cells):
         c["id"] = clean.cells[i]["id"] = f"c{i}"
     nbformat.write(nb, tmp_path / "run.ipynb")

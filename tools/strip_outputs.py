@@ -1,7 +1,8 @@
 """Clear what running a notebook adds: `make strip` (the repository keeps notebooks without it).
 
-Outputs, execution counts, and the timing metadata Jupyter and nbconvert write into each cell
-(`metadata.execution`); tags and everything else stay. Files that hold nothing to clear are not
+Outputs, execution counts, the timing metadata Jupyter and nbconvert write into each cell
+(`metadata.execution`), and the kernel's details in `language_info` (its name stays); tags and
+everything else stay. Files that hold nothing to clear are not
 rewritten.
 """
 
@@ -22,6 +23,10 @@ def strip(nb):
         if "execution" in cell.metadata:
             del cell.metadata["execution"]
             changed = True
+    info = nb.metadata.get("language_info")
+    if info and set(info) - {"name"}:
+        nb.metadata["language_info"] = {"name": info.get("name", "python")}
+        changed = True
     return changed
 
 
