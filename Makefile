@@ -1,7 +1,8 @@
 # The Annotated Multi-Task Ranker: two commands do everything on a fresh machine.
 #   make book   builds the HTML book into _build/html (executes every chapter)
 #   make test   runs every test: package tests, every notebook (nbval), the -W book build,
-#               the real-browser check of every page, every chapter alone in a fresh venv
+#               the real-browser check of every page, every chapter alone in a fresh venv with
+#               Colab's library versions, and again with the oldest versions pyproject.toml allows
 #   make colab     write colab/book/*.ipynb, the notebooks the Colab buttons open (commit them)
 #   make student [STUDENT_REPO=https://github.com/you/course-student] [STUDENT_BRANCH=main]
 #                  the student edition, without solutions, in student/ (its own repository)
@@ -111,7 +112,8 @@ experiments: $(STAMP)
 test-colab-html: book
 	$(PY) tools/colab_notebooks.py --check-html _build/html
 
-test: chromium mathjax test-package test-notebooks book test-browser test-colab-html test-standalone
+test: chromium mathjax test-package test-notebooks book test-browser test-colab-html test-standalone \
+	test-oldest
 
 clean:
 	rm -rf _build .pytest_cache
