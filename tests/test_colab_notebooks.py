@@ -119,7 +119,7 @@ def test_every_install_cell_uses_the_configured_repository_and_ref():
     for path in sorted((REPO / "book").glob("*.ipynb")) + sorted((REPO / SETTINGS.out).rglob("*.ipynb")):
         got = repoint.install_urls(nbformat.read(path, as_version=4))
         assert got == [want], (f"{path.relative_to(REPO)} installs {got}, _config.yml says {want}: "
-                               f"run `make fork REPO={SETTINGS.url} BRANCH={SETTINGS.ref}`")
+                               f"run `make pin REF={SETTINGS.ref}` (rewrites every install cell and colab/)")
 
 
 def test_a_release_tag_is_the_package_version():
