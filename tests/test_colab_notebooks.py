@@ -52,13 +52,16 @@ def rendered_problems(markdown):
     if re.search(r"\{[\w:-]+\}(<code>|`)", re.sub(r"<pre>.*?</pre>", " ", html, flags=re.S)):
         problems.append("a MyST role ({name}`...`)")
     # Prose only: drop code blocks and spans and the tags; math stays for the TeX check.
-    prose = re.sub(r"<pre>.*?</pre>|<code>.*?</code>", " ", html, flags=re.S)
-    prose = re.sub(r"<[^>]+>", "", prose)
+    prose_html = re.sub(r"<pre>.*?</pre>|<code>.*?</code>", " ", html, flags=re.S)
+    prose = re.sub(r"<[^>]+>", "", prose_html)
     for pattern, what in MYST_LEFTOVERS:
         if pattern.search(prose):
             problems.append(what)
-    no_math = re.sub(r"\$\$.+?\$\$|\$[^$\n]+?\$", " ", prose, flags=re.S)
-    tex = re.search(r"\\[A-Za-z]+", no_math)
+    # Jupyter's MathJax typesets $$...$$ and $...$, the latter across line breaks within a
+    # paragraph, never across paragraphs, list items, headings or table cells.
+    no_math = re.sub(r"\$\$.+?\$\$", " ", prose_html, flags=re.S)
+    no_math = re.sub(r"\$(?:(?!</(?:p|li|h\d|blockquote|td|th)>)[^$])+?\$", " ", no_math)
+    tex = re.search(r"\\[A-Za-z]+", re.sub(r"<[^>]+>", "", no_math))
     if tex:
         problems.append(f"raw TeX outside $...$: {tex.group(0)}")
     return problems
@@ -134,10 +137,12 @@ def test_plain_commonmark_check_catches_myst():
     """Each construct the HTML book renders but Jupyter does not is caught."""
     for bad in ["```{exercise} T\n:label: ex-a\nDo it.\n```",
                 "See {cite}`ma2018mmoe`.", "(sec-x)=\n# X", ":::{note}\nx\n:::",
-                "The sum \\sum_i g_i is raw.", "{ref}`ex-a`"]:
+                "The sum \\sum_i g_i is raw.", "{ref}`ex-a`",
+                "A $x$ and a \\alpha.\n\nNo $y\n\nacross \\beta$ paragraphs."]:
         assert rendered_problems(bad), bad
     ok = ("#### Exercise 5.1 — Gates\n\nThe $f^k(x) = \\sum_i g^k(x)_i f_i(x)$ mix,\n\n"
           "$$\n\\operatorname{softmax}(W x)\n$$\n\n`{cite}` in code is fine, and so is\n\n"
+          "inline math $a \\times\nb_1 + c_2$ over a line break, and\n\n"
           "```python\nx = r\"\\alpha\"\n```")
     assert rendered_problems(ok) == []
 
