@@ -468,3 +468,18 @@ def test_strip_clears_what_a_run_adds_and_keeps_tags(tmp_path):
     assert (tmp_path / "run.ipynb").read_text() == before_clean
     assert (tmp_path / "clean.ipynb").read_text() == before_clean
     assert nbformat.read(tmp_path / "run.ipynb", as_version=4).cells[1].metadata["tags"] == ["remove-cell"]
+
+
+def test_a_refused_student_edition_leaves_the_previous_one(book_copy):
+    shutil.copytree(REPO / "mmoe_annotated", book_copy / "mmoe_annotated")
+    dest = book_copy / "student"
+    assert make_student.main([str(dest), "--root", str(book_copy)]) == 0
+    before = sorted(p.name for p in dest.iterdir())
+    path = book_copy / "book" / "05_gates.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    i = next(k for k, c in enumerate(nb.cells) if "{solution-start}" in c.source)
+    nb.cells[i].metadata["tags"] = []
+    nbformat.write(nb, path)
+    with pytest.raises(SystemExit, match=rf"05_gates.ipynb: cell {i + 1} \(markdown"):
+        make_student.main([str(dest), "--root", str(book_copy)])
+    assert sorted(p.name for p in dest.iterdir()) == before

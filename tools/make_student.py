@@ -128,6 +128,21 @@ def write_edition(root, dest, student_repo=None, student_ref="main"):
     student_book = colab.Book(book.settings, book.bib, book.numbers, book.titles, book.targets,
                               book.notebooks, link=link or (lambda doc: None))
 
+    removed, rows, outputs = 0, [], {}
+    for doc in notebooks:  # all in memory first: a refused notebook leaves the old edition
+        src = root / f"{doc}.ipynb"
+        nb = nbformat.read(src, as_version=4)
+        stripped = student_notebook(nb, name=f"{doc}.ipynb")
+        removed += sum(map(is_solution, nb.cells))
+        out = colab.convert_notebook(student_book, doc, nb=stripped, install=install)
+        out.metadata["generated_from"] = f"{doc}.ipynb (make student; solutions removed)"
+        out.metadata["colab"]["name"] = f"{Path(doc).name}.ipynb"
+        name = f"{Path(doc).name}.ipynb"
+        outputs[name] = out
+        url = link(doc) if link else None
+        rows.append(f"| {book.titles[doc]} | [{name}]({url}) |" if url else
+                    f"| {book.titles[doc]} | `{name}` |")
+
     # Replace the previous edition, keeping a git checkout of the student repository.
     if dest.exists():
         leftovers = [p for p in dest.iterdir() if p.name not in (".git", STAMP)]
@@ -138,21 +153,8 @@ def write_edition(root, dest, student_repo=None, student_ref="main"):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     dest.mkdir(parents=True, exist_ok=True)
 
-    removed, rows = 0, []
-    for doc in notebooks:
-        src = root / f"{doc}.ipynb"
-        nb = nbformat.read(src, as_version=4)
-        stripped = student_notebook(nb, name=f"{doc}.ipynb")
-        removed += sum(map(is_solution, nb.cells))
-        out = colab.convert_notebook(student_book, doc, nb=stripped, install=install)
-        out.metadata["generated_from"] = f"{doc}.ipynb (make student; solutions removed)"
-        out.metadata["colab"]["name"] = f"{Path(doc).name}.ipynb"
-        name = f"{Path(doc).name}.ipynb"
+    for name, out in outputs.items():
         nbformat.write(out, dest / name)
-        url = link(doc) if link else None
-        rows.append(f"| {book.titles[doc]} | [{name}]({url}) |" if url else
-                    f"| {book.titles[doc]} | `{name}` |")
-
     for f in PACKAGE_FILES:
         if (root / f).is_file():
             shutil.copy(root / f, dest / f)
