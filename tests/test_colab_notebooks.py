@@ -89,6 +89,20 @@ def test_colab_buttons_open_the_generated_notebooks():
         assert target.is_file(), f"the Colab button of {doc} opens {target}, which `make colab` did not write"
 
 
+def test_direct_colab_links_open_generated_notebooks():
+    """Colab links written out in the docs open a notebook of the configured branch that exists."""
+    pattern = re.compile(r"colab\.research\.google\.com/github/" + re.escape(SETTINGS.owner_repo)
+                         + r"/blob/([^/\s]+)/([^\s`)\]>\"']+)")
+    found = 0
+    for path in [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "book").glob("*.md"))]:
+        for ref, target in pattern.findall(path.read_text()):
+            found += 1
+            assert ref == SETTINGS.ref, f"{path.name}: a Colab link opens {ref}, _config.yml says {SETTINGS.ref}"
+            assert target.startswith(f"{SETTINGS.out}/") and (REPO / target).is_file(), \
+                f"{path.name}: a Colab link opens {target}, not a notebook `make colab` wrote"
+    assert found, "README.md shows a direct Colab link"
+
+
 @pytest.mark.parametrize("doc", NOTEBOOK_PAGES)
 def test_colab_notebook_renders_in_plain_commonmark(doc):
     nb = nbformat.read(REPO / SETTINGS.out / f"{doc}.ipynb", as_version=4)
