@@ -22,6 +22,7 @@ What the model does with them (the feature specs and the input layer) is in
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -41,30 +42,67 @@ NUM_RESERVED = 3
 # Column encoders
 # ---------------------------------------------------------------------------
 
+def _float_keys(arr: np.ndarray) -> np.ndarray:
+    """Keys of float64 values: whole numbers as integers ("42", never "42.0"), NaN -> None."""
+    keys = np.empty(len(arr), dtype=object)
+    missing = np.isnan(arr)
+    whole = np.isfinite(arr) & (arr == np.floor(arr))
+    small = whole & (np.abs(arr) < 2**63)
+    keys[small] = arr[small].astype(np.int64).astype(str)
+    keys[whole & ~small] = [str(int(v)) for v in arr[whole & ~small]]  # exact, as Python's int() gives it
+    other = ~whole & ~missing  # fractions and infinities
+    keys[other] = arr[other].astype(str)
+    keys[missing] = None
+    return keys
+
+
 def _as_keys(values: pd.Series) -> pd.Series:
-    """Canonical string keys, so that 42, 42.0 and "42" are one category; missing -> NaN."""
+    """Canonical string keys, so that 42, 42.0 and "42" are one category; missing -> None.
+
+    The same value gives the same key whatever holds it: an int, float, nullable ``Int64``
+    or ``Float64`` column, an ``object`` column of Python or NumPy numbers, a ``category``
+    column (with or without missing values) or a string column. Strings are kept as they
+    are ("007" stays "007")."""
+    if isinstance(values.dtype, pd.CategoricalDtype):  # key the categories once, then look them up by code
+        categories = _as_keys(pd.Series(values.cat.categories)).to_numpy(dtype=object)
+        codes = values.cat.codes.to_numpy()
+        keys = np.empty(len(codes), dtype=object)
+        keys[codes >= 0] = categories[codes[codes >= 0]]
+        return pd.Series(keys, index=values.index, dtype=object)
     if pd.api.types.is_float_dtype(values):
-        arr = values.to_numpy(dtype=np.float64, na_value=np.nan)
-        keys = np.empty(len(arr), dtype=object)
-        whole = np.isfinite(arr) & (arr == np.floor(arr)) & (np.abs(arr) < 2**53)
-        keys[whole] = arr[whole].astype(np.int64).astype(str)
-        other = ~whole & ~np.isnan(arr)
-        keys[other] = arr[other].astype(str)
-        keys[np.isnan(arr)] = None
+        return pd.Series(_float_keys(values.to_numpy(dtype=np.float64, na_value=np.nan)), index=values.index,
+                         dtype=object)
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in ("integer", "string", "empty"):
+        # cells may mix ints, floats and strings: key the floats as floats
+        cells = values.to_numpy(dtype=object)
+        missing = pd.isna(cells)
+        floats = np.fromiter((isinstance(v, (float, np.floating)) for v in cells), dtype=bool,
+                             count=len(cells)) & ~missing
+        keys = np.empty(len(cells), dtype=object)
+        keys[floats] = _float_keys(cells[floats].astype(np.float64))
+        keys[~floats & ~missing] = [str(v) for v in cells[~floats & ~missing]]
         return pd.Series(keys, index=values.index, dtype=object)
     return values.astype(str).where(values.notna())
 
 
 class Vocabulary:
-    """Value -> id map learned on training data. Unseen values map to ``OOV``, missing to ``MISSING``."""
+    """Value -> id map learned on training data. Unseen values map to ``OOV``, missing to ``MISSING``.
+
+    ``expected_oov`` is the share of new rows expected to fall to OOV, estimated from the
+    training column (Good-Turing: rows whose value occurs once stand for values not seen
+    yet, plus rows of values rarer than ``min_count``). :meth:`FeatureEncoder.transform`
+    warns when far more than that falls to OOV: usually a column whose format changed."""
 
     kind = "vocab"
 
-    def __init__(self, values: Sequence[str] = ()):
+    def __init__(self, values: Sequence[str] = (), expected_oov: float | None = None):
         self.values = list(values)
-        self._index = pd.Index(self.values)
+        self._index = pd.Index(self.values, dtype=object)
         if not self._index.is_unique:
             raise ValueError("vocabulary values must be unique (a damaged encoder state?)")
+        if expected_oov is not None and not (isinstance(expected_oov, (int, float)) and 0 <= expected_oov <= 1):
+            raise ValueError(f"expected_oov must be a share in [0, 1] or None, got {expected_oov!r}")
+        self.expected_oov = None if expected_oov is None else float(expected_oov)
 
     @classmethod
     def fit(cls, column: pd.Series, min_count: int = 1) -> "Vocabulary":
@@ -73,7 +111,10 @@ class Vocabulary:
         keys = _as_keys(column).dropna()
         # Most frequent first, ties by first appearance: ids are stable and readable.
         counts = keys.value_counts(sort=True)
-        return cls(list(counts.index[counts.to_numpy() >= min_count]))
+        n = counts.to_numpy()
+        rows = max(int(n.sum()), 1)
+        expected = min(1.0, (int(n[n == 1].sum()) + int(n[n < min_count].sum() if min_count > 1 else 0)) / rows)
+        return cls(list(counts.index[n >= min_count]), expected_oov=round(expected, 6))
 
     @property
     def size(self) -> int:
@@ -87,7 +128,7 @@ class Vocabulary:
         return ids
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "values": self.values}
+        return {"kind": self.kind, "values": self.values, "expected_oov": self.expected_oov}
 
 
 class HashBuckets:
@@ -141,7 +182,8 @@ class MinMax:
 
     def transform(self, column: np.ndarray) -> np.ndarray:
         span = self.high - self.low
-        return (column - self.low) / span if span > 0 else np.zeros_like(column)
+        with np.errstate(over="ignore"):  # far outside the training range overflows: the caller checks
+            return (column - self.low) / span if span > 0 else np.zeros_like(column)
 
     def to_dict(self) -> dict:
         return {"low": self.low, "high": self.high}
@@ -166,6 +208,9 @@ class FeatureEncoder:
     dense_fill:
         What to do with NaN or infinite dense values: ``None`` (default) raises
         :class:`DataError`; a number replaces them with that (raw, pre-scaling) value.
+        A finite value so far outside the training range that it overflows float32 once
+        scaled always raises :class:`DataError` naming the column and row (never clipped:
+        such a value is almost always a unit or parsing error upstream).
     min_count:
         A vocabulary keeps values seen at least this often in training; rarer values map
         to OOV. The default 1 keeps every value, as ``LabelEncoder`` does, which leaves the
@@ -246,6 +291,10 @@ class FeatureEncoder:
         self.encoders = {c: (HashBuckets.fit(df[c], self.hash_buckets[c]) if c in self.hash_buckets
                              else Vocabulary.fit(df[c], self.min_count)) for c in self.sparse}
         self.scalers = {c: MinMax.fit(self._dense_values(df, c)) for c in self.dense}
+        for c, scaler in self.scalers.items():
+            if not math.isfinite(scaler.high - scaler.low):
+                raise DataError(f"the training range [{scaler.low!r}, {scaler.high!r}] is too wide to scale: "
+                                "its span overflows float64; clip or drop the extreme values", column=c)
         return self
 
     @property
@@ -271,14 +320,52 @@ class FeatureEncoder:
         self._require(df)
         ids = None
         if self.sparse:
-            ids = torch.from_numpy(np.stack([self.encoders[c].transform(df[c]) for c in self.sparse], axis=1)
+            columns = [self.encoders[c].transform(df[c]) for c in self.sparse]
+            for c, col in zip(self.sparse, columns):
+                self._warn_if_mostly_oov(c, col)
+            ids = torch.from_numpy(np.stack(columns, axis=1)
                                    if len(df) else np.zeros((0, len(self.sparse)), dtype=np.int64))  # (B, F)
         dense = None
         if self.dense:
-            cols = [self.scalers[c].transform(self._dense_values(df, c)) for c in self.dense]
-            dense = torch.from_numpy(np.stack(cols, axis=1).astype(np.float32)
+            cols = [self._scaled(df, c) for c in self.dense]
+            dense = torch.from_numpy(np.stack(cols, axis=1)
                                      if len(df) else np.zeros((0, len(self.dense)), dtype=np.float32))  # (B, N)
         return EncodedFeatures(ids, dense)
+
+    def _scaled(self, df: pd.DataFrame, col: str) -> np.ndarray:
+        """Scaled float32 values the model reads. A finite value far outside the training range can
+        overflow once scaled and cast (inf, then NaN predictions): that raises, naming the row."""
+        raw = self._dense_values(df, col)
+        with np.errstate(over="ignore"):
+            scaled = self.scalers[col].transform(raw).astype(np.float32)
+        bad = ~np.isfinite(scaled)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            scaler = self.scalers[col]
+            raise DataError(f"{int(bad.sum())} value(s) too large for the model, first at row {row} (index "
+                            f"{df.index[row]!r}): {float(raw[row])!r}, min-max scaled with the training range "
+                            f"[{scaler.low!r}, {scaler.high!r}], lies beyond float32's range (about 3.4e38); "
+                            "clip or drop such values, or refit the encoder on data that holds them",
+                            column=col)
+        return scaled
+
+    #: A column warns when at least this many of its values are present, more than half fall
+    #: to OOV, and that share exceeds the vocabulary's ``expected_oov`` by ``OOV_WARN_MARGIN``.
+    OOV_WARN_MIN_ROWS = 20
+    OOV_WARN_MARGIN = 0.25
+
+    def _warn_if_mostly_oov(self, col: str, ids: np.ndarray) -> None:
+        vocab = self.encoders[col]
+        present = int((ids != MISSING).sum())
+        if not isinstance(vocab, Vocabulary) or present < self.OOV_WARN_MIN_ROWS:
+            return
+        share = int((ids == OOV).sum()) / present
+        expected = 0.5 if vocab.expected_oov is None else vocab.expected_oov
+        if share > 0.5 and share > expected + self.OOV_WARN_MARGIN:
+            warnings.warn(f"column {col!r}: {share:.0%} of {present} values are not in the training vocabulary "
+                          f"and map to OOV (the training data suggests about {expected:.0%}); check that the "
+                          "column holds the same kind of values as in training (type, format, prefix)",
+                          RuntimeWarning, stacklevel=3)
 
     def fit_transform(self, df: pd.DataFrame) -> EncodedFeatures:
         return self.fit(df).transform(df)
@@ -300,7 +387,8 @@ class FeatureEncoder:
                       hash_buckets=state["hash_buckets"], dense_fill=state["dense_fill"],
                       min_count=state.get("min_count", 1))
             for c, e in state["encoders"].items():
-                enc.encoders[c] = (Vocabulary(e["values"]) if e["kind"] == "vocab" else HashBuckets(e["buckets"]))
+                enc.encoders[c] = (Vocabulary(e["values"], e.get("expected_oov")) if e["kind"] == "vocab"
+                                   else HashBuckets(e["buckets"]))
             for c, s in state["scalers"].items():
                 enc.scalers[c] = MinMax(s["low"], s["high"])
         except (KeyError, TypeError) as exc:

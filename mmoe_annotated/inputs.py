@@ -126,8 +126,21 @@ class InputLayer(nn.Module):
         """Look up every field at once: ``(B, F)`` int64 ids -> ``(B, F, K)`` vectors."""
         return self.table(ids + self.offsets)  # (B, F, K)
 
+    def _dense_name(self, col: int) -> str:
+        """The dense feature that column ``col`` of ``dense`` belongs to."""
+        for f in self.dense_features:
+            if col < f.dim:
+                return f.name if f.dim == 1 else f"{f.name}[{col}]"
+            col -= f.dim
+        raise IndexError(col)
+
     def check(self, ids: torch.Tensor | None, dense: torch.Tensor | None) -> None:
-        """Clear errors for inputs that would otherwise fail deep inside torch."""
+        """Clear errors for inputs that would otherwise fail deep inside torch, or give NaN.
+
+        ``fit``, ``predict`` and ``evaluate`` call this once on all their rows: ids in range,
+        shapes, and dense values finite (an infinite input makes every prediction NaN).
+        Calling the model directly skips the value checks, which would cost a device sync
+        per batch."""
         if self.num_fields:
             if ids is None:
                 raise ValueError(f"the model has {self.num_fields} sparse features but got ids=None")
@@ -150,6 +163,14 @@ class InputLayer(nn.Module):
                 raise ValueError(f"the model has {self.dense_dim} dense inputs but got dense=None")
             if dense.dim() != 2 or dense.shape[1] != self.dense_dim:
                 raise ValueError(f"dense must have shape (B, {self.dense_dim}), got {tuple(dense.shape)}")
+            if dense.numel() and dense.is_floating_point():
+                finite = torch.isfinite(dense)  # (B, N)
+                if not bool(finite.all()):
+                    row, col = (int(i) for i in torch.nonzero(~finite)[0])
+                    raise ValueError(f"dense input {self._dense_name(col)!r}: {int((~finite).sum())} value(s) "
+                                     f"are NaN or infinite, first at row {row} ({float(dense[row, col])}); the "
+                                     "model would predict NaN. Encode raw values with a fitted FeatureEncoder "
+                                     "(it refuses them, naming the column) or replace them first")
         if self.num_fields and self.dense_dim and ids.shape[0] != dense.shape[0]:
             raise ValueError(f"ids and dense disagree on the batch size: {ids.shape[0]} vs {dense.shape[0]}")
 

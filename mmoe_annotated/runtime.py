@@ -44,12 +44,21 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device 'mps' was asked for, but Apple's MPS backend is not available here; "
                          "use device='cpu'")
+    if dev.type == "meta":  # shapes without values: everything would "work" and nothing could predict
+        raise ValueError("device 'meta' holds tensor shapes but no values, so a model there cannot train "
+                         "or predict; use 'cpu' or 'cuda'")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        backend = getattr(torch, dev.type, None)
+        available = getattr(backend, "is_available", None)
+        if not (callable(available) and available()):
+            raise ValueError(f"device {str(dev)!r} was asked for, but this torch has no usable "
+                             f"{dev.type!r} backend here; use 'cpu' or 'cuda'")
     return dev
 
 
 def parse_device(device) -> torch.device:
     """``torch.device(device)`` with a plain error for strings torch does not know."""
     try:
-        return torch.device(device or "cpu")
+        return torch.device("cpu" if device is None or device == "" else device)
     except (RuntimeError, TypeError, ValueError) as exc:
         raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from exc

@@ -229,8 +229,9 @@ def check_finite(objective: torch.Tensor, model: MultiTaskModel, epoch: int, ste
     if bool(torch.isfinite(objective)):
         return
     broken = non_finite_parameters(model)
-    cause = (f"the weights {broken} stopped being finite in the update before this step"
-             if broken else "the weights are finite, so the inputs or labels of this batch are extreme")
+    biggest = max(float(p.detach().abs().max()) for p in model.parameters())
+    cause = (f"the weights {broken} stopped being finite in the update before this step" if broken else
+             f"the weights are finite (the largest is {biggest:.3g}), so this batch overflowed the forward pass")
     raise FloatingPointError(f"epoch {epoch}, step {step}: the training objective is {objective.item()}; "
                              f"{cause}; lower the learning rate or check the inputs")
 

@@ -85,8 +85,9 @@ def test_colab_configured_once():
         f"repository.url must be a GitHub repository URL (Colab opens notebooks from GitHub): {url!r}"
     assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
     assert CONFIG["repository"]["branch"]
+    # The buttons open the Jupyter-friendly copies in colab/ (tests/test_colab_notebooks.py);
     # "." would give Colab links like .../blob/main/./book/x.ipynb
-    assert CONFIG["repository"]["path_to_book"] in ("", None)
+    assert CONFIG["repository"]["path_to_book"] == "colab"
 
 
 def test_build_excludes_and_pytest_skips_build_outputs():
@@ -119,7 +120,8 @@ def test_notebook_committed_without_outputs(path):
     nb = _read(path)
     dirty = [i for i, c in enumerate(nb.cells)
              if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
-    assert not dirty, f"{path.name}: cells {dirty} carry outputs or execution counts; strip them"
+    assert not dirty, (f"{path.name}: cells {[i + 1 for i in dirty]} (counting from 1, markdown "
+                       "cells included) carry outputs or execution counts; run `make strip`")
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
 
 

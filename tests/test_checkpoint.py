@@ -166,22 +166,24 @@ def test_flipped_bytes_in_weights_are_caught(tmp_path, trained):
     name = next(iter(payload["state_dict"]))
     payload["state_dict"][name] = payload["state_dict"][name] + 1.0
     torch.save(payload, path)
-    with pytest.raises(mm.CheckpointError, match="checksum"):
+    with pytest.raises(mm.CheckpointError, match="damaged.*checksum"):
         mm.load_checkpoint(path)
 
 
 def _rewrite_manifest(path, **changes):
+    """What another version or a buggy writer would save: a changed manifest with a checksum that fits it."""
     payload = torch.load(path, weights_only=True)
     manifest = json.loads(payload["manifest"])
     manifest.update(changes)
     payload["manifest"] = json.dumps(manifest)
+    payload["sha256"] = ckpt_mod._digest(payload["manifest"], payload["state_dict"])
     torch.save(payload, path)
 
 
 def test_newer_format_says_upgrade(saved):
     path, _, _ = saved
     _rewrite_manifest(path, format_version=ckpt_mod.FORMAT_VERSION + 1, package_version="9.0.0")
-    with pytest.raises(mm.CheckpointError, match=r"format 2 by mmoe_annotated 9\.0\.0.*upgrade"):
+    with pytest.raises(mm.CheckpointError, match=rf"format {ckpt_mod.FORMAT_VERSION + 1} by mmoe_annotated 9\.0\.0.*upgrade"):
         mm.load_checkpoint(path)
 
 

@@ -223,3 +223,73 @@ def test_fit_input_errors(split):
         mm.TrainConfig(embedding_l2_mode="all")
     with pytest.raises(ValueError, match="optimizer"):
         mm.TrainConfig(optimizer="lion")
+
+
+# ---------------------------------------------------------------------------
+# Nothing broken trains or predicts silently (both paths)
+# ---------------------------------------------------------------------------
+
+FITS = pytest.mark.parametrize("fit", [mm.fit, mm.fast.fit], ids=["taught", "fast"])
+PREDICTS = pytest.mark.parametrize("predict,evaluate", [(mm.predict, mm.evaluate), (mm.fast.predict, mm.fast.evaluate)],
+                                   ids=["taught", "fast"])
+
+
+@FITS
+def test_fit_stops_at_the_step_whose_update_broke_the_weights(split, fit):
+    train, _, enc = split
+    model = small_model(enc)
+    # summed over 32 rows, the output bias's gradient is large enough for step 1 to overflow it
+    cfg = mm.TrainConfig(optimizer="sgd", lr=1e38, loss_reduction="sum", batch_size=32, epochs=2, **QUIET)
+    with pytest.raises(FloatingPointError, match=r"epoch 1, step 2: the training objective is (nan|inf); the weights "
+                                                 r"\[.*'towers.bias'.*\] stopped being finite in the update before this step"):
+        fit(model, train.iloc[:200], cfg, encoder=enc)
+    huge = small_model(enc)  # finite weights so large that the forward pass overflows
+    with torch.no_grad():
+        huge.towers.out.fill_(3e38)
+    with pytest.raises(FloatingPointError, match=r"epoch 1, step 1: .* the weights are finite \(the largest is 3e\+38\)"):
+        fit(huge, train.iloc[:200], mm.TrainConfig(batch_size=32, **QUIET), encoder=enc)
+
+
+@FITS
+def test_fit_checks_the_weights_after_the_last_update(split, fit):
+    train, _, enc = split
+    model = small_model(enc)
+    cfg = mm.TrainConfig(optimizer="sgd", lr=1e38, loss_reduction="sum", batch_size=64, epochs=1, **QUIET)  # one step
+    with pytest.raises(FloatingPointError, match=r"epoch 1, step 1: the update left non-finite weights in \["):
+        fit(model, train.iloc[:64], cfg, encoder=enc)
+
+
+@FITS
+def test_fit_names_broken_starting_weights_at_the_first_step(split, fit):
+    train, _, enc = split
+    model = small_model(enc)
+    with torch.no_grad():
+        model.towers.bias[0] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"epoch 1, step 1: .*\['towers.bias'\]"):
+        fit(model, train.iloc[:200], mm.TrainConfig(batch_size=32, **QUIET), encoder=enc)
+
+
+@PREDICTS
+def test_prediction_never_returns_nan_silently(split, predict, evaluate):
+    _, test, enc = split
+    model = small_model(enc)
+    with torch.no_grad():
+        model.experts.weights[0][1, 0, 0] = float("inf")  # one broken weight: NaN in every row that uses it
+    for call in (lambda: predict(model, test, encoder=enc), lambda: evaluate(model, test, encoder=enc),
+                 lambda: predict(model, test, encoder=enc, batch_size=64, return_gates=True)):
+        with pytest.raises(FloatingPointError, match=r"rows have non-finite outputs .*'experts.weights.0'"):
+            call()
+
+
+@FITS
+def test_an_empty_validation_set_is_refused_before_training(split, fit, monkeypatch):
+    train, test, enc = split
+    model = small_model(enc)
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    with pytest.raises(ValueError, match=r"valid= is empty"):
+        fit(model, train.iloc[:200], mm.TrainConfig(batch_size=32, **QUIET), encoder=enc, valid=test.iloc[:0])
+    with pytest.raises(ValueError, match=r"valid"):
+        fit(model, train.iloc[:200], mm.TrainConfig(batch_size=32, **QUIET), encoder=enc,
+            valid=test.drop(columns=["like"]).iloc[:10])
+    assert calls == []  # no step ran
