@@ -180,14 +180,17 @@ def wrap_source(text: str, width: int = WIDTH) -> str:
             out.extend(_wrap_text(line, width, comment=True))
         else:
             code, comment = line, ""
-            if number in comments:  # a trailing comment goes on its own line above the code
+            if number in comments:
                 code, comment = line[:comments[number]].rstrip(), line[comments[number]:]
-                indent = line[: len(line) - len(line.lstrip())]
-                out.extend(_wrap_text(indent + comment, width, comment=True))
             indent = len(code) - len(code.lstrip()) + 4
             code, cuts = _split_strings(code, points.get(number, []), strings.get(number, []),
                                         max((width - indent) * 2 // 3, 20))
-            out.extend(_wrap_code(code, cuts, width))
+            wrapped = _wrap_code(code, cuts, width)
+            if comment and len(wrapped[-1]) + 2 + len(comment) <= width:
+                wrapped[-1] += "  " + comment  # the comment still fits after the code's last line
+            elif comment:  # otherwise it goes on its own line above the code
+                out.extend(_wrap_text(_indent(line) + comment, width, comment=True))
+            out.extend(wrapped)
     return "\n".join(out)
 
 
