@@ -63,7 +63,7 @@ def _namespace(nb) -> dict:
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        for stmt in re.findall(r"^(from mmoe_annotated[\w.]* import \(?[^)\n]*(?:\n[^)\n]*)*\)?|"
+        for stmt in re.findall(r"^(from mmoe_annotated[\w.]* import (?:\([^)]*\)|[^\n(]*)|"
                                r"import mmoe_annotated[\w.]*(?: as \w+)?)$", cell.source, re.M):
             exec(stmt, ns)
     return ns
