@@ -277,7 +277,8 @@ def write_byterec(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 def split_by_row(df: pd.DataFrame, train_fraction: float = 0.8) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split by row order, as the tutorial does: the first ``train_fraction`` of rows train,
-    the rest test. ByteRec rows are in time order, so this is a split by time."""
+    the rest test. The embedded data's rows are in time order, so there this is a split by time;
+    the real 200-row sample's rows are not (chapter 2), so there it is in effect a random split."""
     if not 0.0 < train_fraction < 1.0:
         raise ValueError(f"train_fraction must be strictly between 0 and 1, got {train_fraction}")
     if len(df) < 2:
