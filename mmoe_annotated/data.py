@@ -168,6 +168,21 @@ def _content_end(buf: bytes) -> int:
     return len(buf) if nl < 0 else nl + 1
 
 
+def _check_utf8(data: bytes, path: Path, offset: int, line: int) -> None:
+    try:
+        data.isascii() or data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                        f"{offset + exc.start}); re-save the file as UTF-8",
+                        path=path, **_where(data, exc.start, line)) from exc
+
+
+def _check_nul(data: bytes, path: Path, line: int) -> None:
+    if b"\x00" in data:
+        raise DataError("contains NUL bytes: this is a binary file, not tab-separated text",
+                        path=path, **_where(data, data.index(b"\x00"), line))
+
+
 class Block(NamedTuple):
     """Whole lines of a ByteRec file: where they start and their bytes."""
     offset: int  # byte offset in the file
@@ -197,9 +212,7 @@ def iter_blocks(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES):
                 if piece.startswith(_BOM):
                     piece, offset = piece[len(_BOM):], len(_BOM)
             if b"\x00" in piece:
-                buf = pending + piece
-                raise DataError("contains NUL bytes: this is a binary file, not tab-separated text",
-                                path=path, **_where(buf, buf.index(b"\x00"), line))
+                _check_nul(pending + piece, path, line)
             end = not piece
             if end and left > 0:
                 raise DataError(f"the file shrank while it was read ({size - left:,} of {size:,} bytes); "
@@ -214,12 +227,7 @@ def iter_blocks(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES):
             cut = _content_end(head)
             if cut:
                 data = head if cut == len(head) else head[:cut]
-                try:
-                    data.isascii() or data.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise DataError(f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
-                                    f"{offset + exc.start}); re-save the file as UTF-8",
-                                    path=path, **_where(data, exc.start, line)) from exc
+                _check_utf8(data, path, offset, line)
                 yield Block(offset, line, data, end)
                 any_text = True
                 offset, line = offset + cut, line + data.count(b"\n")
@@ -234,6 +242,22 @@ def iter_blocks(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES):
                                 "this is not a ByteRec file", path=path, line=line)
     if not any_text:  # a line of tabs is not empty: it is twelve missing values
         raise DataError("the file is empty; a ByteRec file has one row per line", path=path)
+
+
+def read_block(path: str | os.PathLike, offset: int, length: int, first_line: int, last: bool) -> Block:
+    """Read again a block that :func:`iter_blocks` yielded (the stream reads its chunks this way, each
+    process its own), with the same checks on its bytes."""
+    path = Path(path)
+    f, size = _open(path)
+    with f:
+        f.seek(offset)
+        data = f.read(length)
+    if len(data) != length:
+        raise DataError(f"the file is shorter than when it was indexed ({size:,} bytes); was it rewritten?",
+                        path=path, line=first_line)
+    _check_nul(data, path, first_line)
+    _check_utf8(data, path, offset, first_line)
+    return Block(offset, first_line, data, last)
 
 
 _DTYPES = {**{c: np.int64 for c in _INT_COLUMNS}, "duration_time": np.float64}
