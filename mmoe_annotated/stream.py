@@ -252,7 +252,7 @@ class ByteRecStream(IterableDataset):
     def _encoded(self, part) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         frame = read_part(self.index, part)
         x = self.encoder.transform(frame)
-        y = torch.from_numpy(frame[self.tasks].to_numpy(dtype=np.float32))  # (M, T)
+        y = torch.from_numpy(frame[self.tasks].to_numpy(dtype=np.float32, copy=True))  # (M, T)
         return x.ids, x.dense, y
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
