@@ -19,6 +19,8 @@ module             chapter
 ``train``          7. Training (``RowAdagrad``: Appendix: Performance)
 ``inspect``        5. Gates, 7. Training
 ``checkpoint``     Appendix: When things go wrong
+``stream``         Appendix: Scaling out (files larger than memory)
+``distributed``    Appendix: Scaling out (DistributedDataParallel)
 =================  ==========================================
 """
 from .data import COLUMNS, DENSE_FEATURES, SPARSE_FEATURES, TASKS, DataError, load_byterec, split_by_row, write_byterec
