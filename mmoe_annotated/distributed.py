@@ -132,7 +132,9 @@ def predict_parts(model: MultiTaskModel, index: ByteRecIndex, parts, encoder: Fe
                   batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """Logits ``(M, T)`` float32 and labels ``(M, T)`` uint8 of the rows of ``parts``, in order."""
     model.eval()
-    logits, labels = [], []
+    M, T = sum(hi - lo for _, lo, hi in parts), model.num_tasks
+    logits, labels = np.empty((M, T), np.float32), np.empty((M, T), np.uint8)  # copied into: a batch's
+    at = 0  # output may be a view of a larger buffer, which a kept reference would keep alive
     for part in parts:
         frame = read_part(index, part)
         x = encoder.transform(frame)
@@ -140,11 +142,11 @@ def predict_parts(model: MultiTaskModel, index: ByteRecIndex, parts, encoder: Fe
             sl = slice(lo, lo + batch_size)
             ids = None if x.ids is None else x.ids[sl].to(device)
             dense = None if x.dense is None else x.dense[sl].to(device)
-            logits.append(model(ids, dense).logits.float().cpu().numpy())
-        labels.append(frame[list(model.config.task_names)].to_numpy(dtype=np.uint8))
-    T = model.num_tasks
-    return (np.concatenate(logits) if logits else np.zeros((0, T), np.float32),
-            np.concatenate(labels) if labels else np.zeros((0, T), np.uint8))
+            out = model(ids, dense).logits  # (b, T)
+            logits[at + lo:at + lo + len(out)] = out.float().cpu().numpy()
+        labels[at:at + len(frame)] = frame[list(model.config.task_names)].to_numpy(dtype=np.uint8)
+        at += len(frame)
+    return logits, labels
 
 
 def gather_metrics(logits: np.ndarray, labels: np.ndarray, task_names: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -229,9 +231,10 @@ def _run(args: argparse.Namespace, s: Setup) -> dict | None:
     if s.distributed:
         dist.barrier()
     seconds = time.perf_counter() - start
+    train_peak = _peak_rss_mib()
 
     logits, labels = predict_parts(model, index, test_parts[s.rank::s.world_size], encoder, s.device)
-    gathered = _all((logits, labels, _peak_rss_mib()), s)  # every process got here: training finished everywhere
+    gathered = _all((logits, labels, train_peak, _peak_rss_mib()), s)  # every process got here: training finished everywhere
     if s.rank != 0:
         return None
     # rows back in file order: part i of the test split was predicted by process i % world_size
@@ -252,7 +255,8 @@ def _run(args: argparse.Namespace, s: Setup) -> dict | None:
         "train_seconds": seconds,
         "samples_per_second": steps * cfg.batch_size * cfg.epochs / seconds,
         "epoch_train_loss_rank0": losses,
-        "peak_rss_mib_per_process": [g[2] for g in gathered],
+        "peak_rss_mib_per_process": [g[3] for g in gathered],
+        "peak_rss_mib_after_training_per_process": [g[2] for g in gathered],
         "threads_per_process": args.threads,
         "out": str(out),
     }
