@@ -21,8 +21,8 @@ What each process does:
    only after every process has finished: a failing process stops the job with no checkpoint.
 
 ``--batch-size`` is the *global* batch: each of the N processes takes ``batch_size / N`` rows per
-step. The embedding table's gradients are dense here (``sparse_embeddings=False``): DDP's gradient
-buckets are all-reduced as dense tensors, and NCCL has no sparse all-reduce.
+step. The embedding table's gradients are dense here (``sparse_embeddings=False``): DDP can all-reduce
+sparse gradients with gloo (CPU), but NCCL (GPU) has no sparse all-reduce, and one code path serves both.
 """
 from __future__ import annotations
 

@@ -49,12 +49,15 @@ def run_command(data, nproc: int, **kwargs) -> dict:
     """Run the command in fresh processes; its metrics.json plus the wall-clock seconds."""
     with tempfile.TemporaryDirectory(prefix="mmoe-scaling-") as out:
         cmd = command_line(data, out, nproc, **kwargs)
+        load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
         start = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         if done.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
         metrics = json.loads((Path(out) / "metrics.json").read_text())
     metrics["wall_seconds"] = time.perf_counter() - start
+    # other programs on the machine compete for its cores: keep what the load was
+    metrics["load_average_before_after"] = [load_before, os.getloadavg() if load_before else None]
     metrics["command"] = " ".join(["python"] + cmd[1:5] + cmd[9:]).replace(str(out), "run/")
     return metrics
 
@@ -93,7 +96,8 @@ def main(argv=None) -> int:
                 m = run_command(data, nproc, epochs=args.epochs, batch_size=args.batch_size)
                 m["command"] = m["command"].replace(str(data), "byterec.txt")
                 table.append({k: m[k] for k in ("world_size", "samples_per_second", "train_seconds", "wall_seconds",
-                                                "peak_rss_mib_per_process", "tasks", "command", "steps_per_epoch")})
+                                                "peak_rss_mib_per_process", "tasks", "command", "steps_per_epoch",
+                                                "load_average_before_after")})
                 print(f"{nproc} process(es): {m['samples_per_second']:,.0f} samples/s, peak RSS "
                       f"{m['peak_rss_mib_per_process']} MiB", flush=True)
         found["processes"] = {"rows": args.rows, "batch_size": args.batch_size, "epochs": args.epochs, "runs": table}
@@ -102,7 +106,8 @@ def main(argv=None) -> int:
         rows = sum(1 for _ in open(path, "rb"))
         entry = {"rows": rows, "file_mib": os.path.getsize(path) / 2**20, "peak_rss_mib": m["peak_rss_mib_per_process"][0],
                  "peak_rss_mib_after_training": m["peak_rss_mib_after_training_per_process"][0],
-                 "samples_per_second": m["samples_per_second"], "command": m["command"].replace(str(path), "FILE")}
+                 "samples_per_second": m["samples_per_second"], "load_average_before_after": m["load_average_before_after"],
+                 "command": m["command"].replace(str(path), "FILE")}
         found.setdefault("stream_memory", [])
         found["stream_memory"] = [e for e in found["stream_memory"] if e["rows"] != rows] + [entry]
         print(f"{rows:,} rows ({entry['file_mib']:.0f} MiB): peak RSS {entry['peak_rss_mib']:.0f} MiB", flush=True)
