@@ -11,8 +11,9 @@ the order of :data:`COLUMNS`. Missing IDs are written as ``-1``.
 with DeepCTR-Torch's examples). It checks every line and raises :class:`DataError` naming
 the file, line and column of the first problem. It reads the file in chunks through one parser
 (:func:`iter_blocks` for the bytes, :func:`parse_block` for the values), which the stream for files
-larger than memory (:mod:`mmoe_annotated.stream`, appendix "Scaling out") uses too. The embedded, generated dataset the chapters
-use by default is in :mod:`mmoe_annotated.example_data`.
+larger than memory (:mod:`mmoe_annotated.stream`, appendix "Scaling out") uses too.
+
+The embedded, generated dataset the chapters use by default is in :mod:`mmoe_annotated.example_data`.
 """
 from __future__ import annotations
 

@@ -50,7 +50,8 @@ from .runtime import resolve_device, seed_everything
 from .stream import ByteRecIndex, ByteRecStream, EncoderStats, collect_stats, index_byterec, read_part
 from .train import OPTIMIZERS, TrainConfig, task_losses
 
-__all__ = ["Setup", "setup", "chunk_bytes_for", "make_optimizer", "train_step", "train_epochs", "predict_parts", "gather_metrics",
+__all__ = ["Setup", "setup", "chunk_bytes_for", "make_optimizer", "train_step", "train_epochs", "predict_parts",
+           "gather_metrics",
            "main"]
 
 
@@ -234,7 +235,8 @@ def _run(args: argparse.Namespace, s: Setup) -> dict | None:
     train_peak = _peak_rss_mib()
 
     logits, labels = predict_parts(model, index, test_parts[s.rank::s.world_size], encoder, s.device)
-    gathered = _all((logits, labels, train_peak, _peak_rss_mib()), s)  # every process got here: training finished everywhere
+    # once every process got here, training has finished everywhere
+    gathered = _all((logits, labels, train_peak, _peak_rss_mib()), s)
     if s.rank != 0:
         return None
     # rows back in file order: part i of the test split was predicted by process i % world_size

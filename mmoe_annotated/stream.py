@@ -141,7 +141,8 @@ class VocabCounts:
     def vocabulary(self, min_count: int = 1) -> Vocabulary:
         order = np.lexsort((self.first, -self.counts))  # most frequent first, ties by first appearance
         keep = order[self.counts[order] >= min_count]
-        return Vocabulary([str(k) for k in self.keys[keep]])  # the loader's int64 IDs, keyed as Vocabulary.fit keys them
+        # the loader's int64 IDs, keyed as Vocabulary.fit keys them
+        return Vocabulary([str(k) for k in self.keys[keep]])
 
 
 @dataclass
@@ -190,7 +191,8 @@ class EncoderStats:
         return enc
 
 
-def collect_stats(index: ByteRecIndex, parts: Sequence[tuple[Chunk, int, int]], template: FeatureEncoder) -> EncoderStats:
+def collect_stats(index: ByteRecIndex, parts: Sequence[tuple[Chunk, int, int]],
+                  template: FeatureEncoder) -> EncoderStats:
     """One pass over ``parts`` (this process's share of the training rows)."""
     stats = EncoderStats.empty(template.sparse, template.dense)
     for part in parts:

@@ -104,9 +104,11 @@ def main(argv=None) -> int:
     for path in args.memory_files:
         m = run_command(path, 1, epochs=args.epochs, batch_size=args.batch_size)
         rows = sum(1 for _ in open(path, "rb"))
-        entry = {"rows": rows, "file_mib": os.path.getsize(path) / 2**20, "peak_rss_mib": m["peak_rss_mib_per_process"][0],
+        entry = {"rows": rows, "file_mib": os.path.getsize(path) / 2**20,
+                 "peak_rss_mib": m["peak_rss_mib_per_process"][0],
                  "peak_rss_mib_after_training": m["peak_rss_mib_after_training_per_process"][0],
-                 "samples_per_second": m["samples_per_second"], "load_average_before_after": m["load_average_before_after"],
+                 "samples_per_second": m["samples_per_second"],
+                 "load_average_before_after": m["load_average_before_after"],
                  "command": m["command"].replace(str(path), "FILE")}
         found.setdefault("stream_memory", [])
         found["stream_memory"] = [e for e in found["stream_memory"] if e["rows"] != rows] + [entry]
