@@ -21,6 +21,8 @@ module             chapter
 ``inference``      7. Training (``predict``, ``evaluate``)
 ``inspect``        5. Gates, 7. Training
 ``checkpoint``     Appendix: When things go wrong
+``stream``         Appendix: Scaling out (files larger than memory)
+``distributed``    Appendix: Scaling out (DistributedDataParallel)
 ``fast``           Appendix: Performance (the opt-in fast wing)
 =================  ==========================================
 
