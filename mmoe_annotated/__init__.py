@@ -23,13 +23,16 @@ module             chapter
 ``health``         5. Gates, 10. Beyond MMoE (gate health)
 ``inspect``        5. Gates, 7. Training
 ``checkpoint``     Appendix: When things go wrong
+``stream``         Appendix: Scaling out (files larger than memory)
+``distributed``    Appendix: Scaling out (DistributedDataParallel)
 ``fast``           Appendix: Performance (the opt-in fast wing)
 =================  ==========================================
 
 ``runtime`` (devices and seeds) serves every module. ``mm.fast`` is imported on first use:
 importing the package, or any taught module, never loads it.
 """
-from .data import COLUMNS, DENSE_FEATURES, SPARSE_FEATURES, TASKS, DataError, load_byterec, split_by_row, write_byterec
+from .data import (COLUMNS, DENSE_FEATURES, SPARSE_FEATURES, TASKS, DataError, load_byterec, load_byterec_sample,
+                   split_by_row, write_byterec)
 from .example_data import ByteRecSizes, load_example, make_byterec
 from .inputs import DenseFeature, EncodedFeatures, InputLayer, SparseFeature, input_dim
 from .features import MISSING, NUM_RESERVED, OOV, PAD, FeatureEncoder, HashBuckets, MinMax, Vocabulary

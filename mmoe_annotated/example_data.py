@@ -60,8 +60,9 @@ def make_byterec(n_rows: int = 20_000, seed: int = 0, sizes: ByteRecSizes | None
       earlier rows never showed, which is what an encoder fit on an 80/20 split by row
       order meets;
     * attributes follow their entity: an item keeps its author, music, city and duration,
-      a user keeps their city and device; about 18 % of ``user_city`` and 60 % of
-      ``music_id`` are missing (``-1``), as in the real sample;
+      a user keeps their city and device; 18 % of users have no ``user_city`` and 60 % of
+      items no ``music_id`` (``-1``). Counted over rows, where popular users and items weigh
+      more, that is about 24 % and 66 % (the real 200-row sample: 18.5 % and 62 %);
     * labels from a planted signal with related but different drivers. Both tasks share
       an item "quality" effect. ``finish`` (about 38 % positive) also depends strongly on
       the video's duration (short videos get finished), the user's patience and the

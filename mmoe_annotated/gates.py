@@ -2,10 +2,11 @@
 
 Explained in chapter 5, "Gates" (``book/05_gates.ipynb``).
 
-The paper (Ma et al. 2018, eq. 5-6): task ``k`` sees ``f^k(x) = sum_i g^k(x)_i f_i(x)``
-with ``g^k(x) = softmax(W_gk x)``, a *linear* map of the input followed by a softmax
-over the ``E`` experts. DeepCTR-Torch puts an MLP (default one hidden layer of 64)
-before that final bias-free linear map; ``hidden_units=()`` gives the paper's gate.
+The paper (Ma et al. 2018, §4.2, Eq. 7-8): task ``k`` sees ``f^k(x) = sum_i g^k(x)_i f_i(x)``
+(Eq. 7) with ``g^k(x) = softmax(W_gk x)`` (Eq. 8), a *linear* map of the input, with no bias,
+followed by a softmax over the ``E`` experts. OMoE is the one-gate MoE of §4.1, Eq. 5, used as
+a layer. DeepCTR-Torch puts an MLP (default one hidden layer of 64) before that final
+bias-free linear map; ``hidden_units=()`` gives the paper's gate.
 
 The gate weights are returned to the caller, never thrown away: they are the most
 interpretable thing an MMoE model learns (chapter 7 and :mod:`mmoe_annotated.inspect`).
@@ -27,7 +28,8 @@ __all__ = ["Gates", "mix"]
 
 
 class Gates(nn.Module):
-    """``G`` gates over ``E`` experts: ``(B, I) -> (B, G, E)``, each row a probability vector.
+    """``G`` gates over ``E`` experts: ``(B, I) -> (B, G, E)``, each row a probability vector:
+    ``g^k(x) = softmax(W_gk x)`` of the paper's Eq. 8 (§4.2), with an optional MLP before ``W_gk``.
 
     MMoE uses one gate per task (``G = T``); OMoE one gate shared by all tasks (``G = 1``).
     """
@@ -63,9 +65,9 @@ class Gates(nn.Module):
 def mix(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
     """Each task's weighted sum of expert outputs: ``(B, T, E) x (B, E, D) -> (B, T, D)``.
 
-    One batched matrix product for all tasks: for every row ``b``, ``(T, E) @ (E, D)``.
-    DeepCTR-Torch calls ``torch.matmul((B, 1, E), (B, E, D))`` once per task, several times
-    slower on CPU; a broadcast multiply over ``(B, T, E, D)`` and a sum over ``E`` costs about
-    the same as one ``bmm`` alone, and a few percent more inside a training step (chapter 5 and
-    the performance appendix time all three)."""
+    The sum of the paper's Eq. 7 (§4.2), for all tasks in one batched matrix product: for
+    every row ``b``, ``(T, E) @ (E, D)``. DeepCTR-Torch calls ``torch.matmul((B, 1, E), (B, E, D))``
+    once per task; a broadcast multiply over ``(B, T, E, D)`` and a sum over ``E`` computes the
+    same numbers but builds the whole ``(B, T, E, D)`` product first, which is slower (chapter 5
+    times all three)."""
     return torch.bmm(gates, experts)  # (B, T, E) @ (B, E, D) -> (B, T, D)

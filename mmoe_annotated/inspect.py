@@ -126,8 +126,9 @@ def _arrow(ax, x0, y0, x1, y1, color="black", alpha=1.0):
 
 
 def plot_architecture(model: MultiTaskModel, ax=None, title: str | None = None):
-    """Draw ``model`` (MMoE, OMoE or Shared-Bottom) from its own config: input, experts
-    or bottom, gates, towers, outputs, with the layer widths it really has."""
+    """Draw ``model`` (MMoE, OMoE or Shared-Bottom) from its own config: input, experts or
+    bottom, gates, the weighted sum of the experts each task reads (the paper's Eq. 5 and 7),
+    towers and outputs, with the layer widths it really has."""
     c = model.config
     T = c.num_tasks
     gating = model.gating
@@ -136,35 +137,51 @@ def plot_architecture(model: MultiTaskModel, ax=None, title: str | None = None):
     E = 1 if gating == "none" else model.num_experts
     plt = _pyplot()
     if ax is None:
-        _, ax = plt.subplots(figsize=(1.9 * max(E, T) + 1.5, 4.6))
+        _, ax = plt.subplots(figsize=(1.9 * max(E, T) + 2.5, 5.0))
     width = max(E, T, 2) * 1.6
-    ax.set_xlim(-0.2, width + 0.2)
+    ax.set_xlim(-1.3, width + 1.3)
     ax.set_ylim(-0.3, 5.3)
     ax.axis("off")
     mid = width / 2
     _box(ax, mid, 0.2, min(width, 3.6), 0.4, f"input x  (I = {model.inputs.output_dim})", "#dddddd")
     xs_e = [width * (i + 0.5) / E for i in range(E)]
     xs_t = [width * (t + 0.5) / T for t in range(T)]
-    hidden = "x".join(map(str, c.expert_hidden))
+    mlp = " \u2192 ".join(map(str, c.expert_hidden))
     for i, xe in enumerate(xs_e):
-        label = f"shared bottom\n{hidden}" if gating == "none" else f"expert {i}\n{hidden}"
-        _box(ax, xe, 1.5, min(1.3, width / E - 0.15), 0.6, label, "#9ecae1")
-        _arrow(ax, mid, 0.42, xe, 1.18)
+        label = f"shared bottom\nMLP {mlp}" if gating == "none" else f"expert {i}\nMLP {mlp}"
+        _box(ax, xe, 1.35, min(1.4, width / E - 0.15), 0.55, label, "#9ecae1")
+        _arrow(ax, mid, 0.42, xe, 1.06)
     colors = plt.get_cmap("tab10")
-    if gating != "none":
-        gate_xs = xs_t if gating == "per_task" else [mid]
-        gate_hidden = "x".join(map(str, c.gate_hidden)) or "linear"
-        for g, xg in enumerate(gate_xs):
-            label = f"gate {c.task_names[g]}" if gating == "per_task" else "one shared gate"
-            _box(ax, xg, 2.75, 1.3, 0.45, f"{label}\nsoftmax({gate_hidden})", "#fdd0a2")
-            ax.annotate("", xy=(xg, 2.52), xytext=(mid, 0.42),
+    if gating == "none":  # the towers read the one bottom directly
+        for t, xt in enumerate(xs_t):
+            _arrow(ax, xs_e[0], 1.64, xt, 3.55, color=colors(t), alpha=0.8)
+    else:
+        sums = xs_t if gating == "per_task" else [mid]
+        gate_mlp = " \u2192 ".join(map(str, c.gate_hidden))
+        gate_text = (f"MLP {gate_mlp} \u2192 {E}" if gate_mlp else f"linear \u2192 {E}") + "\nsoftmax"
+        for g, xs in enumerate(sums):
+            color = colors(g) if gating == "per_task" else "black"
+            side = -1 if xs <= mid else 1
+            xg = xs + side * 1.25
+            name = f"gate {c.task_names[g]}" if gating == "per_task" else "one shared gate"
+            _box(ax, xg, 2.9, 1.5, 0.62, f"{name}\n{gate_text}", "#fdd0a2")
+            ax.annotate("", xy=(xg, 2.58), xytext=(mid, 0.42),
                         arrowprops=dict(arrowstyle="-|>", color="grey", linestyle=":", lw=0.8,
-                                        connectionstyle="arc3,rad=0.25"))
+                                        connectionstyle=f"arc3,rad={0.2 * side}"))
+            for xe in xs_e:  # every expert's output enters the weighted sum
+                _arrow(ax, xe, 1.64, xs, 2.72, color=color, alpha=0.6)
+            ax.add_patch(plt.Circle((xs, 2.9), 0.2, facecolor="white", edgecolor=color, linewidth=1.2,
+                                    zorder=3))
+            ax.text(xs, 2.9, "\u03a3", ha="center", va="center", fontsize=11, zorder=4)
+            _arrow(ax, xg - side * 0.79, 2.9, xs - side * 0.2, 2.9, color=color)  # the gate's E weights
+            ax.text(xg, 3.3, f"{E} weights \u2192 \u03a3" if side < 0 else f"\u03a3 \u2190 {E} weights",
+                    ha="center", fontsize=7, color=color)
+            targets = [xs_t[g]] if gating == "per_task" else xs_t
+            for t, xt in enumerate(targets):
+                _arrow(ax, xs, 3.1, xt, 3.55, color=colors(t if gating != "per_task" else g))
     for t, xt in enumerate(xs_t):
-        for xe in xs_e:
-            _arrow(ax, xe, 1.82, xt, 3.55, color=colors(t), alpha=0.7)
-        tower = "x".join(map(str, c.tower_hidden)) or "linear"
-        _box(ax, xt, 3.8, min(1.3, width / T - 0.15), 0.45, f"tower {c.task_names[t]}\n{tower}", "#a1d99b")
+        tower = " \u2192 ".join(map(str, (*c.tower_hidden, 1)))
+        _box(ax, xt, 3.8, min(1.4, width / T - 0.15), 0.45, f"tower {c.task_names[t]}\nMLP {tower}", "#a1d99b")
         _arrow(ax, xt, 4.03, xt, 4.55)
         _box(ax, xt, 4.8, 1.2, 0.4, f"{c.task_names[t]} logit", "#ffffff")
     ax.set_title(title or f"{type(model).__name__}: {E} {'bottom' if gating == 'none' else 'experts'}, "

@@ -3,9 +3,9 @@
 Explained in chapter 7, "Training" (``book/07_training.ipynb``).
 
 * **Per-task losses.** Binary tasks use BCE *with logits* (the network outputs logits; the
-  sigmoid lives in :func:`~mmoe_annotated.inference.predict`), regression tasks MSE. The paper
-  trains on the sum of the task losses (§4.2); :func:`~mmoe_annotated.train.fit` weights them
-  with ``TrainConfig.task_weights`` (DeepCTR-Torch sums them unweighted).
+  sigmoid lives in :func:`~mmoe_annotated.inference.predict`), regression tasks MSE.
+  :func:`~mmoe_annotated.train.fit` weights them with ``TrainConfig.task_weights`` (all 1 by
+  default: the plain sum that DeepCTR-Torch uses, with no way to change it).
 * **L2 by role, not by name.** ``weight_l2`` applies to every weight matrix of experts, gates
   and towers (DeepCTR-Torch's ``l2_reg_dnn``); biases are never penalised. ``embedding_l2`` has
   two forms: ``"table"`` penalises the *whole* embedding table every step, exactly as

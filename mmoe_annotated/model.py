@@ -11,6 +11,10 @@ OMoE           ``E`` experts               one gate shared by all tasks
 MMoE           ``E`` experts               one gate per task
 =============  ==========================  =================================
 
+The paper's equations: Shared-Bottom is Eq. 1 (§3.1, ``y_k = h^k(f(x))``); OMoE puts the
+mixture of Eq. 5 (§4.1) in place of ``f``; MMoE is Eq. 6-8 (§4.2, ``y_k = h^k(f^k(x))`` with a
+gate ``g^k`` per task). ``MultiTaskModel.forward`` computes them in that order.
+
 All three take ``(ids, dense)`` and return :class:`ModelOutput`: per-task **logits**
 ``(B, T)`` and the gate weights ``(B, T, E)`` (for Shared-Bottom, ones of shape
 ``(B, T, 1)``). The defaults are DeepCTR-Torch's ``MMOE`` defaults, so the tutorial's

@@ -145,7 +145,6 @@ def test_loader_unknown_option(tmp_path):
 # Inputs that look odd but are fine.
 ACCEPTED = [
     ("crlf_line_endings", GOOD.replace(b"\n", b"\r\n")),
-    ("no_final_newline", GOOD.rstrip(b"\n")),
     ("trailing_blank_line", GOOD + b"\n"),
     ("trailing_blank_lines_crlf", GOOD.replace(b"\n", b"\r\n") + b"\r\n  \r\n"),
     ("utf8_byte_order_mark", b"\xef\xbb\xbf" + GOOD),

@@ -85,8 +85,9 @@ def test_colab_configured_once():
         f"repository.url must be a GitHub repository URL (Colab opens notebooks from GitHub): {url!r}"
     assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
     assert CONFIG["repository"]["branch"]
+    # The buttons open the Jupyter-friendly copies in colab/ (tests/test_colab_notebooks.py);
     # "." would give Colab links like .../blob/main/./book/x.ipynb
-    assert CONFIG["repository"]["path_to_book"] in ("", None)
+    assert CONFIG["repository"]["path_to_book"] == "colab"
 
 
 def test_build_excludes_and_pytest_skips_build_outputs():
@@ -119,7 +120,8 @@ def test_notebook_committed_without_outputs(path):
     nb = _read(path)
     dirty = [i for i, c in enumerate(nb.cells)
              if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
-    assert not dirty, f"{path.name}: cells {dirty} carry outputs or execution counts; strip them"
+    assert not dirty, (f"{path.name}: cells {[i + 1 for i in dirty]} (counting from 1, markdown "
+                       "cells included) carry outputs or execution counts; run `make strip`")
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
 
 
@@ -259,3 +261,127 @@ def test_every_show_source_is_displayed(path):
 def test_the_show_source_check_catches_a_dropped_display():
     assert _discarded_source_displays("mm.show_source(mm.fit)\nx = 1") == ["mm.show_source(mm.fit)"]
     assert _discarded_source_displays("display(mm.show_source(mm.fit))\nmm.show_source(mm.predict)") == []
+
+
+# ---------------------------------------------------------------------------
+# Speaking to the reader: no narration of how the project was built
+# ---------------------------------------------------------------------------
+
+#: Phrases that narrate the project's making (issues, rounds, scratch work, machine anecdotes,
+#: logs of individual runs) instead of teaching. Name the hardware a figure came from, no more.
+PROCESS_PHRASES = re.compile(
+    r"\bissues?\b|\bthis round\b|\b(?:previous|last|next|earlier|later|first|second) round\b|\bround \d"
+    r"|\bscratch\b|\bbuild machine\b|\brun logs?\b|\bshared (?:\d-core )?machine\b|\bour (?:\w+ )?machine\b"
+    r"|\bmachine was (?:busy|available|lent|free)\b|\bwhile (?:it|the machine) was available\b"
+    r"|\bhelper (?:sessions?|engineers?)\b|\bthe lead\b|\bbudget of device time\b|\bwe were lent\b",
+    re.IGNORECASE)
+READER_PAGES = [*NOTEBOOKS, *sorted(BOOK.glob("*.md")), ROOT / "README.md"]
+
+
+def _reader_text(path: Path) -> str:
+    """What a reader reads: markdown, and the comments of code cells."""
+    if path.suffix != ".ipynb":
+        return path.read_text(encoding="utf-8")
+    parts = []
+    for cell in _read(path).cells:
+        if cell.cell_type == "markdown":
+            parts.append(cell.source)
+        elif cell.cell_type == "code":
+            parts += re.findall(r"#[^\n]*", cell.source)
+    return "\n".join(parts)
+
+
+def process_phrases(text: str) -> list[str]:
+    return sorted({m.group(0).lower() for m in PROCESS_PHRASES.finditer(text)})
+
+
+@pytest.mark.parametrize("path", READER_PAGES, ids=lambda p: p.name)
+def test_pages_speak_to_the_reader_not_about_the_project(path):
+    found = process_phrases(_reader_text(path))
+    assert not found, f"{path.relative_to(ROOT)} narrates how the project was built: {found}"
+
+
+def test_the_process_phrase_check_catches_narration():
+    assert process_phrases("As issue 12 asked, this round we reran the scratch script on the build machine.") == [
+        "build machine", "issue", "scratch", "this round"]
+    assert process_phrases("Measured on an NVIDIA H200; rounded to 3 digits; the loss of one round trip.") == []
+
+
+# ---------------------------------------------------------------------------
+# Reading times are measured (tools/reading_time.py), not guessed
+# ---------------------------------------------------------------------------
+
+def _reading_time():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("tools_reading_time", ROOT / "tools" / "reading_time.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", [p for p in _reading_time().pages(ROOT)], ids=lambda p: p.name)
+def test_stated_reading_time_is_within_a_quarter_of_the_measured(path):
+    r = _reading_time().measure(path)
+    if path in CHAPTERS or path.name.startswith("appendix_"):
+        assert r["stated"] is not None, f"{path.name}: states no reading time"
+    if r["stated"] is not None:
+        assert abs(r["stated"] - r["measured"]) <= 0.25 * r["measured"], (
+            f"{path.name} says {r['stated']} minutes; measured {r['measured']:.1f} ({r['words']} words, "
+            f"{r['code_lines']} code lines, {r['figures']} figures): run tools/reading_time.py")
+
+
+def test_reading_time_counts_prose_code_and_figures(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("**Time: about 2 minutes.**\n\n" + "word " * 196),
+                nbformat.v4.new_code_cell("x = 1\ny = 2\n\nplt.plot([x, y])\nplt.show()"),
+                nbformat.v4.new_code_cell("assert x == 1", metadata={"tags": ["hide-input"]})]
+    path = tmp_path / "page.ipynb"
+    nbformat.write(nb, path)
+    r = _reading_time().measure(path)
+    assert (r["words"], r["code_lines"], r["figures"], r["stated"]) == (200, 4, 1, 2)
+    assert r["measured"] == pytest.approx(200 / 200 + 4 / 10 + 1)
+
+
+def test_bibliography_protects_acronyms_and_dates_the_tutorial():
+    # BibTeX styles lowercase titles: "MMoE" would print as "mmoe" unless it sits in braces.
+    bib = (BOOK / "references.bib").read_text()
+    for title in re.findall(r"^\s*(?:title|booktitle)\s*=\s*\{(.*)\},?\s*$", bib, re.M):
+        unprotected = re.sub(r"\{[^{}]*\}", "", title)
+        shouting = re.findall(r"\b\w*[A-Z]\w*[A-Z]\w*\b", unprotected)
+        assert not shouting, f"references.bib: protect {shouting} with braces in {title!r}"
+    tutorial = re.search(r"@misc\{meng2024annotated,(.*?)\n\}", bib, re.S).group(1)
+    assert "url" in tutorial and "2024" in tutorial and "month" in tutorial
+
+
+def test_numbered_chapters_are_numbered_in_the_toc():
+    # A page the text calls "chapter N" (file NN_*.ipynb) must sit in a numbered part of the toc.
+    numbered = []
+    for part in TOC["parts"]:
+        if part.get("numbered"):
+            numbered += _toc_files(part["chapters"])
+    chapters = [f"book/{p.stem}" for p in CHAPTERS]
+    assert not set(chapters) - set(numbered), f"chapters outside a numbered part: {sorted(set(chapters) - set(numbered))}"
+    assert CONFIG.get("html", {}).get("use_multitoc_numbering", True), \
+        "numbering must continue across parts (use_multitoc_numbering)"
+
+
+#: The rendered page cuts code lines at about 80-90 characters: keep what the reader sees within it.
+PAGE_WIDTH = 88
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_code_cells_fit_the_page(path):
+    long = [(i, len(line)) for i, c in enumerate(_read(path).cells) if c.cell_type == "code"
+            and "remove-cell" not in _tags(c) for line in c.source.splitlines() if len(line) > PAGE_WIDTH]
+    assert not long, f"{path.name}: code lines wider than {PAGE_WIDTH} characters (cell, width): {long[:10]}"
+
+
+OUTSIDE_PATHS = re.compile(r"""["'](?:\.\./|/work/|/home/|/tmp/|~/)|os\.environ|\bshared/data\b""")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_read_nothing_outside_the_package_and_the_book(path):
+    # Data comes from the installed package (mm.load_example, mm.load_byterec_sample, committed
+    # results) or is written by the notebook itself into a temporary folder it creates.
+    hits = [i for i, c in enumerate(_code_cells(_read(path))[1:], start=1) if OUTSIDE_PATHS.search(c.source)]
+    assert not hits, f"{path.name}: code cells {hits} reach for files outside the package and the book"

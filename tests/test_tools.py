@@ -130,7 +130,9 @@ def test_student_notebook_strips_solutions_and_keeps_the_colab_cell():
 def test_student_notebook_refuses_an_untagged_solution():
     nb = _exercise_notebook()
     nb.cells[8].metadata["tags"] = []  # the prose solution, tag forgotten
-    with pytest.raises(make_student.StudentEditionError, match=r"t.ipynb: cell \d+ .*not tagged"):
+    # named as Jupyter lists it: the 9th cell, 1-based, with its first line
+    with pytest.raises(make_student.StudentEditionError,
+                       match=r"t.ipynb: cell 9 \(markdown, starts '```\{solution\} ex-b'\) .*not tagged"):
         make_student.student_notebook(nb, "t.ipynb")
 
 
@@ -141,29 +143,76 @@ def test_student_notebook_requires_the_colab_cell_first():
         make_student.student_notebook(nb, "t.ipynb")
 
 
+def _solution_lines(nb, elsewhere):
+    """Distinctive lines of the worked solutions (code and prose) of a chapter: long lines that
+    no cell outside a solution holds."""
+    lines = set()
+    for cell in nb.cells:
+        if make_student.is_solution(cell):
+            lines |= {l.strip() for l in cell.source.splitlines()
+                      if len(l.strip()) > 25 and "{solution" not in l}
+    return {l for l in lines if l not in elsewhere}
+
+
 def test_student_edition_of_the_real_book(tmp_path):
-    """`make student` on the chapters as they stand: no solution survives, nothing else is lost."""
-    book = REPO / "book"
-    assert make_student.main([str(book), str(tmp_path)]) == 0
-    for path in sorted(book.glob("*.ipynb")):
+    """`make student` on the chapters as they stand: a repository with no solution and no book/."""
+    dest = tmp_path / "student"
+    (dest / ".git").mkdir(parents=True)  # a checkout of the student repository survives
+    (dest / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (dest / "notes.txt").write_text("someone else's folder")
+    with pytest.raises(SystemExit, match="was not written by make_student"):
+        make_student.main([str(dest), "--root", str(REPO)])
+    (dest / "notes.txt").unlink()
+    assert make_student.main([str(dest), "--root", str(REPO), "--student-repo",
+                              "https://github.com/teacher/course", "--student-ref", "spring"]) == 0
+    assert (dest / ".git" / "HEAD").is_file()
+    assert not (dest / "book").exists()
+    assert list(dest.rglob("*.md")) == [dest / "README.md"], "no book sources"
+    assert (dest / "pyproject.toml").is_file() and (dest / "mmoe_annotated" / "__init__.py").is_file()
+    readme = (dest / "README.md").read_text()
+    chapters = sorted((REPO / "book").glob("*.ipynb"))
+    assert sorted(p.name for p in dest.glob("*.ipynb")) == [p.name for p in chapters]
+    elsewhere = "\n".join(c.source for p in chapters for c in nbformat.read(p, as_version=4).cells
+                          if not make_student.is_solution(c))
+    # the notebooks' cells and the README (the package sources are the repository's, unchanged)
+    everything = "\n".join([c.source for p in dest.glob("*.ipynb")
+                            for c in nbformat.read(p, as_version=4).cells] + [readme])
+    for src in (REPO / "mmoe_annotated").rglob("*.py"):
+        assert (dest / src.relative_to(REPO)).read_bytes() == src.read_bytes()
+    for path in chapters:
         nb = nbformat.read(path, as_version=4)
-        student = nbformat.read(tmp_path / path.name, as_version=4)
-        kept = [c.source for c in nb.cells if not make_student.is_solution(c)]
-        assert [c.source for c in student.cells if c.source != make_student.PLACEHOLDER] == kept
-        for i, cell in enumerate(student.cells):
-            assert not make_student.SOLUTION_DIRECTIVE.search(cell.source), (path.name, i)
-            if cell.cell_type == "code":
-                assert cell.outputs == []
+        assert f"https://colab.research.google.com/github/teacher/course/blob/spring/{path.name}" in readme
+        leaked = _solution_lines(nb, elsewhere)
+        assert leaked or not any(map(make_student.is_solution, nb.cells)), path.name
+        for line in leaked:
+            assert line not in everything, f"{path.name}: solution line leaked: {line!r}"
+        student = nbformat.read(dest / path.name, as_version=4)
+        text = "\n".join(c.source for c in student.cells)
+        assert "Solution to Exercise" not in text and "{solution" not in text and "{exercise}" not in text
+        n_ex = sum("{exercise}" in c.source for c in nb.cells)
+        assert len(re.findall(r"^#### Exercise \d", text, re.M)) == n_ex, path.name
+        assert text.count(make_student.PLACEHOLDER.strip()) == n_ex, path.name
         code = [c for c in student.cells if c.cell_type == "code"]
-        if any(c.cell_type == "code" for c in nb.cells):
-            assert "google.colab" in code[0].source, path.name
+        assert code[0].source.endswith('"mmoe-annotated @ git+https://github.com/teacher/course@spring"')
+        assert all(c.outputs == [] for c in code)
+    make_student.check_edition(dest)
+
+
+def test_student_edition_without_a_student_repository_installs_from_the_book(tmp_path, capsys):
+    assert make_student.main([str(tmp_path / "s"), "--root", str(REPO)]) == 0
+    out = capsys.readouterr().out
+    assert "also holds the solutions" in out
+    cfg = yaml.safe_load((REPO / "_config.yml").read_text())["repository"]
+    nb = nbformat.read(tmp_path / "s" / "05_gates.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert f'git+{cfg["url"]}@{cfg["branch"]}"' in code[0].source
 
 
 # ----------------------------------------------------------------------------- repoint
 
 @pytest.fixture
 def book_copy(tmp_path):
-    for name in ("_config.yml", "README.md", "CONTRIBUTING.md"):
+    for name in ("_config.yml", "_toc.yml", "README.md", "CONTRIBUTING.md", "pyproject.toml"):
         shutil.copy(REPO / name, tmp_path / name)
     shutil.copytree(REPO / "book", tmp_path / "book")
     # one chapter with an install cell that had drifted from _config.yml
@@ -194,9 +243,9 @@ def test_repoint_rewrites_config_and_every_install_cell(book_copy):
     urls = {}
     for path in sorted((book_copy / "book").glob("*.ipynb")):
         urls[path.name] = repoint.install_urls(nbformat.read(path, as_version=4))
-    assert urls["zz_drifted.ipynb"] == [new]
+    assert urls["zz_drifted.ipynb"] == [f"{new}@spring"]
     assert sum(map(len, urls.values())) >= 2
-    assert all(u == new for us in urls.values() for u in us)
+    assert all(u == f"{new}@spring" for us in urls.values() for u in us)
     old_colab = "colab.research.google.com/github/" + old.split("github.com/")[1] + "/blob/main/"
     new_colab = "colab.research.google.com/github/teacher/mmoe-course/blob/spring/"
     readme = (book_copy / "README.md").read_text()
@@ -207,7 +256,8 @@ def test_repoint_rewrites_config_and_every_install_cell(book_copy):
         assert old not in now.replace(new, "")
         if path.name not in ("zz_drifted.ipynb", "_config.yml"):
             # nothing but the URL and the Colab links changed
-            assert now.replace(new, old).replace(new_colab, old_colab) == text, path
+            back = now.replace(new_colab, old_colab).replace(new, old)
+            assert back.replace(f"{old}@spring", f"{old}@main") == text, path
     assert set(changed) == {p for p, t in before.items() if p.read_text() != t}
 
 
@@ -220,12 +270,33 @@ def test_repoint_refuses_a_repository_colab_cannot_open(book_copy):
     assert (book_copy / "_config.yml").read_text() == config
 
 
-def test_make_fork_cli_reports_changes(book_copy, capsys):
-    assert repoint.main(["https://github.com/a/b", "--root", str(book_copy)]) == 0
+def test_make_fork_cli_reports_changes_and_refreshes_generated_notebooks(book_copy, capsys):
+    shutil.copytree(REPO / "mmoe_annotated", book_copy / "mmoe_annotated")
+    for name in ("LICENSE", "LICENSE-text"):
+        shutil.copy(REPO / name, book_copy / name)
+    assert make_student.main([str(book_copy / "student"), "--root", str(book_copy)]) == 0
+    assert repoint.main(["https://github.com/a/b", "--root", str(book_copy), "--branch", "fall"]) == 0
     out = capsys.readouterr().out
-    assert "-> https://github.com/a/b" in out and "_config.yml" in out
+    assert "-> https://github.com/a/b at fall" in out and "_config.yml" in out
+    assert "Colab notebooks written again" in out and "student/ written again" in out
+    want = '"mmoe-annotated @ git+https://github.com/a/b@fall"'
+    for folder in ("colab/book", "student"):
+        nb = nbformat.read(book_copy / folder / "05_gates.ipynb", as_version=4)
+        assert [c for c in nb.cells if c.cell_type == "code"][0].source.endswith(want), folder
+    assert "github/a/b/blob/fall/colab/book/01_paper.ipynb" in (book_copy / "colab" / "README.md").read_text()
+    # a student/ folder that make_student did not write is left alone, with a warning
+    shutil.rmtree(book_copy / "student")
+    (book_copy / "student").mkdir()
+    (book_copy / "student" / "05_gates.ipynb").write_text("{}")
+    assert repoint.main(["--root", str(book_copy), "--branch", "v0.1.0"]) == 0
+    out = capsys.readouterr().out
+    assert "https://github.com/a/b -> https://github.com/a/b at v0.1.0" in out
+    assert "WARNING: student/ was not written by `make student`" in out
+    assert (book_copy / "student" / "05_gates.ipynb").read_text() == "{}"
     with pytest.raises(SystemExit, match="repoint: REPO must look like"):
         repoint.main(["ftp://x", "--root", str(book_copy)])
+    with pytest.raises(SystemExit, match="repoint: BRANCH must be a git branch or tag"):
+        repoint.main(["--root", str(book_copy), "--branch", "a b"])
 
 
 # ----------------------------------------------------------------------------- browser_check
@@ -247,17 +318,20 @@ def test_browser_check_catches_what_a_reader_would_see(tmp_path, capsys):
     """A tiny site with one good page and one page per defect: each defect is reported."""
     root = tmp_path
     (root / "_config.yml").write_text(
-        "repository:\n  url: https://github.com/o/r\n  path_to_book: ''\n  branch: main\n"
+        "repository:\n  url: https://github.com/o/r\n  path_to_book: colab\n  branch: main\n"
         "launch_buttons:\n  colab_url: https://colab.research.google.com\n")
     html = root / "_build" / "html"
     shutil.copytree(FETCHED_MATHJAX, html / "_static" / "_mathjax")
     (html / "book").mkdir()
     (html / "_images").mkdir()
     (html / "_images" / "dot.png").write_bytes(PNG_1x1)
-    colab = "https://colab.research.google.com/github/o/r/blob/main/book/good.ipynb"
+    colab = "https://colab.research.google.com/github/o/r/blob/main/colab/book/good.ipynb"
     (root / "book").mkdir()
-    for name in ("good", "nocolab"):
+    (root / "colab" / "book").mkdir(parents=True)
+    for name in ("good", "nocolab", "nocopy"):
         (root / "book" / f"{name}.ipynb").write_text("{}")
+        if name != "nocopy":  # the Colab copy `make colab` writes; missing for nocopy
+            (root / "colab" / "book" / f"{name}.ipynb").write_text("{}")
     pages = {
         "index.html": '<meta http-equiv="Refresh" content="0; url=book/good.html" />',
         "book/good.html": _page(
@@ -278,6 +352,7 @@ def test_browser_check_catches_what_a_reader_would_see(tmp_path, capsys):
             '(most recent call last): shown on purpose</pre></div></div>'),
         "book/badlink.html": _page('<a href="nowhere.html">x</a><a href="other.html#nope">y</a>'),
         "book/nocolab.html": _page("<p>A notebook page without its button.</p>"),
+        "book/nocopy.html": _page(f'<a href="{colab.replace("good", "nocopy")}">Colab</a>'),
     }
     for rel, text in pages.items():
         (html / rel).write_text(text)
@@ -308,8 +383,11 @@ def test_browser_check_catches_what_a_reader_would_see(tmp_path, capsys):
     assert any("nowhere.html (no such file" in p for p in bad), out
     assert any("no #nope on book/other.html" in p for p in bad), out
     assert any(p.startswith("no Colab button") for p in report["book/nocolab.html"]), out
+    assert report["book/nocopy.html"] == [
+        "FAIL", "the Colab button opens colab/book/nocopy.ipynb, which is not in the repository "
+        "(run `make colab`)"], out
     assert report["book/other.html"] == [], out  # not a notebook: no button needed
-    assert "4 passed, 6 failed" in out, out  # 9 pages over HTTP + 1 from file://
+    assert "4 passed, 7 failed" in out, out  # 10 pages over HTTP + 1 from file://
     shots = {p.name for p in (tmp_path / "shots").glob("*.png")}
     assert {"book__good.png", "book__good--math.png", "file--book__good.png"} <= shots
 
@@ -346,3 +424,62 @@ def test_teaching_page_sorts_every_exercise():
         for label in labels:
             assert label in listed, (f"book/teaching.md does not list exercise {label} of {stem}; "
                                      "add it to the 'Exercises for labs' table")
+
+
+# ----------------------------------------------------------------------------- standalone_check
+
+def test_colab_and_oldest_version_sets_follow_pyproject():
+    """The Colab-versions check tests what pyproject.toml promises: its lower bounds, and Colab's
+    versions inside the allowed ranges."""
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+    standalone = load_tool("standalone_check")
+    deps = {Requirement(d).name: Requirement(d).specifier for d in
+            tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    for name, pins in (("colab", standalone.COLAB), ("oldest", standalone.OLDEST)):
+        got = dict(p.split("==") for p in pins)
+        assert set(got) == set(deps) - {"torch"}, (name, sorted(got), sorted(deps))
+        for pkg, version in got.items():
+            assert deps[pkg].contains(version), f"{name}: {pkg}=={version} is outside {deps[pkg]}"
+            if name == "oldest":
+                lower = [Version(s.version) for s in deps[pkg] if s.operator == ">="]
+                assert lower and Version(version) == lower[0], (
+                    f"{pkg}: pyproject.toml allows {deps[pkg]}, the oldest-versions check installs "
+                    f"{version}; update OLDEST in tools/standalone_check.py")
+
+
+# ----------------------------------------------------------------------------- strip_outputs
+
+def test_strip_clears_what_a_run_adds_and_keeps_tags(tmp_path):
+    strip_outputs = load_tool("strip_outputs")
+    nb = _exercise_notebook()
+    nb.cells[2].metadata["execution"] = {"iopub.status.idle": "2026-01-01T00:00:00Z"}
+    nb.metadata["language_info"] = {"name": "python", "version": "3.11.7", "file_extension": ".py"}
+    clean = _exercise_notebook()
+    clean.cells[2].outputs, clean.cells[2].execution_count = [], None
+    clean.metadata["language_info"] = {"name": "python"}
+    for i, c in enumerate(nb.cells):
+        c["id"] = clean.cells[i]["id"] = f"c{i}"
+    nbformat.write(nb, tmp_path / "run.ipynb")
+    nbformat.write(clean, tmp_path / "clean.ipynb")
+    before_clean = (tmp_path / "clean.ipynb").read_text()
+    assert strip_outputs.main([str(tmp_path / "run.ipynb"), str(tmp_path / "clean.ipynb")]) == 0
+    assert (tmp_path / "run.ipynb").read_text() == before_clean
+    assert (tmp_path / "clean.ipynb").read_text() == before_clean
+    assert nbformat.read(tmp_path / "run.ipynb", as_version=4).cells[1].metadata["tags"] == ["remove-cell"]
+
+
+def test_a_refused_student_edition_leaves_the_previous_one(book_copy):
+    shutil.copytree(REPO / "mmoe_annotated", book_copy / "mmoe_annotated")
+    dest = book_copy / "student"
+    assert make_student.main([str(dest), "--root", str(book_copy)]) == 0
+    before = sorted(p.name for p in dest.iterdir())
+    path = book_copy / "book" / "05_gates.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    i = next(k for k, c in enumerate(nb.cells) if "{solution-start}" in c.source)
+    nb.cells[i].metadata["tags"] = []
+    nbformat.write(nb, path)
+    with pytest.raises(SystemExit, match=rf"05_gates.ipynb: cell {i + 1} \(markdown"):
+        make_student.main([str(dest), "--root", str(book_copy)])
+    assert sorted(p.name for p in dest.iterdir()) == before

@@ -437,6 +437,12 @@ def main(argv=None):
                 probs, facts = [f"browser: {e}"], {}
             except OSError as e:  # e.g. the page vanished: a rebuild is writing _build/html
                 probs, facts = [f"could not check: {e}"], {}
+            expected = colab_for(rel)
+            if expected:  # the button must open a notebook this repository holds (make colab)
+                opened = expected.split(f"/blob/{settings[1]}/", 1)[1]
+                if not (root / opened).is_file():
+                    probs = probs + [f"the Colab button opens {opened}, which is not in the "
+                                     "repository (run `make colab`)"]
             return probs, facts, time.monotonic() - t
 
         with ThreadPoolExecutor(args.jobs) as pool:

@@ -1,13 +1,20 @@
 """Run every chapter as Colab does: alone, with only the installed package beside it.
 
 1. build a wheel of the package (`pip wheel --no-deps`, from a clean copy of its sources);
-2. install it into a fresh virtual environment, with the runtime dependencies pinned to the
-   versions of the project's `.venv` (so the fast local wheels are reused), plus a kernel;
+2. make a fresh virtual environment with one of these sets of library versions (`--versions`):
+   - `colab`: the versions Colab has installed (COLAB below), then the wheel installed the
+     way the notebooks' Colab cell installs it (`pip install "mmoe-annotated @ <wheel>"`, no
+     constraints), and a check that pip changed none of the versions already there;
+   - `oldest`: the oldest versions `pyproject.toml` allows that install here (OLDEST), the
+     wheel installed the same way;
+   - `pinned`: every dependency at the version of the project's `.venv`;
+   torch is the `.venv`'s in every set (the CPU wheel this machine has; Colab's is a CUDA build);
 3. copy each notebook alone into an empty temporary directory and execute it there with
    nbclient, two at a time; a last cell asserts the kernel imported `mmoe_annotated` from the
    fresh environment, not from the repository.
-A chapter that reads a file from the repository, or needs code that is not in the package,
-fails here. Executed copies are kept in `_build/standalone/executed/` for inspection.
+The notebooks are those the Colab buttons open (`colab/book/*.ipynb`, `make colab`). A chapter
+that reads a file from the repository, needs code that is not in the package, or uses an API
+the older libraries lack fails here. Executed copies are kept in `<work>/executed/`.
 """
 
 import argparse
@@ -22,6 +29,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 PACKAGE_FILES = ("pyproject.toml", "README.md", "LICENSE", "LICENSE-text")
+
+# Colab's preinstalled versions, from googlecolab/backend-info's pip-freeze.txt (2026-08-19,
+# Python 3.13 there; these install here on 3.11). Update them when Colab moves.
+COLAB = ("numpy==2.1.3", "pandas==2.2.3", "scikit-learn==1.6.1", "matplotlib==3.10.0",
+         "tqdm==4.67.3")
+# The lower bounds of pyproject.toml's dependencies, each at its oldest release that has a
+# wheel for this Python (torch excepted: see above).
+OLDEST = ("numpy==1.24.0", "pandas==2.0.0", "scikit-learn==1.3.0", "matplotlib==3.7.0",
+          "tqdm==4.60.0")
+# The kernel stack of both: Colab's IPython and ipykernel (a current IPython drops names that
+# matplotlib 3.7 imports, so the newest kernel cannot stand in for an old environment).
+KERNEL = ("ipython==7.34.0", "ipykernel==6.17.1")
+VERSION_SETS = {"colab": COLAB, "oldest": OLDEST, "pinned": None}
 
 # Runs inside the fresh environment: execute one notebook in its own folder.
 RUNNER = r"""
@@ -59,8 +79,15 @@ def run(cmd, **kw):
     return proc
 
 
-def build_env(repo, work, python):
-    """Wheel + fresh venv; returns the venv's python."""
+def installed(vpy):
+    """{normalised name: version} of the packages in the venv of `vpy`."""
+    out = run([str(vpy), "-m", "pip", "list", "--format=freeze", "--disable-pip-version-check"]).stdout
+    return {l.split("==")[0].lower().replace("_", "-"): l.split("==")[1]
+            for l in out.splitlines() if "==" in l}
+
+
+def build_env(repo, work, python, versions="pinned"):
+    """Wheel + fresh venv with the `versions` set; returns the venv's python."""
     dist = work / "dist"
     shutil.rmtree(dist, ignore_errors=True)
     t = time.monotonic()
@@ -91,9 +118,24 @@ def build_env(repo, work, python):
     constraints.write_text("".join(line + "\n" for line in frozen.splitlines()
                                    if "==" in line and not line.startswith("mmoe"))
                            )
+    pip = [str(vpy), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile"]
     # --no-compile: byte-compiling all of torch costs more than the few modules a chapter imports.
-    run([str(vpy), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile",
-         "-c", str(constraints), str(wheels[0]), "ipykernel", "nbclient", "nbformat"])
+    if VERSION_SETS[versions] is None:
+        run(pip + ["-c", str(constraints), str(wheels[0]), "ipykernel", "nbclient", "nbformat"])
+    else:
+        torch = [l for l in frozen.splitlines() if l.lower().startswith("torch==")]
+        run(pip + [*VERSION_SETS[versions], *torch, *KERNEL, "nbclient", "nbformat"])
+        before = installed(vpy)
+        # As the notebooks' first cell does in Colab: the package by URL, nothing else named.
+        run(pip + [f"mmoe-annotated @ {wheels[0].resolve().as_uri()}"])
+        after = installed(vpy)
+        changed = sorted(f"{n} {v} -> {after.get(n)}" for n, v in before.items() if after.get(n) != v)
+        if changed:
+            sys.exit("standalone_check: installing the package changed versions that were already "
+                     "installed (Colab would reinstall them): " + ", ".join(changed))
+        wanted = {s.split("==")[0]: s.split("==")[1] for s in VERSION_SETS[versions]}
+        print("standalone_check: " + versions + " versions: " + ", ".join(
+            f"{n} {after.get(n)}" for n in [*wanted, "torch", "ipython", "ipykernel"]))
     print(f"standalone_check: fresh venv with the wheel in {time.monotonic() - t:.1f} s")
     return vpy
 
@@ -119,20 +161,24 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebooks", nargs="*", help="notebooks to run (default: book/*.ipynb)")
     ap.add_argument("--repo", default=".")
-    ap.add_argument("--work", default="_build/standalone")
+    ap.add_argument("--work", default=None, help="default: _build/standalone-<versions>")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--versions", choices=sorted(VERSION_SETS), default="colab",
+                    help="library versions of the fresh venv (default colab)")
     args = ap.parse_args(argv)
 
     repo = Path(args.repo).resolve()
-    notebooks = [Path(n).resolve() for n in args.notebooks] or sorted((repo / "book").glob("*.ipynb"))
+    colab_dir = repo / "colab" / "book"
+    notebooks = [Path(n).resolve() for n in args.notebooks] or sorted(
+        (colab_dir if colab_dir.is_dir() else repo / "book").glob("*.ipynb"))
     if not notebooks:
         sys.exit("standalone_check: no notebooks found")
-    work = Path(args.work).resolve()
+    work = Path(args.work or f"_build/standalone-{args.versions}").resolve()
     out_dir = work / "executed"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     t0 = time.monotonic()
-    vpy = build_env(repo, work, sys.executable)
+    vpy = build_env(repo, work, sys.executable, args.versions)
 
     failed = 0
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -143,7 +189,8 @@ def main(argv=None):
                 print("       " + "\n       ".join(ANSI.sub("", log).strip().splitlines()[-25:]))
     print(f"standalone_check: {len(notebooks)} notebooks in {time.monotonic() - t0:.1f} s "
           f"(executed copies in {out_dir})")
-    print(f"standalone_check: {len(notebooks) - failed} passed, {failed} failed")
+    print(f"standalone_check: {len(notebooks) - failed} passed, {failed} failed "
+          f"({args.versions} versions, {time.monotonic() - t0:.0f} s in all)")
     return 1 if failed else 0
 
 
