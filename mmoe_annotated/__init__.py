@@ -7,7 +7,9 @@ ByteRec data pipeline and a trainer. Each module names the book chapter that exp
 =================  ==========================================
 module             chapter
 =================  ==========================================
-``data``           2. The data (the strict file loader)
+``schema``         2. The data (columns, tasks, ``DataError``)
+``reader``         2. The data (a file's bytes, chunk by chunk; ``parse``: each chunk's values checked)
+``data``           2. The data (the strict file loader, the real sample, the split)
 ``example_data``   2. The data (the embedded, generated dataset)
 ``features``       3. Feature transforms (the encoders)
 ``inputs``         3. Feature transforms (what the model reads)

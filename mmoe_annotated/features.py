@@ -111,10 +111,16 @@ class Vocabulary:
         keys = _as_keys(column).dropna()
         # Most frequent first, ties by first appearance: ids are stable and readable.
         counts = keys.value_counts(sort=True)
-        n = counts.to_numpy()
+        return cls.from_counts(list(counts.index), counts.to_numpy(), min_count)
+
+    @classmethod
+    def from_counts(cls, values: Sequence[str], counts: np.ndarray, min_count: int = 1) -> "Vocabulary":
+        """The vocabulary of ``values`` (keys, most frequent first) seen ``counts`` times each:
+        :meth:`fit`'s result, for counts gathered elsewhere (a stream, several processes)."""
+        n = np.asarray(counts)
         rows = max(int(n.sum()), 1)
         expected = min(1.0, (int(n[n == 1].sum()) + int(n[n < min_count].sum() if min_count > 1 else 0)) / rows)
-        return cls(list(counts.index[n >= min_count]), expected_oov=round(expected, 6))
+        return cls([v for v, c in zip(values, n) if c >= min_count], expected_oov=round(expected, 6))
 
     @property
     def size(self) -> int:

@@ -140,9 +140,8 @@ class VocabCounts:
 
     def vocabulary(self, min_count: int = 1) -> Vocabulary:
         order = np.lexsort((self.first, -self.counts))  # most frequent first, ties by first appearance
-        keep = order[self.counts[order] >= min_count]
         # the loader's int64 IDs, keyed as Vocabulary.fit keys them
-        return Vocabulary([str(k) for k in self.keys[keep]])
+        return Vocabulary.from_counts([str(k) for k in self.keys[order]], self.counts[order], min_count)
 
 
 @dataclass
