@@ -3,8 +3,9 @@
 Explained in chapter 7, "Training" (``book/07_training.ipynb``).
 
 :func:`fit` is four ideas in a loop: **forward** (``model(ids, dense)``), **per-task losses**
-(:func:`~mmoe_annotated.losses.task_losses`), **their weighted sum plus L2**
-(:func:`~mmoe_annotated.losses.regularization`), **backward and one optimizer step**.
+(:func:`~mmoe_annotated.losses.task_losses`), **their weighted sum plus L2** (fixed or learned
+task weights, :func:`~mmoe_annotated.losses.task_balance`; :func:`~mmoe_annotated.losses.regularization`),
+**backward and one optimizer step**.
 :func:`~mmoe_annotated.inference.predict` and :func:`~mmoe_annotated.inference.evaluate` run the
 same ``model.forward`` under ``torch.inference_mode()``. Everything the chapters print comes from this code. The opt-in
 fast wing, :mod:`mmoe_annotated.fast`, computes the same numbers faster (the performance
@@ -97,7 +98,8 @@ class TrainConfig:
         if self.task_balancing not in BALANCING:
             raise ValueError(f"unknown task_balancing {self.task_balancing!r}; choose one of {BALANCING}")
         if self.task_balancing != "fixed" and self.task_weights is not None:
-            raise ValueError(f"task_balancing={self.task_balancing!r} learns the task weights: leave task_weights unset")
+            raise ValueError(f"task_balancing={self.task_balancing!r} learns the task weights: "
+                             "leave task_weights unset")
         if not (math.isfinite(self.gradnorm_alpha) and self.gradnorm_alpha >= 0):
             raise ValueError(f"gradnorm_alpha must be a non-negative number, got {self.gradnorm_alpha}")
         if self.balance_lr is not None and not (math.isfinite(self.balance_lr) and self.balance_lr > 0):

@@ -48,7 +48,8 @@ def test_uncertainty_objective_is_the_published_form():
     # Kendall et al. eq. 10: L_cls / sigma_1^2 + L_reg / (2 sigma_2^2) + log sigma_1 + log sigma_2
     expected = 0.7 / 0.5 + 3.0 / (2 * 4.0) + math.log(math.sqrt(0.5)) + math.log(2.0)
     assert float(u(L).detach()) == pytest.approx(expected, rel=1e-6)
-    assert float(u(L, first=False).detach()) == pytest.approx(0.7 / 0.5 + 3.0 / 8.0, rel=1e-6)  # a later block: no log term
+    # a later block of the same batch: no log term
+    assert float(u(L, first=False).detach()) == pytest.approx(0.7 / 0.5 + 3.0 / 8.0, rel=1e-6)
     np.testing.assert_allclose(u.weights().numpy(), [2.0, 1 / 8], rtol=1e-6)
 
 

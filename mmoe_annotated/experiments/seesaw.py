@@ -103,7 +103,8 @@ def _main(argv=None) -> None:
                     balancing=tuple(a.balancing))
     a.out.mkdir(parents=True, exist_ok=True)
     df.to_csv(a.out / f"{a.name}.csv.gz", index=False, compression="gzip", float_format="%.6g")
-    meta = {"command": "python -m mmoe_annotated.experiments.seesaw " + " ".join(sys.argv[1:] if argv is None else argv),
+    args = sys.argv[1:] if argv is None else argv
+    meta = {"command": "python -m mmoe_annotated.experiments.seesaw " + " ".join(args),
             "machine": f"{platform.machine()} CPU, 1 torch thread, torch {torch.__version__}",
             "seconds": round(df.attrs["seconds"], 1), "correlation": a.correlation, "train_rows": a.train_rows,
             "test_rows": 2000, "train": {k: getattr(train, k) for k in ("epochs", "batch_size", "optimizer", "lr")}}
