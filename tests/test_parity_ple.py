@@ -145,6 +145,8 @@ VARIANTS = {
                             task_types=("binary", "binary", "regression"), shared=2, specific=2,
                             expert_hidden=(32,), gate_hidden=(8, 8), tower_hidden=(8,)),
     "fewer_shared": dict(shared=1, specific=2, expert_hidden=(32, 16)),
+    # DeepCTR's l2_reg_dnn is our weight_l2 (every weight matrix, no bias, no embedding)
+    "weight_l2": dict(l2_dnn=1e-2, shared=2, specific=2, expert_hidden=(64, 32)),
 }
 
 
@@ -181,7 +183,7 @@ def test_same_predictions_with_large_random_weights(data, variant):
     assert diff <= 1e-5
 
 
-@pytest.mark.parametrize("variant", ["defaults", "three_levels_linear_gates", "mixed_tasks_cgc"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_same_predictions_after_training(data, variant):
     settings = VARIANTS[variant]
     s = {**DEFAULT, **settings}
@@ -192,7 +194,7 @@ def test_same_predictions_after_training(data, variant):
     p_init = dc.predict({n: data[n] for n in names}, 256)
     y = data[list(s["task_names"])].to_numpy()
     losses = ["binary_crossentropy" if t == "binary" else "mse" for t in s["task_types"]]
-    p_dc, p_ours = train_both(dc, names, ours, data, y, losses)
+    p_dc, p_ours = train_both(dc, names, ours, data, y, losses, weight_l2=s["l2_dnn"])
     assert np.abs(p_dc - p_init).max() > 0.05  # both really trained
     diff = np.abs(p_dc - p_ours).max()
     print(f"\nPLE parity after 5 epochs at batch 32, {variant}: max |p_deepctr - p_ours| = {diff:.3g}")
