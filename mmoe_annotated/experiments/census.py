@@ -28,13 +28,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from importlib.resources import files
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from .. import census
@@ -238,7 +237,8 @@ def search(exp: CensusExperiment, data: CensusData, progress: bool = True) -> tu
 
 
 def run_census(exp: CensusExperiment, data: CensusData, progress: bool = True,
-               on_seed: Callable[[pd.DataFrame, pd.DataFrame], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+               on_seed: Callable[[pd.DataFrame, pd.DataFrame], None] | None = None
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train every family for every seed. Returns ``(results, gates)``: one row per model, group,
     seed, task and split (:data:`RESULT_COLUMNS`), and one per gated model, group, seed, task and
     expert with the mean gate weight on the test rows (:data:`GATE_COLUMNS`). ``on_seed`` is called
@@ -371,7 +371,7 @@ def plot_gates(gates: pd.DataFrame, group: int, seed: int, model: str = "mmoe", 
     width = 0.8 / w.shape[1]
     for i, t in enumerate(w.columns):
         ax.bar(w.index + (i - (w.shape[1] - 1) / 2) * width, w[t], width, label=t)
-    ax.set(xlabel="expert", ylabel="mean gate weight (test rows)", title=f"{MODEL_NAMES[model]}, group {group}, seed {seed}",
-           xticks=list(w.index))
+    ax.set(xlabel="expert", ylabel="mean gate weight (test rows)", xticks=list(w.index),
+           title=f"{MODEL_NAMES[model]}, group {group}, seed {seed}")
     ax.legend(fontsize=8)
     return ax
