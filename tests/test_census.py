@@ -307,6 +307,14 @@ def test_command_rejects_bad_settings(sample_dir, tmp_path, no_pip):
         main(["census", "--out", str(tmp_path), "--data", str(tmp_path)])
 
 
+def test_command_names_missing_cuda(sample_dir, tmp_path, no_pip):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(SystemExit, match="CUDA is not available"):
+        main(["census", "--out", str(tmp_path), "--data", str(sample_dir), "--device", "cuda", "--no-progress"])
+
+
 def test_paired_differences_and_gate_distance():
     rows = [("mmoe", 1, s, "income", "main", "test", 0.90 + 0.01 * s, 0.1, 1.0) for s in range(5)]
     rows += [("omoe", 1, s, "income", "main", "test", 0.90 + 0.01 * s - 0.002, 0.1, 1.0) for s in range(5)]
