@@ -19,9 +19,9 @@ Single-Task trains one network per label; its never-married network serves both 
 inputs are the same in both). Runs of one seed share the order of the training batches across
 models, so differences between models can be taken seed by seed (:func:`paired`).
 
-The runs are compute-bound at batch 1,024 (a step of the default MMoE is mostly matrix
-multiplications), so stacking seeds into one batched model (:class:`~.batched.StackedRuns`)
-would save little here and the runs go one after another through the ordinary ``fit``.
+The runs go one after another through the ordinary ``fit``: :class:`~.batched.StackedRuns`, which
+trains many seeds as one batched model in the synthetic study, takes dense inputs and a squared
+loss, and these models need the embedding lookups and binary losses of ``fit``.
 """
 from __future__ import annotations
 
