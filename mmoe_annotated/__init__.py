@@ -24,6 +24,7 @@ module             chapter
 ``inference``      7. Training (``predict``, ``evaluate``)
 ``health``         5. Gates, 10. Beyond MMoE (gate health)
 ``inspect``        5. Gates, 7. Training
+``census``         9. The paper on real data: Census-Income
 ``checkpoint``     Appendix: When things go wrong
 ``stream``         Appendix: Scaling out (files larger than memory)
 ``distributed``    Appendix: Scaling out (DistributedDataParallel)

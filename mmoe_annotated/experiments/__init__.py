@@ -1,7 +1,8 @@
-"""Experiments built on the package's public API: the paper's synthetic study.
+"""Experiments built on the package's public API: the paper's synthetic study and its Census-Income study.
 
-Explained in chapter 8, "Reproducing the paper" (``book/08_reproducing_paper.ipynb``).
-Run from a shell with ``python -m mmoe_annotated.experiments synthetic --out DIR``.
+Explained in chapter 8, "Reproducing the paper" (``book/08_reproducing_paper.ipynb``), and chapter 9,
+"The paper on real data: Census-Income" (``book/09_census.ipynb``).
+Run from a shell with ``python -m mmoe_annotated.experiments synthetic|census --out DIR``.
 
 =============  ==================================================================
 module         what
@@ -9,6 +10,7 @@ module         what
 ``batched``    :class:`StackedRuns`: many independent runs trained as one model
 ``runner``     :class:`SyntheticExperiment`, :func:`run_synthetic`: the grid and its training
 ``report``     summaries (means, medians, stuck runs) and the Figure 2, 4, 5 analogues
+``census``     the paper's Census-Income study (Tables 1 and 2; chapter 9): runs, summaries, figures
 ``cli``        the command line
 ``seesaw``     :func:`run_seesaw`: Shared-Bottom, MMoE, CGC and PLE, task 1 against task 2 (chapter 10)
 =============  ==================================================================
