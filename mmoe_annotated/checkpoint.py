@@ -39,9 +39,7 @@ import json
 import os
 import pickle
 import re
-import secrets
 import stat
-import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -51,8 +49,9 @@ from .data import DataError
 from .features import FeatureEncoder
 from .model import MODELS, ModelConfig, MultiTaskModel
 from .runtime import resolve_device
+from .safe_files import STALE_AFTER_S, Sink, file_kind, raise_clearly, remove_stale_temps, temp_file
 
-__all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "FORMAT", "FORMAT_VERSION", "STALE_AFTER_S"]
 
 #: What the manifest calls this kind of file, and the layout version this code reads and writes.
 #: Bump ``FORMAT_VERSION`` when the layout changes in a way old readers cannot follow.
@@ -103,96 +102,6 @@ def _digest(manifest: str, state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-# A temporary file is ".<target name>.<pid>.<random hex>.tmp" beside the target; one whose
-# process has ended and that nobody has written for a minute is what a killed save left (the
-# minute spares a save in progress on another machine sharing the directory).
-STALE_AFTER_S = 60.0
-
-
-def _abandoned(pid: int, age_s: float) -> bool:
-    """Whether a temporary file of process ``pid``, last written ``age_s`` seconds ago, was left
-    behind by a save that was killed."""
-    if age_s < STALE_AFTER_S or pid == os.getpid():
-        return False
-    if os.name != "posix":  # no harmless way to ask whether a process lives: wait a day
-        return age_s > 24 * 3600
-    try:
-        os.kill(pid, 0)  # signal 0 only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False  # it exists and belongs to someone else
-    return False
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Delete temporary files that killed saves to ``path`` left behind."""
-    prefix, now = f".{path.name}.", time.time()
-    try:
-        entries = list(os.scandir(path.parent))
-    except OSError:
-        return
-    for entry in entries:
-        if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
-            continue
-        found = re.fullmatch(r"(\d+)\.[0-9a-f]+", entry.name[len(prefix):-len(".tmp")])
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        if found and stat.S_ISREG(st.st_mode) and _abandoned(int(found.group(1)), now - st.st_mtime):
-            try:
-                os.unlink(entry.path)
-            except OSError:
-                pass
-
-
-def _temp_file(path: Path) -> tuple[int, Path]:
-    """Create the temporary file with mode 0o666 less the umask, as ``open()`` would."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            _raise_clearly(exc, path)
-
-
-class _Sink:
-    """The file torch writes into. torch reports a failed write as "unexpected pos"; this keeps
-    the operating system's own error (no space left, quota, I/O error) to report instead."""
-
-    def __init__(self, raw):
-        self.raw, self.error = raw, None
-
-    def write(self, data) -> int:
-        view = memoryview(data).cast("B")
-        try:
-            while view:  # an unbuffered write may take only part of the bytes
-                view = view[self.raw.write(view):]
-        except OSError as exc:
-            self.error = self.error or exc
-            raise
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
-def _raise_clearly(exc: OSError, path: Path):
-    """Raise the operating system's error again, saying which checkpoint and what to do."""
-    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        raise OSError(exc.errno, f"cannot save the checkpoint {path}: no space left on device "
-                      f"({exc.strerror}); nothing was replaced; free some space and save again", str(path)) from exc
-    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
-        raise PermissionError(exc.errno, f"cannot save the checkpoint {path}: no permission to write in "
-                              f"{path.parent} ({exc.strerror}); the save writes a temporary file there, then "
-                              "renames it over the target", str(path)) from exc
-    raise exc
-
-
 def save_checkpoint(path: str | os.PathLike, model: MultiTaskModel, encoder: FeatureEncoder | None = None, *,
                     extra: dict | None = None) -> Path:
     """Write ``model`` (and the fitted ``encoder`` that feeds it) to ``path``, atomically.
@@ -216,9 +125,9 @@ def save_checkpoint(path: str | os.PathLike, model: MultiTaskModel, encoder: Fea
     except FileNotFoundError:
         old = None
     except OSError as exc:
-        _raise_clearly(exc, path)
+        raise_clearly(exc, path)
     if old is not None and not stat.S_ISREG(old.st_mode):
-        raise ValueError(f"{path} exists and is a {_file_kind(old.st_mode)}, not a regular file; "
+        raise ValueError(f"{path} exists and is a {file_kind(old.st_mode)}, not a regular file; "
                          "give the path of a file")
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     manifest = {
@@ -236,11 +145,11 @@ def save_checkpoint(path: str | os.PathLike, model: MultiTaskModel, encoder: Fea
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cannot save: the config, encoder or extra= is not JSON-serialisable ({exc})") from exc
     payload = {"manifest": text, "state_dict": state, "sha256": _digest(text, state)}
-    _remove_stale_temps(path)
-    fd, tmp = _temp_file(path)
+    remove_stale_temps(path)
+    fd, tmp = temp_file(path)
     try:
         with os.fdopen(fd, "wb", buffering=0) as raw:
-            sink = _Sink(raw)
+            sink = Sink(raw)
             try:
                 torch.save(payload, sink)
             except RuntimeError as exc:
@@ -257,15 +166,9 @@ def save_checkpoint(path: str | os.PathLike, model: MultiTaskModel, encoder: Fea
         except FileNotFoundError:
             pass
         if isinstance(exc, OSError):
-            _raise_clearly(exc, path)
+            raise_clearly(exc, path)
         raise
     return path
-
-
-def _file_kind(mode: int) -> str:
-    return ("directory" if stat.S_ISDIR(mode) else "named pipe (FIFO)" if stat.S_ISFIFO(mode)
-            else "character device" if stat.S_ISCHR(mode) else "block device" if stat.S_ISBLK(mode)
-            else "socket" if stat.S_ISSOCK(mode) else "special file")
 
 
 def _open(path: Path):
@@ -290,7 +193,7 @@ def _open(path: Path):
         os.close(fd)
         if stat.S_ISDIR(st.st_mode):
             raise CheckpointError("is a directory, not a checkpoint file", path=path)
-        raise CheckpointError(f"is a {_file_kind(st.st_mode)}, not a regular file; a checkpoint is a "
+        raise CheckpointError(f"is a {file_kind(st.st_mode)}, not a regular file; a checkpoint is a "
                               "file written by save_checkpoint", path=path)
     if st.st_size == 0:
         os.close(fd)

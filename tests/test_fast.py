@@ -448,7 +448,7 @@ def test_the_digests_track_the_code_not_its_comments():
 # No taught module imports the wing
 # ---------------------------------------------------------------------------
 
-TAUGHT_MODULES = ["schema", "reader", "parse", "data", "example_data", "stream", "distributed", "features", "inputs", "runtime", "experts", "gates", "towers", "model",
+TAUGHT_MODULES = ["schema", "reader", "parse", "data", "example_data", "stream", "distributed", "encoders", "features", "safe_files", "health", "ple", "inputs", "runtime", "experts", "gates", "towers", "model",
                   "dataset", "losses", "train", "inference", "inspect", "checkpoint", "synthetic", "source"]
 
 

@@ -205,7 +205,7 @@ def _fake_temp_on(device: str, tmp_path, monkeypatch):
     def temp_file(path, *args, **kwargs):
         return os.open(device, os.O_WRONLY), tmp
 
-    monkeypatch.setattr(ckpt_mod, "_temp_file", temp_file, raising=False)
+    monkeypatch.setattr(ckpt_mod, "temp_file", temp_file)  # the name checkpoint.py calls
     monkeypatch.setattr(ckpt_mod, "tempfile", type("T", (), {"mkstemp": staticmethod(
         lambda *a, **k: (os.open(device, os.O_WRONLY), str(tmp)))}), raising=False)
     return tmp
