@@ -12,11 +12,11 @@ __all__ = ["load_committed"]
 
 
 def load_committed(name: str = "bench_cpu") -> dict:
-    """A committed benchmark result by name: ``bench_cpu`` (the comparison, tables sized for the
-    catalog), ``bench_cpu_run1`` and ``bench_cpu_run2`` (the two runs of the same command just before
-    it), ``bench_cpu_fitted`` (the same with ``--tables fitted``), ``bench_cpu_one_pass`` (batch
-    4096 with ``--block-rows 4096``: training without blocks), ``bench_cuda`` (the comparison on a
-    GPU, ``--device cuda``) or ``bench_ablation``."""
+    """A committed benchmark result by name: ``bench_cpu`` (the comparison of the taught path, the
+    fast wing and DeepCTR-Torch, tables sized for the catalog), ``bench_cpu_one_pass`` (the fast
+    wing at batch 4096 with ``--block-rows 4096``: training without blocks), ``bench_cuda`` (the
+    comparison on a GPU, ``--device cuda``, from before the taught path was timed: its ``"ours"``
+    records are the fast wing's code) or ``bench_ablation``."""
     folder = files("mmoe_annotated.bench") / "results"
     path = folder / f"{name.removesuffix('.json')}.json"
     if not path.is_file():
