@@ -92,9 +92,12 @@ class Vocabulary:
         """Values seen at least ``min_count`` times get their own id; rarer ones map to OOV,
         so the OOV row is trained on real rows and is a sensible vector for unseen values."""
         keys = _as_keys(column).dropna()
-        # Most frequent first, ties by first appearance: ids are stable and readable.
-        counts = keys.value_counts(sort=True)
-        return cls.from_counts(list(counts.index), counts.to_numpy(), min_count)
+        # Most frequent first, ties by first appearance: ids are stable and readable. (Explicitly:
+        # value_counts breaks ties differently across pandas versions.)
+        codes, uniques = pd.factorize(keys, sort=False)  # uniques in order of first appearance
+        counts = np.bincount(codes, minlength=len(uniques))
+        order = np.lexsort((np.arange(len(uniques)), -counts))
+        return cls.from_counts([str(v) for v in np.asarray(uniques, dtype=object)[order]], counts[order], min_count)
 
     @classmethod
     def from_counts(cls, values: Sequence[str], counts: np.ndarray, min_count: int = 1) -> "Vocabulary":
