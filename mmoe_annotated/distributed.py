@@ -305,4 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # torchrun judges each process by its exit code. Skip the interpreter's teardown once the
+    # process group is gone and the results are written: with some library builds a C++ thread
+    # destructor there aborted a finished process ("terminate called without an active
+    # exception"), failing a job whose results were complete. An error still raises above.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
