@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import mmoe_annotated as mm
+
 # The models under test are tiny, and `make test` runs two pytest workers on two cores:
 # with torch's default intra-op threads the workers oversubscribe the CPU, and a short
 # fit measured 5.4 s with one thread against 58.9 s with two on this loaded machine.
@@ -67,3 +69,20 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> None:
     with torch.no_grad():
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+
+# A small MMoE and a split of the embedded data, shared by test_train.py and test_fast.py.
+SMALL = dict(expert_hidden=(16, 8), gate_hidden=(8,), tower_hidden=(8,))
+QUIET = dict(progress=False)
+
+
+@pytest.fixture(scope="module")
+def split():
+    df = mm.load_example(n_rows=4000, seed=0)
+    train, test = mm.split_by_row(df, 0.8)
+    enc = mm.FeatureEncoder(mm.SPARSE_FEATURES, mm.DENSE_FEATURES, emb_dim=4).fit(train)
+    return train, test, enc
+
+
+def small_model(enc, **kw) -> mm.MMoE:
+    return mm.MMoE(mm.ModelConfig(enc.features, **{**SMALL, **kw}))

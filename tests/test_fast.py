@@ -19,7 +19,7 @@ from mmoe_annotated.fast import threads as fast_threads
 from mmoe_annotated.fast import train as fast_train
 from mmoe_annotated.fast.optim import RowAdagrad
 
-from conftest import randomize_
+from conftest import QUIET, SMALL, randomize_, small_model  # the split fixture comes from conftest too
 
 FEATURES = (mm.SparseFeature("a", 7, 3), mm.SparseFeature("b", 5, 3), mm.DenseFeature("d", 2))
 SHAPES = list(itertools.product(
@@ -178,20 +178,6 @@ def test_row_adagrad_dense_gradients_and_errors():
 # Side by side, blocks: the wing's machinery against one thread and one pass
 # ---------------------------------------------------------------------------
 
-SMALL = dict(expert_hidden=(16, 8), gate_hidden=(8,), tower_hidden=(8,))
-QUIET = dict(progress=False)
-
-
-@pytest.fixture(scope="module")
-def split():
-    df = mm.load_example(n_rows=4000, seed=0)
-    train, test = mm.split_by_row(df, 0.8)
-    enc = mm.FeatureEncoder(mm.SPARSE_FEATURES, mm.DENSE_FEATURES, emb_dim=4).fit(train)
-    return train, test, enc
-
-
-def small_model(enc, **kw) -> mm.MMoE:
-    return mm.MMoE(mm.ModelConfig(enc.features, **{**SMALL, **kw}))
 
 
 @pytest.fixture

@@ -1,32 +1,14 @@
 """Training: it learns, task weights and L2 act as documented, metrics are honest, predict has the right shape."""
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 import mmoe_annotated as mm
 from mmoe_annotated.losses import regularization
 
-from conftest import randomize_
-
-SMALL = dict(expert_hidden=(16, 8), gate_hidden=(8,), tower_hidden=(8,))
-QUIET = dict(progress=False)
-
-
-@pytest.fixture(scope="module")
-def split():
-    df = mm.load_example(n_rows=4000, seed=0)
-    train, test = mm.split_by_row(df, 0.8)
-    enc = mm.FeatureEncoder(mm.SPARSE_FEATURES, mm.DENSE_FEATURES, emb_dim=4).fit(train)
-    return train, test, enc
-
-
-def small_model(enc, **kw) -> mm.MMoE:
-    return mm.MMoE(mm.ModelConfig(enc.features, **{**SMALL, **kw}))
+from conftest import QUIET, SMALL, small_model  # the split fixture comes from conftest too
 
 
 def test_learns_on_the_embedded_data(split):
