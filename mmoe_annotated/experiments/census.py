@@ -41,14 +41,18 @@ from ..features import FeatureEncoder
 from ..model import ModelConfig, build_model
 from ..train import TrainConfig, evaluate, fit, predict
 
-__all__ = ["CENSUS_MODELS", "MODEL_NAMES", "PAPER_TABLES", "DEFAULT_HPARAMS", "SEARCH_GRID", "CensusExperiment",
+__all__ = ["CENSUS_MODELS", "EXTRACTION_MODELS", "EXTRACTION_HPARAMS", "MODEL_NAMES", "PAPER_TABLES", "DEFAULT_HPARAMS", "SEARCH_GRID", "CensusExperiment",
            "CensusData", "prepare", "run_census", "search", "summarize", "paired", "gate_table", "load_census_run",
            "plot_auc", "plot_gates", "RESULT_COLUMNS", "GATE_COLUMNS"]
 
 #: The models of Tables 1 and 2 that this package builds (L2-Constrained and Cross-Stitch are not built).
 CENSUS_MODELS: tuple[str, ...] = ("single_task", "shared_bottom", "omoe", "mmoe")
+#: MMoE's successors (chapter 10), run on the same protocol for the seesaw; not in the paper's tables.
+EXTRACTION_MODELS: tuple[str, ...] = ("cgc", "ple")
 MODEL_NAMES = {"single_task": "Single-Task", "shared_bottom": "Shared-Bottom", "l2_constrained": "L2-Constrained",
-               "cross_stitch": "Cross-Stitch", "omoe": "OMoE", "mmoe": "MMoE"}
+               "cross_stitch": "Cross-Stitch", "omoe": "OMoE", "mmoe": "MMoE", "cgc": "CGC", "ple": "PLE"}
+_ALL_MODELS = CENSUS_MODELS + EXTRACTION_MODELS
+_GATED = ("omoe", "mmoe") + EXTRACTION_MODELS
 
 #: The paper's Tables 1 and 2: per group and model, (main AUC best, main AUC mean, marital AUC best,
 #: marital AUC mean) over 400 runs; "best" is the run with the best main-task AUC.
@@ -68,6 +72,8 @@ SEARCH_GRID = {
     "lr": (1e-3, 3e-3),
     "moe": ((4, 16), (4, 32), (8, 16)),
     "bottom": ((1, 64), (1, 128)),
+    #: CGC and PLE: (task experts per task, shared experts, units), per level.
+    "extraction": ((1, 2, 16), (1, 2, 32), (2, 2, 16)),
 }
 #: Hyper-parameters used without ``--search``: what the committed run's search chose
 #: (``census.json`` in the package results records the whole search).
@@ -81,6 +87,14 @@ DEFAULT_HPARAMS: dict[str, dict] = {
     "omoe/group2": {"lr": 3e-3, "experts": 4, "units": 32},
     "mmoe/group1": {"lr": 3e-3, "experts": 4, "units": 32},
     "mmoe/group2": {"lr": 3e-3, "experts": 4, "units": 16},
+}
+#: CGC and PLE without ``--search``: not searched; each level is the size MMoE's search chose for
+#: the group (one task expert per task and two shared experts: four experts, of MMoE's width).
+EXTRACTION_HPARAMS: dict[str, dict] = {
+    "cgc/group1": {"lr": 3e-3, "experts": 1, "shared": 2, "units": 32},
+    "cgc/group2": {"lr": 3e-3, "experts": 1, "shared": 2, "units": 16},
+    "ple/group1": {"lr": 3e-3, "experts": 1, "shared": 2, "units": 32, "levels": 2},
+    "ple/group2": {"lr": 3e-3, "experts": 1, "shared": 2, "units": 16, "levels": 2},
 }
 
 RESULT_COLUMNS = ["model", "group", "seed", "task", "role", "split", "auc", "logloss", "seconds"]
@@ -115,8 +129,8 @@ class CensusExperiment:
         object.__setattr__(self, "models", tuple(self.models))
         if not self.groups or any(g not in census.GROUPS for g in self.groups):
             raise ValueError(f"groups must be a non-empty subset of {sorted(census.GROUPS)}, got {self.groups}")
-        if not self.models or any(m not in CENSUS_MODELS for m in self.models):
-            raise ValueError(f"models must be a non-empty subset of {list(CENSUS_MODELS)}, got {self.models}")
+        if not self.models or any(m not in _ALL_MODELS for m in self.models):
+            raise ValueError(f"models must be a non-empty subset of {list(_ALL_MODELS)}, got {self.models}")
         for name in ("seeds", "epochs", "batch_size", "emb_dim", "tower_units"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -140,6 +154,9 @@ class CensusExperiment:
         return out
 
     def hparams_of(self, key: str) -> dict:
+        if key.startswith(EXTRACTION_MODELS):
+            base = {"lr": 3e-3, "experts": 1, "shared": 2, "units": 32, **({"levels": 2} if key.startswith("ple") else {})}
+            return {**base, **EXTRACTION_HPARAMS.get(key, {}), **self.hparams.get(key, {})}
         moe = key.startswith(("omoe", "mmoe"))
         base = {"lr": 3e-3, "experts": 4 if moe else 1, "units": 32 if moe else 128}
         return {**base, **DEFAULT_HPARAMS.get(key, {}), **self.hparams.get(key, {})}
@@ -188,9 +205,13 @@ def prepare(train: pd.DataFrame, test: pd.DataFrame, exp: CensusExperiment) -> C
 def _configs(key: str, exp: CensusExperiment, hp: dict, seed: int, data: CensusData):
     model = key.partition("/")[0]
     tasks = _tasks_of(key)
+    # CGC and PLE: "experts" counts each task's own experts, "shared" the shared ones, per level
+    sizes = (dict(num_task_experts=int(hp["experts"]), num_shared_experts=int(hp["shared"]),
+                  num_levels=int(hp.get("levels", 1))) if model in EXTRACTION_MODELS
+             else dict(num_experts=int(hp["experts"])))
     mc = ModelConfig(data.encoder.features, task_names=tasks, task_types=("binary",) * len(tasks),
-                     num_experts=int(hp["experts"]), expert_hidden=(int(hp["units"]),), gate_hidden=(),
-                     tower_hidden=(exp.tower_units,), init_std=None, seed=seed)
+                     expert_hidden=(int(hp["units"]),), gate_hidden=(), tower_hidden=(exp.tower_units,),
+                     init_std=None, seed=seed, **sizes)
     kind = "shared_bottom" if model == "single_task" else model
     tc = TrainConfig(epochs=exp.epochs, batch_size=exp.batch_size, optimizer="adam", lr=float(hp["lr"]),
                      embedding_l2=0.0, seed=seed, device=exp.device, progress=False)
@@ -214,6 +235,10 @@ def _train_one(key: str, exp: CensusExperiment, hp: dict, seed: int, data: Censu
 # ---------------------------------------------------------------------------
 
 def _grid(key: str) -> list[dict]:
+    if key.startswith(EXTRACTION_MODELS):
+        levels = {"levels": 2} if key.startswith("ple") else {}
+        return [{"lr": lr, "experts": e, "shared": s, "units": u, **levels}
+                for lr in SEARCH_GRID["lr"] for e, s, u in SEARCH_GRID["extraction"]]
     sizes = SEARCH_GRID["moe"] if key.startswith(("omoe", "mmoe")) else SEARCH_GRID["bottom"]
     return [{"lr": lr, "experts": e, "units": u} for lr in SEARCH_GRID["lr"] for e, u in sizes]
 
@@ -231,7 +256,8 @@ def search(exp: CensusExperiment, data: CensusData, progress: bool = True) -> tu
                      "seconds": round(seconds, 1)})
     table = pd.DataFrame(rows)
     best = table.loc[table.groupby("family", sort=False)["valid_auc"].idxmax()]
-    chosen = {r.family: {"lr": float(r.lr), "experts": int(r.experts), "units": int(r.units)}
+    chosen = {r.family: {k: (float(v) if k == "lr" else int(v)) for k, v in r._asdict().items()
+                         if k in ("lr", "experts", "shared", "units", "levels") and not pd.isna(v)}
               for r in best.itertuples()}
     return chosen, table
 
@@ -258,7 +284,7 @@ def run_census(exp: CensusExperiment, data: CensusData, progress: bool = True,
                     for split, m in metrics.items():
                         results.append((model_name, g, seed, t, role, split, m[t]["auc"], m[t]["logloss"],
                                         round(seconds, 2)))
-            if model_name in ("omoe", "mmoe"):
+            if model_name in _GATED:  # CGC and PLE: the last level's task gates, 0 where a task cannot look
                 _, w = predict(model, data.x["test"], return_gates=True, device=exp.device)  # (M, T, E)
                 mean = w.mean(axis=0)  # (T, E)
                 for ti, t in enumerate(tasks):
@@ -344,12 +370,14 @@ def plot_auc(results: pd.DataFrame, axes=None):
         for j, role in enumerate(("main", "aux")):
             ax = axes[i][j]
             s = test[(test["group"] == g) & (test["role"] == role)]
-            models = [m for m in CENSUS_MODELS if m in set(s["model"])]
+            models = [m for m in _ALL_MODELS if m in set(s["model"])]
             for k, m in enumerate(models):
                 v = s[s["model"] == m]["auc"].to_numpy()
                 jitter = np.random.default_rng(k).uniform(-0.15, 0.15, len(v))
                 ax.plot(k + jitter, v, "o", ms=3, alpha=0.5, color=f"C{k}")
                 ax.plot([k - 0.3, k + 0.3], [v.mean()] * 2, color="k", lw=2, label="our mean" if k == 0 else None)
+                if m not in PAPER_TABLES[g]:  # CGC and PLE came after the paper
+                    continue
                 paper = PAPER_TABLES[g][m]
                 ax.plot(k, paper[1 + 2 * j], "x", color="r", ms=9, mew=2, label="paper mean" if k == 0 else None)
                 ax.plot(k, paper[2 * j], "+", color="m", ms=11, mew=2, label="paper best" if k == 0 else None)
