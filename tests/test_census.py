@@ -300,6 +300,59 @@ def test_command_search_picks_from_the_grid(sample_dir, tmp_path, no_pip):
         "lr": best["lr"], "experts": best["experts"], "units": best["units"]}
 
 
+def test_cgc_and_ple_run_on_the_same_protocol(sample_dir, tmp_path, no_pip):
+    out = tmp_path / "out"
+    assert main(["census", "--out", str(out), "--data", str(sample_dir), "--seeds", "1", "--epochs", "1",
+                 "--models", "cgc", "ple", "mmoe", "--no-progress"]) == 0
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["model"]) == {"cgc", "ple", "mmoe"} and len(results) == 3 * 2 * 2 * 2
+    hp = json.loads((out / "hparams.json").read_text())
+    assert hp["cgc/group1"] == census_exp.EXTRACTION_HPARAMS["cgc/group1"]
+    assert hp["ple/group2"]["levels"] == 2 and hp["mmoe/group2"] == census_exp.DEFAULT_HPARAMS["mmoe/group2"]
+    gates = pd.read_csv(out / "gates.csv")
+    sums = gates.groupby(["model", "group", "seed", "task"])["weight"].sum()
+    assert len(sums) == 3 * 2 * 2 and np.allclose(sums, 1.0, atol=1e-5)
+    # one task expert per task, then two shared: each task's gate is exactly 0 on the other task's expert
+    for model in ("cgc", "ple"):
+        w = gates[(gates["model"] == model) & (gates["group"] == 1)].pivot(index="task", columns="expert",
+                                                                              values="weight")
+        assert w.shape == (2, 4) and w.loc["income", 1] == 0 and w.loc["never_married", 0] == 0
+        assert (w.loc[:, [2, 3]] > 0).all().all()
+    # the paper's tables have no CGC or PLE: the figure draws their runs without paper marks
+    assert (out / "figure_auc.png").stat().st_size > 0
+
+
+def test_cgc_and_ple_search_their_own_grid(sample_dir, tmp_path, no_pip):
+    out = tmp_path / "out"
+    assert main(["census", "--out", str(out), "--data", str(sample_dir), "--seeds", "1", "--epochs", "1",
+                 "--group", "2", "--models", "ple", "--search", "--no-progress"]) == 0
+    search = pd.read_csv(out / "search.csv")
+    assert len(search) == len(census_exp.SEARCH_GRID["lr"]) * len(census_exp.SEARCH_GRID["extraction"])
+    best = search.loc[search["valid_auc"].idxmax()]
+    assert json.loads((out / "hparams.json").read_text())["ple/group2"] == {
+        "lr": best["lr"], "experts": best["experts"], "shared": best["shared"], "units": best["units"], "levels": 2}
+
+
+def test_learned_task_weights_run_and_need_two_tasks(sample_dir, tmp_path, no_pip):
+    out = tmp_path / "out"
+    assert main(["census", "--out", str(out), "--data", str(sample_dir), "--seeds", "1", "--epochs", "3",
+                 "--group", "1", "--models", "mmoe", "cgc", "--balancing", "gradnorm", "--no-progress"]) == 0
+    assert json.loads((out / "run.json").read_text())["settings"]["task_balancing"] == "gradnorm"
+    fixed = tmp_path / "fixed"
+    assert main(["census", "--out", str(fixed), "--data", str(sample_dir), "--seeds", "1", "--epochs", "3",
+                 "--group", "1", "--models", "mmoe", "cgc", "--no-progress"]) == 0
+    a, b = pd.read_csv(out / "results.csv"), pd.read_csv(fixed / "results.csv")
+    # GradNorm starts at weight 1 and moves after the first step: the later steps differ
+    assert len(a) == len(b) and not np.allclose(a["logloss"], b["logloss"], rtol=0, atol=1e-7)
+    with pytest.raises(SystemExit, match="Single-Task trains one"):
+        main(["census", "--out", str(tmp_path), "--data", str(sample_dir), "--balancing", "uncertainty"])
+
+
+def test_unknown_models_are_refused():
+    with pytest.raises(ValueError, match="models must be a non-empty subset"):
+        census_exp.CensusExperiment(models=("mmoe", "pl"))
+
+
 def test_command_rejects_bad_settings(sample_dir, tmp_path, no_pip):
     with pytest.raises(SystemExit, match="seeds must be a whole number"):
         main(["census", "--out", str(tmp_path), "--data", str(sample_dir), "--seeds", "0"])

@@ -19,6 +19,10 @@ Single-Task trains one network per label; its never-married network serves both 
 inputs are the same in both). Runs of one seed share the order of the training batches across
 models, so differences between models can be taken seed by seed (:func:`paired`).
 
+CGC and PLE (chapter 10, ``book/10_beyond_mmoe.ipynb``) run on the same protocol with
+``--models cgc ple``: same data, split, batch order per seed and training settings, so their runs
+pair seed by seed with the committed Shared-Bottom and MMoE runs (the seesaw on real data).
+
 The runs go one after another through the ordinary ``fit``: :class:`~.batched.StackedRuns`, which
 trains many seeds as one batched model in the synthetic study, takes dense inputs and a squared
 loss, and these models need the embedding lookups and binary losses of ``fit``.
@@ -39,9 +43,11 @@ from tqdm import tqdm
 from .. import census
 from ..features import FeatureEncoder
 from ..model import ModelConfig, build_model
+from ..losses import BALANCING
 from ..train import TrainConfig, evaluate, fit, predict
 
-__all__ = ["CENSUS_MODELS", "EXTRACTION_MODELS", "EXTRACTION_HPARAMS", "MODEL_NAMES", "PAPER_TABLES", "DEFAULT_HPARAMS", "SEARCH_GRID", "CensusExperiment",
+__all__ = ["CENSUS_MODELS", "EXTRACTION_MODELS", "EXTRACTION_HPARAMS", "MODEL_NAMES", "PAPER_TABLES",
+           "DEFAULT_HPARAMS", "SEARCH_GRID", "CensusExperiment",
            "CensusData", "prepare", "run_census", "search", "summarize", "paired", "gate_table", "load_census_run",
            "plot_auc", "plot_gates", "RESULT_COLUMNS", "GATE_COLUMNS"]
 
@@ -120,6 +126,9 @@ class CensusExperiment:
     #: Use only the first rows of the training file (tests and quick looks); None: all.
     max_train_rows: int | None = None
     device: str = "cpu"
+    #: How the task losses are weighted (``TrainConfig.task_balancing``, chapter 10): "fixed" (the
+    #: plain sum), "uncertainty" or "gradnorm"; the learned ones need two tasks, so no Single-Task.
+    task_balancing: str = "fixed"
     #: Per family key (see :func:`family`): {"lr", "experts", "units"}; missing keys fall back to
     #: :data:`DEFAULT_HPARAMS`, then to lr 3e-3 and 4 x 32 (one bottom of 128).
     hparams: dict = field(default_factory=dict)
@@ -135,6 +144,10 @@ class CensusExperiment:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, got {v!r}")
+        if self.task_balancing not in BALANCING:
+            raise ValueError(f"task_balancing must be one of {BALANCING}, got {self.task_balancing!r}")
+        if self.task_balancing != "fixed" and "single_task" in self.models:
+            raise ValueError(f"task_balancing={self.task_balancing!r} weighs two tasks; Single-Task trains one")
         if self.max_train_rows is not None and self.max_train_rows < 10:
             raise ValueError(f"max_train_rows must be None or >= 10, got {self.max_train_rows}")
 
@@ -155,7 +168,8 @@ class CensusExperiment:
 
     def hparams_of(self, key: str) -> dict:
         if key.startswith(EXTRACTION_MODELS):
-            base = {"lr": 3e-3, "experts": 1, "shared": 2, "units": 32, **({"levels": 2} if key.startswith("ple") else {})}
+            levels = {"levels": 2} if key.startswith("ple") else {}
+            base = {"lr": 3e-3, "experts": 1, "shared": 2, "units": 32, **levels}
             return {**base, **EXTRACTION_HPARAMS.get(key, {}), **self.hparams.get(key, {})}
         moe = key.startswith(("omoe", "mmoe"))
         base = {"lr": 3e-3, "experts": 4 if moe else 1, "units": 32 if moe else 128}
@@ -214,7 +228,8 @@ def _configs(key: str, exp: CensusExperiment, hp: dict, seed: int, data: CensusD
                      init_std=None, seed=seed, **sizes)
     kind = "shared_bottom" if model == "single_task" else model
     tc = TrainConfig(epochs=exp.epochs, batch_size=exp.batch_size, optimizer="adam", lr=float(hp["lr"]),
-                     embedding_l2=0.0, seed=seed, device=exp.device, progress=False)
+                     embedding_l2=0.0, seed=seed, device=exp.device, progress=False,
+                     task_balancing=exp.task_balancing)
     return kind, mc, tc
 
 

@@ -79,6 +79,7 @@ def parser() -> argparse.ArgumentParser:
                         "machine loses a lot")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    from ..losses import BALANCING
     from .census import CENSUS_MODELS, EXTRACTION_MODELS, CensusExperiment
     c = sub.add_parser("census", help="the paper's Census-Income study (Tables 1 and 2)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -89,6 +90,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", type=int, default=CensusExperiment.seeds, help="runs per model and group")
     c.add_argument("--first-seed", type=int, default=CensusExperiment.first_seed)
     c.add_argument("--epochs", type=int, default=CensusExperiment.epochs)
+    c.add_argument("--balancing", choices=list(BALANCING), default="fixed",
+                   help="task-loss weighting (chapter 10); the learned ones need two tasks: not with single_task")
     c.add_argument("--search", action="store_true",
                    help="search the grid per model and group on validation AUC first (else use the committed "
                         "run's choices)")
@@ -184,6 +187,7 @@ def run_census_command(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         exp = census.CensusExperiment(groups=groups, models=tuple(args.models), seeds=args.seeds,
                                       first_seed=args.first_seed, epochs=args.epochs,
+                                      task_balancing=args.balancing,
                                       max_train_rows=args.max_train_rows, device=args.device)
         from ..runtime import resolve_device
         resolve_device(exp.device)
