@@ -103,7 +103,7 @@ class UncertaintyWeighting(FixedWeights):
     Each task has a learned noise scale ``sigma_k``. A Gaussian likelihood ``N(y; f(x), sigma^2)``
     has negative log-likelihood ``||y - f||^2 / (2 sigma^2) + log sigma`` (their eq. 5 and 7): the
     regression loss scaled by ``1 / (2 sigma^2)``. A Boltzmann (softmax/sigmoid) likelihood with
-    temperature ``sigma^2`` gives approximately ``L / sigma^2 + log sigma`` (eq. 10, 12). So the
+    temperature ``sigma^2`` gives approximately ``L / sigma^2 + log sigma`` (eq. 8 and 10). So the
     published objective is
 
         ``sum_k c_k / sigma_k^2 * L_k + log sigma_k``, ``c_k = 1/2`` for regression, ``1`` for binary.

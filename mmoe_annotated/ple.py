@@ -7,13 +7,13 @@ A Novel Multi-Task Learning (MTL) Model for Personalized Recommendations", RecSy
 MMoE's experts into **task-specific** experts, which only their own task's gate may use, and
 **shared** experts, which every task's gate may use.
 
-* **CGC** (Customized Gate Control, §4.2): one extraction layer. Task ``k`` reads
-  ``y^k(x) = t^k(g^k(x))`` (eq. 1) with ``g^k(x) = w^k(x) S^k(x)`` (eq. 2),
-  ``w^k(x) = Softmax(W^k_g x)`` (eq. 3), and ``S^k(x)`` the outputs of task ``k``'s own
-  ``m_k`` experts stacked on the ``m_s`` shared experts (eq. 4).
-* **PLE** (§4.3): CGC layers stacked ``N`` deep. Level ``j``'s gate of task ``k`` reads the
+* **CGC** (Customized Gate Control, §4.1): one extraction layer. Task ``k``'s gate mixes
+  ``g^k(x) = w^k(x) S^k(x)`` (eq. 2) with ``w^k(x) = Softmax(W^k_g x)`` (eq. 3) and ``S^k(x)``
+  the outputs of task ``k``'s own ``m_k`` experts stacked on the ``m_s`` shared experts
+  (eq. 4); the task's tower reads it, ``y^k(x) = t^k(g^k(x))`` (eq. 5).
+* **PLE** (§4.2): CGC layers stacked ``N`` deep. Level ``j``'s gate of task ``k`` reads the
   previous level's output of task ``k``: ``g^{k,j}(x) = w^{k,j}(g^{k,j-1}(x)) S^{k,j}(x)``
-  (eq. 5), and ``y^k(x) = t^k(g^{k,N}(x))`` (eq. 6). Every level but the last also has a
+  (eq. 6), and ``y^k(x) = t^k(g^{k,N}(x))`` (eq. 7). Every level but the last also has a
   **shared gate** over **all** experts of the level, every task's and the shared ones; its
   output is what the next level's shared experts (and shared gate) read. The last level has no
   shared gate: nothing would read it.
@@ -57,7 +57,7 @@ class RoutedGates(Gates):
 
     ``(B, I) -> (B, G, E)`` as before (every gate reads ``x``), or ``(B, G, I) -> (B, G, E)``:
     at PLE's levels after the first, task ``k``'s gate reads task ``k``'s output of the level
-    below (eq. 5)."""
+    below (eq. 6)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
@@ -83,7 +83,7 @@ class ExtractionLevel(nn.Module):
         self.num_tasks, self.num_experts = T, E
         self.experts = StackedMLP(input_dim, E, c.expert_hidden, c.activation, c.dropout, c.init_std)
         self.task_gates = RoutedGates(input_dim, mk + ms, T, c.gate_hidden, c.activation, c.dropout, c.init_std)
-        # The paper's shared gate: over ALL E experts of the level, not only the shared ones (§4.3).
+        # The paper's shared gate: over ALL E experts of the level, not only the shared ones (§4.2).
         self.shared_gate = (RoutedGates(input_dim, E, 1, c.gate_hidden, c.activation, c.dropout, c.init_std)
                             if shared_gate else None)
         shared = list(range(T * mk, E))
@@ -98,7 +98,7 @@ class ExtractionLevel(nn.Module):
         T = self.num_tasks
         first = z.dim() == 2
         h = self.experts(z if first else z[:, self.reads])  # (B, E, D)
-        w = self.task_gates(z if first else z[:, :T])  # (B, T, m_k + m_s), eq. 3 / eq. 5's w^{k,j}
+        w = self.task_gates(z if first else z[:, :T])  # (B, T, m_k + m_s), eq. 3 / eq. 6's w^{k,j}
         B = w.shape[0]
         g = w.new_zeros(B, T, self.num_experts).scatter(2, self.sees.expand(B, -1, -1), w)  # (B, T, E)
         if self.shared_gate is not None:
@@ -184,7 +184,7 @@ class PLE(MultiTaskModel):
 
 
 class CGC(PLE):
-    """Customized Gate Control (§4.2): PLE with one level, so no shared gate; ``num_levels`` is unused."""
+    """Customized Gate Control (§4.1): PLE with one level, so no shared gate; ``num_levels`` is unused."""
 
     def _levels(self, c: ModelConfig) -> int:
         return 1

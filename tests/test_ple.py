@@ -70,7 +70,7 @@ def _shared_input_of_next_level(model, ids, dense):
 
 
 def check_shared_gate(model) -> None:
-    """The paper's shared gate (§4.3): at level 0 it mixes ALL experts of the level, every task's and
+    """The paper's shared gate (§4.2): at level 0 it mixes ALL experts of the level, every task's and
     the shared ones, and its mixture is what level 1's shared experts read."""
     ids, dense = batch()
     with torch.no_grad():
