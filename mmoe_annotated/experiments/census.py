@@ -94,13 +94,14 @@ DEFAULT_HPARAMS: dict[str, dict] = {
     "mmoe/group1": {"lr": 3e-3, "experts": 4, "units": 32},
     "mmoe/group2": {"lr": 3e-3, "experts": 4, "units": 16},
 }
-#: CGC and PLE without ``--search``: not searched; each level is the size MMoE's search chose for
-#: the group (one task expert per task and two shared experts: four experts, of MMoE's width).
+#: CGC and PLE without ``--search``: what the committed run's search chose (``census_ple.json`` in the
+#: package results records it). "experts" counts each task's own experts, "shared" the shared ones,
+#: per level.
 EXTRACTION_HPARAMS: dict[str, dict] = {
-    "cgc/group1": {"lr": 3e-3, "experts": 1, "shared": 2, "units": 32},
-    "cgc/group2": {"lr": 3e-3, "experts": 1, "shared": 2, "units": 16},
+    "cgc/group1": {"lr": 3e-3, "experts": 2, "shared": 2, "units": 16},
+    "cgc/group2": {"lr": 3e-3, "experts": 2, "shared": 2, "units": 16},
     "ple/group1": {"lr": 3e-3, "experts": 1, "shared": 2, "units": 32, "levels": 2},
-    "ple/group2": {"lr": 3e-3, "experts": 1, "shared": 2, "units": 16, "levels": 2},
+    "ple/group2": {"lr": 3e-3, "experts": 1, "shared": 2, "units": 32, "levels": 2},
 }
 
 RESULT_COLUMNS = ["model", "group", "seed", "task", "role", "split", "auc", "logloss", "seconds"]
