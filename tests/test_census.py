@@ -399,3 +399,33 @@ def test_committed_run_loads_from_the_package():
     for key, hp in census_exp.DEFAULT_HPARAMS.items():
         assert (best.loc[key, "lr"], best.loc[key, "experts"], best.loc[key, "units"]) == (
             hp["lr"], hp["experts"], hp["units"])
+
+
+def test_committed_cgc_and_ple_runs_pair_with_chapter_9():
+    ext, gates, meta = census_exp.load_census_run("census_ple")
+    base, _, _ = census_exp.load_census_run()
+    seeds = ext.groupby(["model", "group"])["seed"].unique()
+    assert set(seeds.index) == {(m, g) for m in ("cgc", "ple") for g in (1, 2)}
+    for s in seeds:  # every CGC and PLE seed has a Shared-Bottom and an MMoE run to pair with
+        assert len(s) >= 30 and set(s) <= set(base[base["model"] == "mmoe"]["seed"])
+    assert (ext.groupby(["model", "group", "seed"]).size() == 4).all() and ext["auc"].between(0.5, 1).all()
+    # the defaults are what the committed search chose
+    assert meta["settings"]["hparams"] == census_exp.EXTRACTION_HPARAMS
+    for part in meta["parts"]:
+        search = pd.DataFrame(part["search"]["table"])
+        best = search.loc[search.groupby("family")["valid_auc"].idxmax()].set_index("family")
+        for key in best.index:
+            hp = census_exp.EXTRACTION_HPARAMS[key]
+            assert (best.loc[key, "lr"], best.loc[key, "experts"], best.loc[key, "units"]) == (
+                hp["lr"], hp["experts"], hp["units"])
+    sums = gates.groupby(["model", "group", "seed", "task"])["weight"].sum()
+    assert np.allclose(sums, 1.0, atol=5e-4)  # these runs averaged the gates in float32
+
+
+def test_committed_balancing_runs_cover_every_model():
+    bal, gates, meta = census_exp.load_census_run("census_balancing")
+    assert set(bal["balancing"]) == {"uncertainty", "gradnorm"}
+    runs = bal.groupby(["balancing", "model", "group"])["seed"].nunique()
+    assert len(runs) == 2 * 4 * 2 and (runs >= 10).all()
+    assert {p["settings"]["task_balancing"] for p in meta["parts"]} == {"uncertainty", "gradnorm"}
+    assert bal["auc"].between(0.5, 1).all() and set(gates["balancing"]) == {"uncertainty", "gradnorm"}

@@ -302,7 +302,7 @@ def run_census(exp: CensusExperiment, data: CensusData, progress: bool = True,
                                         round(seconds, 2)))
             if model_name in _GATED:  # CGC and PLE: the last level's task gates, 0 where a task cannot look
                 _, w = predict(model, data.x["test"], return_gates=True, device=exp.device)  # (M, T, E)
-                mean = w.mean(axis=0)  # (T, E)
+                mean = w.mean(axis=0, dtype=np.float64)  # (T, E); a float32 sum over 50k rows drifts by 1e-4
                 for ti, t in enumerate(tasks):
                     gates += [(model_name, groups[0], seed, t, e, float(mean[ti, e])) for e in range(mean.shape[1])]
             bar.update()

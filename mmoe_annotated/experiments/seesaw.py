@@ -3,7 +3,7 @@
 Explained in chapter 10, "Beyond MMoE: CGC, PLE and the seesaw" (``book/10_beyond_mmoe.ipynb``).
 
 Tang et al. (2020, §3) call it the *seesaw phenomenon*: with weakly related tasks, a multi-task
-model often improves one task only by hurting the other. Their Figure 1 plots each model as a
+model often improves one task only by hurting the other. Their Figure 3 (§3.2) plots each model as a
 point (task-1 quality, task-2 quality); the seesaw shows as points that trade one axis for the
 other, PLE's claim is a point better on both. Here the tasks are the paper-style synthetic ones of
 :mod:`mmoe_annotated.synthetic` at a chosen correlation, trained with the package's plain
