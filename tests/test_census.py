@@ -429,3 +429,24 @@ def test_committed_balancing_runs_cover_every_model():
     assert len(runs) == 2 * 4 * 2 and (runs >= 10).all()
     assert {p["settings"]["task_balancing"] for p in meta["parts"]} == {"uncertainty", "gradnorm"}
     assert bal["auc"].between(0.5, 1).all() and set(gates["balancing"]) == {"uncertainty", "gradnorm"}
+
+
+def test_merge_joins_parts_and_refuses_overlaps(sample_dir, tmp_path, no_pip):
+    from mmoe_annotated.experiments.merge import merge_census_runs
+    common = ["--data", str(sample_dir), "--seeds", "1", "--epochs", "1", "--models", "mmoe", "--no-progress"]
+    for name, extra in (("g1", ["--group", "1"]), ("g2", ["--group", "2"]), ("u", ["--balancing", "uncertainty"])):
+        assert main(["census", "--out", str(tmp_path / name), *common, *extra]) == 0
+    record = merge_census_runs([tmp_path / "g1", tmp_path / "g2"], tmp_path / "out", "both")
+    results, gates, meta = pd.read_csv(tmp_path / "out" / "both.csv.gz"), None, json.loads(
+        (tmp_path / "out" / "both.json").read_text())
+    assert set(results["group"]) == {1, 2} and "balancing" not in results and meta == record
+    assert "--out DIR" in meta["command"] and str(tmp_path / "g1") not in meta["command"]
+    assert set(meta["settings"]["hparams"]) == {"mmoe/group1", "mmoe/group2"}
+    # differing task-loss weightings get a column; the same run twice is refused
+    merge_census_runs([tmp_path / "g1", tmp_path / "u"], tmp_path / "out", "mixed")
+    mixed = pd.read_csv(tmp_path / "out" / "mixed.csv.gz")
+    assert set(mixed["balancing"]) == {"fixed", "uncertainty"}
+    with pytest.raises(ValueError, match="overlap"):
+        merge_census_runs([tmp_path / "g1", tmp_path / "g1"], tmp_path / "out", "twice")
+    with pytest.raises(SystemExit, match="not a finished census run"):
+        main(["merge", "--out", str(tmp_path / "out"), "--name", "x", str(tmp_path)])

@@ -11,6 +11,7 @@ module         what
 ``runner``     :class:`SyntheticExperiment`, :func:`run_synthetic`: the grid and its training
 ``report``     summaries (means, medians, stuck runs) and the Figure 2, 4, 5 analogues
 ``census``     the paper's Census-Income study (Tables 1 and 2; chapter 9): runs, summaries, figures
+``merge``      :func:`merge_census_runs`: run folders made in parts, merged into one shipped run
 ``cli``        the command line
 ``seesaw``     :func:`run_seesaw`: Shared-Bottom, MMoE, CGC and PLE, task 1 against task 2 (chapter 10)
 =============  ==================================================================

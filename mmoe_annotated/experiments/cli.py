@@ -1,4 +1,4 @@
-"""The command line of the experiments: ``python -m mmoe_annotated.experiments synthetic|census --out DIR``.
+"""The command line of the experiments: ``python -m mmoe_annotated.experiments synthetic|census|merge``.
 
 Explained in chapter 8, "Reproducing the paper" (``book/08_reproducing_paper.ipynb``).
 
@@ -102,6 +102,13 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     c.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    m = sub.add_parser("merge", help="merge census run folders into one shipped run (chapter 10)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    m.add_argument("folders", nargs="+", type=Path, help="output folders of census commands")
+    m.add_argument("--out", required=True, type=Path, help="where NAME.csv.gz, NAME_gates.csv.gz, NAME.json go")
+    m.add_argument("--name", required=True, help="the run's name for load_census_run")
+    m.add_argument("--note", default="", help="how the parts were run, kept in NAME.json")
     return ap
 
 
@@ -245,4 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         return run_synthetic_command(args, argv)
     if args.experiment == "census":
         return run_census_command(args, argv)
+    if args.experiment == "merge":
+        from .merge import merge_census_runs
+        try:
+            record = merge_census_runs(args.folders, args.out, args.name, args.note)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+        print(f"{args.name}: {len(record['parts'])} parts -> {args.out}")
+        return 0
     raise AssertionError(args.experiment)  # argparse's required subcommand makes this unreachable
