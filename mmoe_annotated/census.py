@@ -17,8 +17,8 @@ inputs to serve as labels:
 
 The paper does not say which degrees count as "at least college". Of the plausible readings,
 an associate degree or higher (:data:`AT_LEAST_COLLEGE`) gives a Pearson correlation with
-never-married of -0.2376 on the test file, the paper's reported 0.2373; bachelor's or higher
-gives -0.197 and any college (with "some college but no degree") -0.281.
+never-married of -0.2376 on the test file, the paper's reported 0.2373 (it reports absolute
+values); bachelor's or higher gives -0.196 and any college (with "some college but no degree") -0.281.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Explained in chapter 4, "Experts" (``book/04_experts.ipynb``).
 
 In the paper each expert ``f_i`` is a feed-forward network on the shared input ``x``: the
 ``f_i(x)`` of the mixture in Eq. 5 (§4.1) and Eq. 7 (§4.2); with one expert and no gate it is
-the shared bottom ``f`` of Eq. 1 (§3.1). The paper's synthetic experts are one ReLU layer (§5.1).
+the shared bottom ``f`` of Eq. 1 (§3.1). The paper's synthetic experts are one layer (§5.1) with ReLU (§4.2).
 DeepCTR-Torch builds ``E`` separate ``DNN`` modules and loops over them in Python. Here
 the weights of all ``E`` experts are *stacked*: layer ``l`` holds one tensor of shape
 ``(E, H_in, H_out)``. Because every expert reads the same input, the first layer of all

@@ -4,8 +4,8 @@ Explained in chapter 5, "Gates" (``book/05_gates.ipynb``).
 
 The paper (Ma et al. 2018, §4.2, Eq. 7-8): task ``k`` sees ``f^k(x) = sum_i g^k(x)_i f_i(x)``
 (Eq. 7) with ``g^k(x) = softmax(W_gk x)`` (Eq. 8), a *linear* map of the input, with no bias,
-followed by a softmax over the ``E`` experts. OMoE is the one-gate MoE of §4.1, Eq. 5, used as
-a layer. DeepCTR-Torch puts an MLP (default one hidden layer of 64) before that final
+followed by a softmax over the ``E`` experts. OMoE (named at the end of §4.2) is the one-gate MoE
+of Eq. 5 (§4.1) used as a layer. DeepCTR-Torch puts an MLP (default one hidden layer of 64) before that final
 bias-free linear map; ``hidden_units=()`` gives the paper's gate.
 
 The gate weights are returned to the caller, never thrown away: they are the most

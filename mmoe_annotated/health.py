@@ -15,8 +15,9 @@ Two failure patterns are named:
 * a **dead expert**: its mean share is near zero for *every* task, so it receives almost no
   gradient and stops learning (a wasted expert, or a sign of collapse onto the others);
 * a **polarized gate**: on most rows the gate puts (nearly) all weight on one expert, so the
-  "mixture" is a hard switch; entropy near 0 (Ma et al. 2018 report that MMoE's gates are
-  *not* polarized on their tasks; Tang et al. 2020, §5.3, study PLE's expert utilisation).
+  "mixture" is a hard switch; entropy near 0 (Ma et al. 2018, §6.4.2 and Figure 6, find the gate
+  of their sparser-labelled task "more focused on a single expert"; Tang et al. 2020, §5.3, study
+  PLE's expert utilisation).
 
 Shape letters: ``M`` rows, ``T`` tasks, ``E`` experts.
 """

@@ -214,7 +214,7 @@ def training_data(model: MultiTaskModel, train, valid, encoder, cfg: TrainConfig
 
 
 def task_weights(model: MultiTaskModel, cfg: TrainConfig, device) -> torch.Tensor:
-    """One weight per task ``(T,)``: ``cfg.task_weights``, or all 1 (the paper's plain sum)."""
+    """One weight per task ``(T,)``: ``cfg.task_weights``, or all 1 (an unweighted sum)."""
     return torch.tensor(cfg.task_weights or [1.0] * model.num_tasks, device=device)
 
 

@@ -2,7 +2,7 @@
 
 Explained in chapter 8, "Reproducing the paper" (``book/08_reproducing_paper.ipynb``).
 
-The paper repeats every experiment 200 times. Small models on small batches leave a
+The paper repeats its synthetic experiment 200 times per setting. Small models on small batches leave a
 CPU or GPU idle, so instead of looping over runs we stack them: every parameter gets a
 leading run axis ``R`` (:func:`torch.func.stack_module_state`), and one call of the
 model's ordinary ``forward`` under :func:`torch.vmap` computes all runs at once

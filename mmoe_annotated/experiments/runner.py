@@ -3,14 +3,16 @@ over a grid of task correlations and seeds, with fresh data every step.
 
 Explained in chapter 8, "Reproducing the paper" (``book/08_reproducing_paper.ipynb``).
 
-Protocol, after the paper's section 5.1 where it is stated and the book's choice where not:
+Protocol, after the paper where it is stated (sizes in section 5.1, ReLU experts and linear
+softmax gates in section 4.2) and the book's choice where not:
 
 * models: 8 experts of one ReLU layer of 16 units, towers of one 8-unit layer, linear
   softmax gates (``gate_hidden=()``); Shared-Bottom has one bottom layer of 113 units.
   PyTorch's default initialisation (``init_std=None``), not DeepCTR-Torch's N(0, 1e-4).
 * data: :mod:`mmoe_annotated.synthetic` with the book's constants; every step draws a
-  fresh batch of 256 rows (the paper's data is unlimited too), so there is no overfitting
-  and the held-out loss measures how well the model fits the tasks, i.e. trainability.
+  fresh batch of 256 rows (a book choice: the paper generates a finite set of unstated size),
+  so there is no overfitting and the held-out loss measures how well the model fits the tasks,
+  i.e. trainability.
 * loss: the sum of both tasks' MSE; Adam. Reported: task 1's MSE on ``eval_samples``
   held-out rows of :func:`mmoe_annotated.synthetic.generate` (noise included, so 0.01 is the floor).
 * pairing: run ``(correlation, seed)`` of every model and learning rate sees the same task
@@ -166,9 +168,10 @@ def _held_out(exp: SyntheticExperiment, device: torch.device) -> tuple[torch.Ten
 def run_synthetic(exp: SyntheticExperiment | None = None, progress: bool = True) -> pd.DataFrame:
     """Train every ``(model, lr)`` on every ``(correlation, seed)``; one row per run and evaluation.
 
-    Columns are :data:`RESULT_COLUMNS`: ``loss`` is task 1's held-out MSE (the paper's
-    reported loss), ``loss_task2`` task 2's, ``train_loss`` the mean over the steps since the
-    last evaluation of the summed training loss of both tasks. ``df.attrs["seconds"]`` holds the wall time.
+    Columns are :data:`RESULT_COLUMNS`: ``loss`` is task 1's held-out MSE (the paper reports
+    task 1's loss without naming the metric), ``loss_task2`` task 2's, ``train_loss`` the mean
+    over the steps since the last evaluation of the summed training loss of both tasks.
+    ``df.attrs["seconds"]`` holds the wall time.
     """
     exp = exp or SyntheticExperiment()
     device = resolve_device(exp.device)
