@@ -42,13 +42,14 @@ from tqdm import tqdm
 
 from .. import census
 from ..features import FeatureEncoder
-from ..model import ModelConfig, build_model
 from ..losses import BALANCING
+from ..model import ModelConfig, build_model
 from ..train import TrainConfig, evaluate, fit, predict
 
 __all__ = ["CENSUS_MODELS", "EXTRACTION_MODELS", "EXTRACTION_HPARAMS", "MODEL_NAMES", "PAPER_TABLES",
            "DEFAULT_HPARAMS", "SEARCH_GRID", "CensusExperiment",
-           "CensusData", "prepare", "run_census", "search", "summarize", "paired", "gate_table", "load_census_run",
+           "CensusData", "prepare", "run_census", "search", "choose", "summarize", "paired", "gate_table",
+           "load_census_run",
            "plot_auc", "plot_gates", "RESULT_COLUMNS", "GATE_COLUMNS"]
 
 #: The models of Tables 1 and 2 that this package builds (L2-Constrained and Cross-Stitch are not built).
@@ -169,8 +170,7 @@ class CensusExperiment:
 
     def hparams_of(self, key: str) -> dict:
         if key.startswith(EXTRACTION_MODELS):
-            levels = {"levels": 2} if key.startswith("ple") else {}
-            base = {"lr": 3e-3, "experts": 1, "shared": 2, "units": 32, **levels}
+            base = {"lr": 3e-3, "experts": 1, "shared": 2, "units": 32, **_levels(key)}
             return {**base, **EXTRACTION_HPARAMS.get(key, {}), **self.hparams.get(key, {})}
         moe = key.startswith(("omoe", "mmoe"))
         base = {"lr": 3e-3, "experts": 4 if moe else 1, "units": 32 if moe else 128}
@@ -183,6 +183,11 @@ class CensusExperiment:
 def family(model: str, group: int | None = None, task: str | None = None) -> str:
     """Key of one training: ``"mmoe/group1"`` or ``"single_task/income"``."""
     return f"{model}/{task}" if model == "single_task" else f"{model}/group{group}"
+
+
+def _levels(key: str) -> dict:
+    """PLE's depth, part of its hyper-parameters: two levels, as in Tang et al.'s experiments."""
+    return {"levels": 2} if key.startswith("ple") else {}
 
 
 def _tasks_of(key: str) -> tuple[str, ...]:
@@ -252,8 +257,7 @@ def _train_one(key: str, exp: CensusExperiment, hp: dict, seed: int, data: Censu
 
 def _grid(key: str) -> list[dict]:
     if key.startswith(EXTRACTION_MODELS):
-        levels = {"levels": 2} if key.startswith("ple") else {}
-        return [{"lr": lr, "experts": e, "shared": s, "units": u, **levels}
+        return [{"lr": lr, "experts": e, "shared": s, "units": u, **_levels(key)}
                 for lr in SEARCH_GRID["lr"] for e, s, u in SEARCH_GRID["extraction"]]
     sizes = SEARCH_GRID["moe"] if key.startswith(("omoe", "mmoe")) else SEARCH_GRID["bottom"]
     return [{"lr": lr, "experts": e, "units": u} for lr in SEARCH_GRID["lr"] for e, u in sizes]
@@ -271,11 +275,15 @@ def search(exp: CensusExperiment, data: CensusData, progress: bool = True) -> tu
                      "valid_auc_by_epoch": json.dumps([round(v, 5) for v in history[f"valid_{main}_auc"]]),
                      "seconds": round(seconds, 1)})
     table = pd.DataFrame(rows)
+    return choose(table), table
+
+
+def choose(table: pd.DataFrame) -> dict:
+    """Per family of a search table, the hyper-parameters of its best validation AUC."""
     best = table.loc[table.groupby("family", sort=False)["valid_auc"].idxmax()]
-    chosen = {r.family: {k: (float(v) if k == "lr" else int(v)) for k, v in r._asdict().items()
-                         if k in ("lr", "experts", "shared", "units", "levels") and not pd.isna(v)}
-              for r in best.itertuples()}
-    return chosen, table
+    return {r.family: {k: (float(v) if k == "lr" else int(v)) for k, v in r._asdict().items()
+                       if k in ("lr", "experts", "shared", "units", "levels") and not pd.isna(v)}
+            for r in best.itertuples()}
 
 
 def run_census(exp: CensusExperiment, data: CensusData, progress: bool = True,
