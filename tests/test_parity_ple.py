@@ -33,7 +33,7 @@ import pytest
 import torch
 
 import mmoe_annotated as mm
-from test_parity_deepctr import SPARSE, _copy_mlp, _put, our_inputs, tutorial_frame
+from test_parity_deepctr import SPARSE, _copy_mlp, _put, our_inputs, train_both, tutorial_frame
 
 deepctr_torch = pytest.importorskip(
     "deepctr_torch", reason="parity tests need deepctr-torch==0.3.0 (requirements-test.txt)")
@@ -118,16 +118,9 @@ def copy_weights(dc, ours: mm.PLE) -> None:
     assert copied + dead == sum(p.numel() for p in dc.parameters())
 
 
-def train_both(dc, names, ours, data, y, losses, *, weight_l2=0.0, epochs=5):
-    """DeepCTR-equivalent training (as for MMoE): Adagrad lr 0.01, summed losses, table L2, no shuffling."""
-    x_dc = {n: data[n] for n in names}
-    dc.compile("adagrad", loss=losses)
-    dc.fit(x_dc, y, batch_size=32, epochs=epochs, verbose=0, shuffle=False)
-    cfg = mm.TrainConfig(optimizer="adagrad", lr=0.01, loss_reduction="sum", embedding_l2=1e-5,
-                         embedding_l2_mode="table", weight_l2=weight_l2, shuffle=False, batch_size=32,
-                         epochs=epochs, progress=False)
-    mm.fit(ours, (our_inputs(data), y), cfg)
-    return dc.predict(x_dc, 256), mm.predict(ours, our_inputs(data))
+def predict_both(dc, names, ours, data):
+    """Both models' probabilities on every row: DeepCTR-Torch's ``(M, T)`` and ours."""
+    return dc.predict({n: data[n] for n in names}, 256), mm.predict(ours, our_inputs(data))
 
 
 @pytest.fixture
@@ -156,8 +149,7 @@ def test_same_predictions_at_init(data, variant):
     dc, names = deepctr_ple(data, settings)
     ours = our_ple(data, settings)
     copy_weights(dc, ours)
-    p_dc = dc.predict({n: data[n] for n in names}, 256)
-    p_ours = mm.predict(ours, our_inputs(data))
+    p_dc, p_ours = predict_both(dc, names, ours, data)
     diff = np.abs(p_dc - p_ours).max()
     print(f"\nPLE parity at init, {variant}: max |p_deepctr - p_ours| = {diff:.3g}")
     assert diff <= 1e-5
@@ -175,8 +167,7 @@ def test_same_predictions_with_large_random_weights(data, variant):
             p.copy_(torch.randn(p.shape, generator=g) * 0.3)
     ours = our_ple(data, settings)
     copy_weights(dc, ours)
-    p_dc = dc.predict({n: data[n] for n in names}, 256)
-    p_ours = mm.predict(ours, our_inputs(data))
+    p_dc, p_ours = predict_both(dc, names, ours, data)
     assert p_dc.std(axis=0).min() > 0.01  # predictions really vary across rows
     diff = np.abs(p_dc - p_ours).max()
     print(f"\nPLE parity with large weights, {variant}: max |p_deepctr - p_ours| = {diff:.3g}")
@@ -194,7 +185,7 @@ def test_same_predictions_after_training(data, variant):
     p_init = dc.predict({n: data[n] for n in names}, 256)
     y = data[list(s["task_names"])].to_numpy()
     losses = ["binary_crossentropy" if t == "binary" else "mse" for t in s["task_types"]]
-    p_dc, p_ours = train_both(dc, names, ours, data, y, losses, weight_l2=s["l2_dnn"])
+    p_dc, p_ours = train_both(dc, names, ours, data, y, losses, weight_l2=s["l2_dnn"], epochs=5)
     assert np.abs(p_dc - p_init).max() > 0.05  # both really trained
     diff = np.abs(p_dc - p_ours).max()
     print(f"\nPLE parity after 5 epochs at batch 32, {variant}: max |p_deepctr - p_ours| = {diff:.3g}")
