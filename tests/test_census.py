@@ -430,8 +430,8 @@ def test_merge_joins_parts_and_refuses_overlaps(sample_dir, tmp_path, no_pip):
     for name, extra in (("g1", ["--group", "1"]), ("g2", ["--group", "2"]), ("u", ["--balancing", "uncertainty"])):
         assert main(["census", "--out", str(tmp_path / name), *common, *extra]) == 0
     record = merge_census_runs([tmp_path / "g1", tmp_path / "g2"], tmp_path / "out", "both")
-    results, gates, meta = pd.read_csv(tmp_path / "out" / "both.csv.gz"), None, json.loads(
-        (tmp_path / "out" / "both.json").read_text())
+    results = pd.read_csv(tmp_path / "out" / "both.csv.gz")
+    meta = json.loads((tmp_path / "out" / "both.json").read_text())
     assert set(results["group"]) == {1, 2} and "balancing" not in results and meta == record
     assert "--out DIR" in meta["command"] and str(tmp_path / "g1") not in meta["command"]
     assert set(meta["settings"]["hparams"]) == {"mmoe/group1", "mmoe/group2"}
