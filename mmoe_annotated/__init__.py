@@ -1,61 +1,49 @@
 """mmoe_annotated: the companion package of "The Annotated Multi-Task Ranker".
 
 MMoE (Ma et al., KDD 2018, "Modeling Task Relationships in Multi-task Learning with
-Multi-gate Mixture-of-Experts") and its ablations OMoE and Shared-Bottom, with the
-ByteRec data pipeline and a trainer. Each module names the book chapter that explains it:
+Multi-gate Mixture-of-Experts"), its ablations OMoE and Shared-Bottom and its successors CGC and
+PLE, with the ByteRec data pipeline and a trainer. The folders are the book's stages, in its
+order; every module names the chapter that explains it:
 
-=================  ==========================================
-module             chapter
-=================  ==========================================
-``schema``         2. The data (columns, tasks, ``DataError``)
-``reader``         2. The data (a file's bytes, chunk by chunk; ``parse``: each chunk's values checked)
-``data``           2. The data (the strict file loader, the real sample, the split)
-``example_data``   2. The data (the embedded, generated dataset)
-``features``       3. Feature transforms (the encoders)
-``inputs``         3. Feature transforms (what the model reads)
-``experts``        4. Experts
-``gates``          5. Gates
-``towers``         6. Towers and the whole model
-``model``          6. Towers and the whole model (and 1. The paper)
-``ple``            10. Beyond MMoE (CGC and PLE)
-``dataset``        7. Training (in-memory data as tensors)
-``losses``         7. Training (task losses and L2)
-``train``          7. Training (``fit``)
-``inference``      7. Training (``predict``, ``evaluate``)
-``health``         5. Gates, 10. Beyond MMoE (gate health)
-``inspect``        5. Gates, 7. Training
-``census``         9. The paper on real data: Census-Income
-``checkpoint``     Appendix: When things go wrong
-``stream``         Appendix: Scaling out (files larger than memory)
-``distributed``    Appendix: Scaling out (DistributedDataParallel)
-``fast``           Appendix: Performance (the opt-in fast wing)
-=================  ==========================================
+===============  ======================================================================
+folder           stage
+===============  ======================================================================
+``data``         1. files read strictly, the embedded example, the paper's datasets (ch. 2, 8, 9)
+``features``     2. raw columns to model inputs: encoders and the embedding lookup (ch. 3)
+``model``        3. experts, gates, towers; MMoE, OMoE, Shared-Bottom, CGC, PLE (ch. 1, 4-6, 10)
+``train``        4. the loop, losses, prediction, evaluation, inspection (ch. 5, 7, 10)
+``checkpoint``   one verified file per trained model (appendix "When things go wrong")
+``scale``        files larger than memory, several processes (appendix "Scaling out")
+``experiments``  the paper's studies and the seesaw, on top of the stages (ch. 8-10)
+``bench``        the taught path, the fast wing and DeepCTR-Torch side by side (appendix)
+``fast``         the opt-in fast wing: the same numbers, faster (appendix "Performance")
+===============  ======================================================================
 
-``runtime`` (devices and seeds) serves every module. ``mm.fast`` is imported on first use:
+``runtime`` (devices, seeds, the version) and ``source`` (``show_source``) serve every stage.
+Each stage imports only the stages before it; ``mm.fast`` is imported on first use, and
 importing the package, or any taught module, never loads it.
 """
-from .data import (COLUMNS, DENSE_FEATURES, SPARSE_FEATURES, TASKS, DataError, load_byterec, load_byterec_sample,
-                   split_by_row, write_byterec)
-from .example_data import ByteRecSizes, load_example, make_byterec
-from .inputs import DenseFeature, EncodedFeatures, InputLayer, SparseFeature, input_dim
-from .features import MISSING, NUM_RESERVED, OOV, PAD, FeatureEncoder, HashBuckets, MinMax, Vocabulary
-from .runtime import resolve_device, seed_everything
-from .experts import Experts, StackedMLP
-from .gates import Gates, mix
-from .towers import Towers
-from .model import CGC, PLE, MMoE, MODELS, ModelConfig, ModelOutput, MultiTaskModel, OMoE, SharedBottom, build_model
-from .losses import regularization, task_losses
-from .dataset import as_dataset
-from .inference import evaluate, predict
-from .train import History, TrainConfig, fit
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from .inspect import (dead_experts, expert_utilization, gate_entropy, gate_statistics, gate_weights,
-                      plot_architecture, plot_gate_distributions, plot_gate_health, plot_gate_heatmap, plot_history,
-                      polarized_gates)
+from . import _moved
+from .runtime import package_version, resolve_device, seed_everything
 from .source import show_source, source_of
-from . import synthetic
+from .data import (COLUMNS, DENSE_FEATURES, SPARSE_FEATURES, TASKS, ByteRecSizes, DataError,
+                   load_byterec, load_byterec_sample, load_example, make_byterec, split_by_row,
+                   synthetic, write_byterec)
+from .features import (MISSING, NUM_RESERVED, OOV, PAD, DenseFeature, EncodedFeatures,
+                       FeatureEncoder, HashBuckets, InputLayer, MinMax, SparseFeature, Vocabulary,
+                       input_dim)
+from .model import (CGC, MODELS, PLE, Experts, Gates, MMoE, ModelConfig, ModelOutput,
+                    MultiTaskModel, OMoE, SharedBottom, StackedMLP, Towers, build_model, mix)
+from .model.health import (dead_experts, expert_utilization, gate_entropy, gate_statistics,
+                           polarized_gates)
+from .train import (History, TrainConfig, as_dataset, evaluate, fit, gate_weights,
+                    plot_architecture, plot_gate_distributions, plot_gate_health,
+                    plot_gate_heatmap, plot_history, predict, regularization, task_losses)
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 
-__version__ = "0.1.0"
+__version__ = package_version()
+
+_moved.install()  # release 0.1's module paths, for one release
 
 # The fast wing loads on first use (PEP 562), so that `import mmoe_annotated` runs the taught code only.
 _LAZY = {"fast": ("mmoe_annotated.fast", None), "fused": ("mmoe_annotated.fast.fused", None),
@@ -63,9 +51,13 @@ _LAZY = {"fast": ("mmoe_annotated.fast", None), "fused": ("mmoe_annotated.fast.f
 
 
 def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'mmoe_annotated' has no attribute {name!r}")
     import importlib
-    module, attr = _LAZY[name]
-    value = importlib.import_module(module)
-    return getattr(value, attr) if attr else value
+
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = importlib.import_module(module)
+        return getattr(value, attr) if attr else value
+    moved = _moved.moved_attribute(name)  # mm.losses, mm.ple, ...: release 0.1's modules
+    if moved is None:
+        raise AttributeError(f"module 'mmoe_annotated' has no attribute {name!r}")
+    return moved

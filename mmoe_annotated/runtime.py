@@ -1,16 +1,31 @@
-"""Where and how reproducibly the code runs: devices and seeds.
+"""Where and how reproducibly the code runs: devices, seeds and the package's version.
 
 Explained in chapter 7, "Training" (``book/07_training.ipynb``). Every module that places a
-model on a device or seeds a run takes these from here.
+model on a device, seeds a run or records which version wrote a file takes these from here.
 """
 from __future__ import annotations
 
 import random
+from importlib import metadata
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "resolve_device", "parse_device"]
+__all__ = ["seed_everything", "resolve_device", "parse_device", "package_version"]
+
+#: The distribution name under which pip installs the package.
+DISTRIBUTION = "mmoe-annotated"
+
+
+def package_version() -> str:
+    """The installed package's version, from its metadata (``pyproject.toml`` sets it once).
+
+    Source code imported without installing the package has no metadata: its version is
+    ``"0+unknown"``, which no release ever carries."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 def seed_everything(seed: int) -> None:

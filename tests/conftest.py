@@ -1,8 +1,8 @@
 """Shared pytest fixtures for the package tests.
 
-The real ByteRec sample is not part of the repository: it lives next to it, at
-``../shared/data/byterec_sample.txt`` relative to the repository root. Tests that need it
-use the ``byterec_path`` fixture and are skipped, with the reason, when it is absent.
+The real 200-row ByteRec sample ships inside the package (``mm.load_byterec_sample()``,
+``mmoe_annotated/data/sample/``); tests that compare with the tutorial read it from there, so a
+fresh clone runs every one of them. Nothing here reads outside the repository.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import mmoe_annotated as mm
 torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BYTEREC_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "byterec_sample.txt"
+BYTEREC_SAMPLE = Path(mm.data.__file__).parent / "sample" / "byterec_sample.txt"
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +29,8 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def byterec_path() -> Path:
-    """Path of the real 200-row ByteRec sample; skips the test when the file is absent."""
-    if not BYTEREC_SAMPLE.is_file():
-        pytest.skip(f"the real ByteRec sample is absent (looked for {BYTEREC_SAMPLE}); "
-                    "tests that compare with the tutorial need it")
+    """Path of the real 200-row ByteRec sample the package ships."""
+    assert BYTEREC_SAMPLE.is_file(), f"the package's ByteRec sample is missing: {BYTEREC_SAMPLE}"
     return BYTEREC_SAMPLE
 
 
@@ -64,14 +62,14 @@ def example_small(_example_small_once):
 
 def randomize_(module: torch.nn.Module, seed: int = 0) -> None:
     """Large random weights so that every entry matters (the 1e-4 init would hide mistakes).
-    Shared by test_blocks.py, test_model.py, test_fused.py and test_train.py (``from conftest import randomize_``)."""
+    Shared by the model, train and fast tests (``from tests.conftest import randomize_``)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.5)
 
 
-# A small MMoE and a split of the embedded data, shared by test_train.py and test_fast.py.
+# A small MMoE and a split of the embedded data, shared by tests/train and tests/fast.
 SMALL = dict(expert_hidden=(16, 8), gate_hidden=(8,), tower_hidden=(8,))
 QUIET = dict(progress=False)
 

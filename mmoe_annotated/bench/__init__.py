@@ -14,8 +14,7 @@ DeepCTR-Torch, peak RSS, one-epoch AUC and the benchmark's targets.
 
 This sits on top of the package and uses its public API; nothing in the package imports it.
 """
-from .core import (IMPLS, MODELS, OMOE_WITHIN, SCHEMA_KEYS, TABLES, TARGETS, TARGETS_CUDA, TARGETS_TAUGHT, BenchSpec, catalog_sizes, flops_per_sample, format_table,
-                   matmul_gflops, peak_rss_mb, prepare_data, run_benchmark, run_one, targets_report)
+from .core import IMPLS, MODELS, OMOE_WITHIN, SCHEMA_KEYS, TABLES, TARGETS, TARGETS_CUDA, TARGETS_TAUGHT, BenchSpec, catalog_sizes, flops_per_sample, format_table, matmul_gflops, peak_rss_mb, prepare_data, run_benchmark, run_one, targets_report
 from .ablation import ABLATIONS, format_ablation, run_ablation
 from .results import load_committed
 

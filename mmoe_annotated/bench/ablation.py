@@ -30,15 +30,19 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from .. import (TASKS, DenseFeature, EncodedFeatures, MMoE, ModelConfig, ModelOutput, SparseFeature, TrainConfig,
-                fit, mix, task_losses)
+from ..data.schema import TASKS
+from ..features.inputs import DenseFeature, EncodedFeatures, SparseFeature
+from ..model.mmoe import MMoE
+from ..model.config import ModelConfig, ModelOutput
+from ..train.loop import TrainConfig, fit
+from ..model.gates import broadcast_mix, mix, rowwise_mix
+from ..train.losses import task_losses
 from .core import _load, machine_info, prepare_data
 
-__all__ = ["ABLATIONS", "LoopExperts", "LoopGates", "rowwise_mix", "broadcast_mix", "AblatedMMoE", "run_ablation", "format_ablation"]
+__all__ = ["ABLATIONS", "LoopExperts", "LoopGates", "AblatedMMoE", "run_ablation", "format_ablation"]
 
 #: Variant name -> what it changes (against the package's configuration, "ours").
 ABLATIONS = {
@@ -95,17 +99,6 @@ def _unstack(stacked, s: int) -> nn.Sequential:
             lin.bias.copy_(b[s])
         layers += [lin, type(stacked.activation)()]
     return nn.Sequential(*layers)
-
-
-def broadcast_mix(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
-    """Mixing as a broadcast multiply and a sum over experts. ``-> (B, T, D)``."""
-    return (gates.unsqueeze(-1) * experts.unsqueeze(1)).sum(dim=2)  # (B, T, E, D) -> (B, T, D)
-
-
-def rowwise_mix(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
-    """DeepCTR-Torch's mixing: per task, ``matmul((B, 1, E), (B, E, D))``. ``-> (B, T, D)``."""
-    return torch.stack([torch.matmul(gates[:, t].unsqueeze(1), experts).squeeze(1)
-                        for t in range(gates.shape[1])], dim=1)  # (B, T, D)
 
 
 class AblatedMMoE(MMoE):

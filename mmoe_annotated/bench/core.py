@@ -49,13 +49,16 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from .. import fast
-from ..data import DENSE_FEATURES, SPARSE_FEATURES, TASKS, split_by_row
-from ..example_data import ByteRecSizes, make_byterec
-from ..features import NUM_RESERVED, FeatureEncoder
-from ..inputs import DenseFeature, EncodedFeatures, SparseFeature
-from ..model import ModelConfig, build_model
-from ..inference import predict
-from ..train import TrainConfig, fit
+from ..data.schema import DENSE_FEATURES, SPARSE_FEATURES, TASKS
+from ..data.byterec import split_by_row
+from ..data.example import ByteRecSizes, make_byterec
+from ..features.encoders import NUM_RESERVED
+from ..features.encoder import FeatureEncoder
+from ..features.inputs import DenseFeature, EncodedFeatures, SparseFeature
+from ..model.config import ModelConfig
+from ..model import build_model
+from ..train.inference import predict
+from ..train.loop import TrainConfig, fit
 
 __all__ = ["SCHEMA_KEYS", "TARGETS", "TARGETS_CUDA", "TARGETS_TAUGHT", "OMOE_WITHIN", "TABLES", "IMPLS", "MODELS",
            "TAUGHT_SETUP", "FAST_SETUP", "ours_setup", "BenchSpec", "catalog_sizes", "prepare_data", "run_one",

@@ -1,5 +1,5 @@
 """Measured numbers for the appendix "Scaling out": throughput and memory of
-``mmoe_annotated.distributed`` with 1 and 2 processes, and the stream's peak memory as the file grows.
+``mmoe_annotated.scale.distributed`` with 1 and 2 processes, and the stream's peak memory as the file grows.
 
 Run (it writes a generated file, trains, and saves what it saw)::
 
@@ -7,7 +7,7 @@ Run (it writes a generated file, trains, and saves what it saw)::
     python -m mmoe_annotated.bench.scaling --memory-files byterec_2m.txt byterec_10m.txt --json scaling_cpu.json
 
 Each run is the real command (``python -m torch.distributed.run --nproc_per_node N -m
-mmoe_annotated.distributed``) in fresh processes; peak memory is each process's peak resident set
+mmoe_annotated.scale.distributed``) in fresh processes; peak memory is each process's peak resident set
 size (``getrusage``), as ``metrics.json`` reports it.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def command_line(data, out, nproc: int, epochs: int = 1, batch_size: int = 1024,
     """The launch command, as a reader would type it (plus a free localhost port)."""
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-            "-m", "mmoe_annotated.distributed", "--data", str(data), "--out", str(out),
+            "-m", "mmoe_annotated.scale.distributed", "--data", str(data), "--out", str(out),
             "--epochs", str(epochs), "--batch-size", str(batch_size), "--device", device, *extra]
 
 
@@ -84,13 +84,13 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--json", default=None, help="update this JSON file with what was measured")
     args = p.parse_args(argv)
-    import mmoe_annotated as mm
+    from ..data import make_byterec, write_byterec
 
     found = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).exists() else {}
     found["machine"] = _machine()
     if args.rows:
         with tempfile.TemporaryDirectory() as tmp:
-            data = mm.write_byterec(mm.make_byterec(args.rows, seed=0), Path(tmp) / "byterec.txt")
+            data = write_byterec(make_byterec(args.rows, seed=0), Path(tmp) / "byterec.txt")
             table = []
             for nproc in (1, 2):
                 m = run_command(data, nproc, epochs=args.epochs, batch_size=args.batch_size)

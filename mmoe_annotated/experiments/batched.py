@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from torch.func import functional_call, stack_module_state
 
-from ..model import MultiTaskModel
+from ..model.mmoe import MultiTaskModel
 
 __all__ = ["StackedRuns"]
 

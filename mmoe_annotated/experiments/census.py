@@ -40,11 +40,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .. import census
-from ..features import FeatureEncoder
-from ..losses import BALANCING
-from ..model import ModelConfig, build_model
-from ..train import TrainConfig, evaluate, fit, predict
+from ..data import census
+from ..features.encoder import FeatureEncoder
+from ..train.losses import BALANCING
+from ..model.config import ModelConfig
+from ..model import build_model
+from ..train.loop import TrainConfig, fit
+from ..train.inference import evaluate, predict
 
 __all__ = ["CENSUS_MODELS", "EXTRACTION_MODELS", "EXTRACTION_HPARAMS", "MODEL_NAMES", "PAPER_TABLES",
            "DEFAULT_HPARAMS", "SEARCH_GRID", "CensusExperiment",

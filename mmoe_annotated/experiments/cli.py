@@ -79,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
                         "machine loses a lot")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    from ..losses import BALANCING
+    from ..train.losses import BALANCING
     from .census import CENSUS_MODELS, EXTRACTION_MODELS, CensusExperiment
     c = sub.add_parser("census", help="the paper's Census-Income study (Tables 1 and 2)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -183,8 +183,8 @@ def run_census_command(args: argparse.Namespace, argv: list[str]) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .. import census as census_data
-    from ..data import DataError
+    from ..data import census as census_data
+    from ..data.schema import DataError
     from . import census
 
     if args.threads < 1:

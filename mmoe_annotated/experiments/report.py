@@ -15,7 +15,7 @@ from importlib.resources import files
 import numpy as np
 import pandas as pd
 
-from ..synthetic import PAPER_LIKE, SyntheticConfig, generate, label_correlation
+from ..data.synthetic import PAPER_LIKE, SyntheticConfig, generate, label_correlation
 
 __all__ = ["PAPER_FIGURE_2", "PAPER_FIGURE_4", "MODEL_NAMES", "STUCK_LOSS", "load_sweep", "final_losses", "summarize",
            "best_lrs", "paired", "plot_label_correlation", "plot_loss_curves", "plot_final_histograms"]

@@ -33,9 +33,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ..inputs import DenseFeature
-from ..model import ModelConfig, build_model
-from ..synthetic import PAPER_LIKE, SyntheticConfig, generate, signal, task_weights
+from ..features.inputs import DenseFeature
+from ..model.config import ModelConfig
+from ..model import build_model
+from ..data.synthetic import PAPER_LIKE, SyntheticConfig, generate, signal, task_weights
 from ..runtime import resolve_device
 from .batched import StackedRuns
 

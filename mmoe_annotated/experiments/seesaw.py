@@ -18,15 +18,15 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-import numpy as np
 import pandas as pd
 import torch
 
-from ..inference import evaluate
-from ..inputs import DenseFeature, EncodedFeatures
-from ..model import ModelConfig, build_model
-from ..synthetic import PAPER_LIKE, SyntheticConfig, generate
-from ..train import TrainConfig, fit
+from ..train.inference import evaluate
+from ..features.inputs import DenseFeature, EncodedFeatures
+from ..model.config import ModelConfig
+from ..model import build_model
+from ..data.synthetic import PAPER_LIKE, SyntheticConfig, generate
+from ..train.loop import TrainConfig, fit
 
 __all__ = ["SEESAW_MODELS", "seesaw_model_config", "seesaw_data", "run_seesaw"]
 

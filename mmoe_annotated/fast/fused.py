@@ -52,10 +52,11 @@ from typing import NamedTuple
 
 import torch
 
-from ..experts import Experts, StackedMLP
-from ..gates import Gates, mix
-from ..model import ModelOutput, MultiTaskModel
-from ..towers import Towers
+from ..model.experts import Experts, StackedMLP
+from ..model.gates import Gates, mix
+from ..model.config import ModelOutput
+from ..model.mmoe import MultiTaskModel
+from ..model.towers import Towers
 
 __all__ = ["supports", "forward", "batches", "graphed", "MIRRORED", "code_digest"]
 

@@ -18,11 +18,11 @@ import warnings
 import numpy as np
 import torch
 
-from ..dataset import as_dataset
-from ..features import FeatureEncoder
-from ..inputs import EncodedFeatures
-from ..model import MultiTaskModel
-from ..inference import check_batch_size, check_outputs, metrics, model_device, outputs, probabilities
+from ..train.dataset import as_dataset
+from ..features.encoder import FeatureEncoder
+from ..features.inputs import EncodedFeatures
+from ..model.mmoe import MultiTaskModel
+from ..train.inference import check_batch_size, check_outputs, metrics, model_device, outputs, probabilities
 from . import fused
 from .threads import SIDE_BY_SIDE_ROWS, side_by_side
 

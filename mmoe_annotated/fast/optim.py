@@ -2,14 +2,15 @@
 
 Part of the opt-in fast wing (:mod:`mmoe_annotated.fast`); explained in the appendix
 "Performance". The taught path uses ``torch.optim.Adagrad`` for every parameter
-(:func:`mmoe_annotated.train.make_optimizers`); the update rule here is the same.
+(:func:`mmoe_annotated.train.optimizers.make_optimizers`); the update rule here is the same.
 """
 from __future__ import annotations
 
 import torch
 
-from ..model import MultiTaskModel
-from ..train import TrainConfig, make_optimizers
+from ..model.mmoe import MultiTaskModel
+from ..train.loop import TrainConfig
+from ..train.optimizers import make_optimizers
 
 __all__ = ["RowAdagrad", "fast_optimizers"]
 
@@ -65,7 +66,7 @@ def fast_optimizers(model: MultiTaskModel, cfg: TrainConfig) -> list[torch.optim
     """Adagrad as one fused kernel (CPU, dense gradients) for the dense parameters and
     :class:`RowAdagrad` for a sparse embedding table; other optimizers as the taught path has them."""
     if cfg.optimizer != "adagrad":
-        return make_optimizers(model, cfg)
+        return make_optimizers(model, cfg.optimizer, cfg.learning_rate)
     lr = cfg.learning_rate
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
     table = model.parameter_roles()["embedding"]

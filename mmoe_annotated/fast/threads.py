@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from ..inputs import EncodedFeatures
-from ..model import MultiTaskModel
+from ..features.inputs import EncodedFeatures
+from ..model.mmoe import MultiTaskModel
 from . import fused
 
 __all__ = ["SIDE_BY_SIDE_ROWS", "side_by_side"]

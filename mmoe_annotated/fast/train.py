@@ -22,12 +22,11 @@ import time
 import torch
 from tqdm import tqdm
 
-from ..features import FeatureEncoder
-from ..losses import task_balance, task_losses
-from ..model import MultiTaskModel
+from ..features.encoder import FeatureEncoder
+from ..train.losses import task_balance, task_losses
+from ..model.mmoe import MultiTaskModel
 from ..runtime import resolve_device
-from ..train import (History, TrainConfig, batch_rows, check_finite, check_fit, check_weights, epoch_record,
-                     seeded_generator, training_data)
+from ..train.loop import History, TrainConfig, batch_rows, check_finite, check_fit, check_weights, epoch_record, seeded_generator, training_data
 from .optim import fast_optimizers
 from .inference import evaluate
 

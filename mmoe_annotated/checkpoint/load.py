@@ -1,0 +1,89 @@
+"""Loading a checkpoint: the model rebuilt (or filled) from a file whose checksum proved it intact.
+
+Explained in the appendix "When things go wrong" (``book/appendix_troubleshooting.ipynb``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from ..features.encoder import FeatureEncoder
+from ..model import MODELS
+from ..model.config import ModelConfig
+from ..model.mmoe import MultiTaskModel
+from ..runtime import resolve_device
+from .save import kind_of
+from .verify import CheckpointError, read_verified
+
+__all__ = ["Checkpoint", "load_checkpoint"]
+
+
+class Checkpoint(NamedTuple):
+    """What :func:`load_checkpoint` returns. ``model`` is in eval mode with the saved weights."""
+
+    model: MultiTaskModel
+    encoder: FeatureEncoder | None
+    kind: str
+    config: ModelConfig
+    package_version: str
+    extra: dict
+
+
+def load_checkpoint(path: str | os.PathLike, *, model: MultiTaskModel | None = None,
+                    device: str | torch.device | None = None) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Without ``model`` the model is rebuilt from the saved kind and config. With ``model``
+    the weights are loaded into it, and its kind and config must equal the saved ones.
+    ``device`` moves the model (default: CPU); ``"meta"`` and devices this torch cannot use
+    raise ``ValueError`` before the file is read. Raises :class:`CheckpointError` on any
+    problem with the file."""
+    path = Path(path)
+    target = None if device is None else resolve_device(device)  # a bad device fails before any reading
+    manifest, state = read_verified(path)
+    written_by = manifest.get("package_version", "an unknown version")
+    kind = manifest.get("kind")
+    extra = manifest.get("extra") or {}
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"has a damaged extra= entry (a {type(extra).__name__}, not a dict)", path=path)
+    if not isinstance(kind, str) or kind not in MODELS:
+        raise CheckpointError(f"names an unknown model kind {kind!r}; known: {sorted(MODELS)}", path=path)
+    try:
+        config = ModelConfig.from_dict(manifest["config"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"has a damaged or incompatible model config ({exc})", path=path) from exc
+    try:
+        encoder = None if manifest.get("encoder") is None else FeatureEncoder.from_dict(manifest["encoder"])
+        features = None if encoder is None else encoder.features
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise CheckpointError(f"has a damaged or incompatible feature encoder ({exc})", path=path) from exc
+    if encoder is not None and features != config.features:
+        raise CheckpointError("holds a feature encoder that does not match its model config", path=path)
+    if model is None:
+        try:
+            model = MODELS[kind](config)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"has a model config this version cannot build ({exc})", path=path) from exc
+    else:
+        if not isinstance(model, MultiTaskModel):
+            raise TypeError(f"model must be an MMoE / OMoE / SharedBottom, got {type(model).__name__}")
+        if kind_of(model) != kind:
+            raise CheckpointError(f"holds a {kind!r} model, but the model given is a {kind_of(model)!r}",
+                                  path=path)
+        if model.config != config:
+            mine, theirs = model.config.to_dict(), config.to_dict()
+            diff = [f"{k}: checkpoint {theirs[k]!r} vs model {mine[k]!r}" for k in theirs if theirs[k] != mine[k]]
+            raise CheckpointError("is a checkpoint of another config than the model given; differences: "
+                                  + "; ".join(diff) + ". Omit model= to rebuild the saved model", path=path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"holds weights that do not fit its config ({str(exc).splitlines()[0]} ...)",
+                              path=path) from exc
+    if target is not None:
+        model.to(target)
+    model.eval()
+    return Checkpoint(model, encoder, kind, config, str(written_by), dict(extra))

@@ -1,0 +1,12 @@
+"""Scale-out: files larger than memory, and training on several processes.
+
+================  ==================================================================  ========
+module            what                                                                appendix
+================  ==================================================================  ========
+``stream``        a ByteRec file read in chunks: index, encoder fit, shuffled batches  Scaling out
+``distributed``   DistributedDataParallel training from the stream (``python -m``)     Scaling out
+================  ==================================================================  ========
+
+Nothing is imported here: ``python -m mmoe_annotated.scale.distributed`` runs that module as
+the program, which it could not if this package had imported it first.
+"""

@@ -1,0 +1,310 @@
+"""Training on several processes with DistributedDataParallel, from the stream.
+
+Explained in the appendix "Scaling out" (``book/appendix_scaling.ipynb``). Run it with PyTorch's
+launcher, which starts one process per ``--nproc_per_node`` and tells each its rank::
+
+    python -m torch.distributed.run --nproc_per_node 2 -m mmoe_annotated.scale.distributed \\
+        --data byterec.txt --out run/ [--epochs 1] [--batch-size 256] [--model mmoe] [--device cpu]
+
+What each process does:
+
+1. rank 0 indexes the file (:func:`~mmoe_annotated.stream.index_byterec`) and sends the index to all;
+2. each process counts IDs and ranges in its share of the training chunks; the counts are
+   gathered and merged, so every process builds the same encoder, equal to a one-process fit;
+3. every process builds the model from the same seed; ``DistributedDataParallel`` also copies
+   rank 0's weights to the others, then, in each ``backward()``, all-reduces the gradients (sums them
+   across processes and divides by the number of processes): every process steps with the
+   gradient of the whole global batch, so the weights stay identical;
+4. each process predicts its share of the test rows; the predictions are *gathered* on rank 0,
+   which computes AUC and log loss on all of them (AUC is not an average of per-process AUCs);
+5. rank 0 writes ``metrics.json`` and ``model.ckpt`` (:func:`~mmoe_annotated.checkpoint.save_checkpoint`),
+   only after every process has finished: a failing process stops the job with no checkpoint.
+
+``--batch-size`` is the *global* batch: each of the N processes takes ``batch_size / N`` rows per
+step. The embedding table's gradients are dense here (``sparse_embeddings=False``): DDP can all-reduce
+sparse gradients with gloo (CPU), but NCCL (GPU) has no sparse all-reduce, and one code path serves both.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from ..checkpoint import save_checkpoint
+from ..data.reader import CHUNK_BYTES
+from ..data.schema import DENSE_FEATURES, SPARSE_FEATURES
+from ..features.encoder import FeatureEncoder
+from ..model import MODELS, build_model
+from ..model.config import ModelConfig
+from ..model.mmoe import MultiTaskModel
+from ..runtime import resolve_device, seed_everything
+from .stream import ByteRecIndex, ByteRecStream, EncoderStats, collect_stats, index_byterec, read_part
+from ..train.loop import TrainConfig
+from ..train.metrics import task_metrics
+from ..train.optimizers import OPTIMIZERS, make_optimizer
+from ..train.losses import task_losses
+
+__all__ = ["Setup", "setup", "chunk_bytes_for", "train_step", "train_epochs", "predict_parts",
+           "main"]
+
+
+class Setup:
+    """Where this process stands: ``rank`` of ``world_size``, its device, and whether a process group runs."""
+
+    def __init__(self, rank: int = 0, world_size: int = 1, device: torch.device = torch.device("cpu"),
+                 distributed: bool = False):
+        self.rank, self.world_size, self.device, self.distributed = rank, world_size, device, distributed
+
+
+def setup(device: str = "cpu", timeout_s: float = 600.0) -> Setup:
+    """Join the process group that ``torch.distributed.run`` describes in the environment (RANK,
+    WORLD_SIZE, MASTER_ADDR, ...): gloo on CPU, NCCL on GPU. Without it: one plain process."""
+    dev = resolve_device(device)
+    if "RANK" not in os.environ:
+        return Setup(device=dev)
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
+    return Setup(dist.get_rank(), dist.get_world_size(), dev, True)
+
+
+def _share(obj, s: Setup, src: int = 0):
+    """``obj`` from rank ``src`` on every process."""
+    if not s.distributed:
+        return obj
+    box = [obj if s.rank == src else None]
+    dist.broadcast_object_list(box, src=src, device=s.device if s.device.type == "cuda" else None)
+    return box[0]
+
+
+def _all(obj, s: Setup) -> list:
+    """Every process's ``obj``, in rank order, on every process."""
+    if not s.distributed:
+        return [obj]
+    out = [None] * s.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch, task_types: Sequence[str]) -> float:
+    """One step on one batch: the sum of the per-task mean losses (all task weights 1). Under DDP,
+    ``backward()`` also all-reduces the gradients, averaging them over the processes."""
+    ids, dense, y = batch
+    optimizer.zero_grad(set_to_none=True)
+    logits = model(ids, dense).logits  # (B, T)
+    loss = task_losses(logits, y, task_types).sum()
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def train_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, stream: ByteRecStream, epochs: int,
+                 task_types: Sequence[str], device: torch.device) -> list[float]:
+    """``epochs`` passes over the stream; the mean training loss of each epoch (this process's batches)."""
+    loader = torch.utils.data.DataLoader(stream, batch_size=None)  # the stream makes the batches
+    means = []
+    for epoch in range(epochs):
+        stream.set_epoch(epoch)
+        model.train()
+        losses = [train_step(model, optimizer, tuple(None if t is None else t.to(device) for t in batch), task_types)
+                  for batch in loader]
+        means.append(float(np.mean(losses)))
+    return means
+
+
+@torch.no_grad()
+def predict_parts(model: MultiTaskModel, index: ByteRecIndex, parts, encoder: FeatureEncoder, device: torch.device,
+                  batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Logits ``(M, T)`` float32 and labels ``(M, T)`` uint8 of the rows of ``parts``, in order."""
+    model.eval()
+    M, T = sum(hi - lo for _, lo, hi in parts), model.num_tasks
+    logits, labels = np.empty((M, T), np.float32), np.empty((M, T), np.uint8)  # copied into: a batch's
+    at = 0  # output may be a view of a larger buffer, which a kept reference would keep alive
+    for part in parts:
+        frame = read_part(index, part)
+        x = encoder.transform(frame)
+        for lo in range(0, len(frame), batch_size):
+            sl = slice(lo, lo + batch_size)
+            ids = None if x.ids is None else x.ids[sl].to(device)
+            dense = None if x.dense is None else x.dense[sl].to(device)
+            out = model(ids, dense).logits  # (b, T)
+            logits[at + lo:at + lo + len(out)] = out.float().cpu().numpy()
+        labels[at:at + len(frame)] = frame[list(model.config.task_names)].to_numpy(dtype=np.uint8)
+        at += len(frame)
+    return logits, labels
+
+
+def chunk_bytes_for(path, world_size: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """Chunk size for a file: at most ``chunk_bytes``, and small enough that each process gets at
+    least 8 chunks, so that small files shard too."""
+    return max(1 << 12, min(chunk_bytes, os.path.getsize(path) // (8 * world_size)))
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_nan_to_null(obj), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _nan_to_null(obj):
+    """An undefined metric (NaN, :mod:`~mmoe_annotated.train.metrics`) as JSON's null."""
+    if isinstance(obj, dict):
+        return {k: _nan_to_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_null(v) for v in obj]
+    return None if isinstance(obj, float) and obj != obj else obj
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def run(args: argparse.Namespace) -> dict | None:
+    s = setup(args.device)
+    try:
+        return _run(args, s)
+    except BaseException as exc:
+        print(f"[rank {s.rank} of {s.world_size}] failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        raise
+    finally:
+        if s.distributed:
+            dist.destroy_process_group()
+
+
+def _run(args: argparse.Namespace, s: Setup) -> dict | None:
+    torch.set_num_threads(args.threads)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                      seed=args.seed, device=args.device, progress=False)
+    if cfg.batch_size % s.world_size:
+        raise ValueError(f"--batch-size {cfg.batch_size} is the global batch: it must divide evenly among "
+                         f"{s.world_size} processes")
+    local_batch = cfg.batch_size // s.world_size
+    out = Path(args.out)
+    if s.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.json", "model.ckpt"):  # an old result must not pass for this run's
+            (out / name).unlink(missing_ok=True)
+    seed_everything(cfg.seed)
+
+    index = _share(index_byterec(args.data, chunk_bytes_for(args.data, s.world_size, args.chunk_bytes))
+                   if s.rank == 0 else None, s)
+    train_parts, test_parts = index.split(args.train_fraction)
+    template = FeatureEncoder(SPARSE_FEATURES, DENSE_FEATURES, emb_dim=args.emb_dim, min_count=args.min_count)
+    stats = _all(collect_stats(index, train_parts[s.rank::s.world_size], template), s)
+    merged = EncoderStats.empty(template.sparse, template.dense)
+    for part in stats:
+        merged.merge(part)
+    encoder = merged.encoder(template)
+
+    model = build_model(args.model, ModelConfig(encoder.features, seed=cfg.seed)).to(s.device)
+    net = DistributedDataParallel(model, device_ids=[s.device.index] if s.device.type == "cuda" else None) \
+        if s.distributed else model
+    optimizer = make_optimizer(cfg.optimizer, net.parameters(), cfg.lr)
+    steps = ByteRecStream.steps_for(train_parts, s.world_size, local_batch)
+    if steps == 0:
+        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the training rows: each of the "
+                         f"{s.world_size} process(es) needs at least {local_batch} rows")
+    stream = ByteRecStream(index, train_parts, encoder, batch_size=local_batch, buffer_rows=args.buffer_rows,
+                           shuffle=True, seed=cfg.seed, rank=s.rank, world_size=s.world_size, batches=steps,
+                           drop_last=True)
+    if s.distributed:
+        dist.barrier()
+    start = time.perf_counter()
+    losses = train_epochs(net, optimizer, stream, cfg.epochs, model.config.task_types, s.device)
+    if s.distributed:
+        dist.barrier()
+    seconds = time.perf_counter() - start
+    train_peak = _peak_rss_mib()
+
+    logits, labels = predict_parts(model, index, test_parts[s.rank::s.world_size], encoder, s.device)
+    # once every process got here, training has finished everywhere
+    gathered = _all((logits, labels, train_peak, _peak_rss_mib()), s)
+    if s.rank != 0:
+        return None
+    # rows back in file order: part i of the test split was predicted by process i % world_size
+    splits = {r: np.cumsum([0] + [hi - lo for _, lo, hi in test_parts[r::s.world_size]]) for r in range(s.world_size)}
+    order = [(i % s.world_size, i // s.world_size) for i in range(len(test_parts))]
+    all_logits = np.concatenate([gathered[r][0][splits[r][k]:splits[r][k + 1]] for r, k in order])
+    all_labels = np.concatenate([gathered[r][1][splits[r][k]:splits[r][k + 1]] for r, k in order])
+    metrics = {
+        "tasks": task_metrics(model.config.task_names, model.config.task_types, all_labels, all_logits),
+        "world_size": s.world_size,
+        "device": str(s.device) if s.device.type == "cpu" else torch.cuda.get_device_name(s.device),
+        "model": args.model,
+        "global_batch_size": cfg.batch_size,
+        "epochs": cfg.epochs,
+        "steps_per_epoch": steps,
+        "train_rows_used_per_epoch": steps * cfg.batch_size,
+        "test_rows": int(len(all_labels)),
+        "train_seconds": seconds,
+        "samples_per_second": steps * cfg.batch_size * cfg.epochs / seconds,
+        "epoch_train_loss_rank0": losses,
+        "peak_rss_mib_per_process": [g[3] for g in gathered],
+        "peak_rss_mib_after_training_per_process": [g[2] for g in gathered],
+        "threads_per_process": args.threads,
+        "out": str(out),
+    }
+    if args.save_predictions:
+        np.savez(out / "predictions.npz", logits=all_logits, labels=all_labels)
+    save_checkpoint(out / "model.ckpt", model, encoder, extra={"metrics": metrics["tasks"], "world_size": s.world_size})
+    _write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m torch.distributed.run --nproc_per_node N -m mmoe_annotated.scale.distributed",
+                                description="Train a multi-task model on a ByteRec file with DistributedDataParallel, "
+                                            "streaming the file in chunks.")
+    p.add_argument("--data", required=True, help="ByteRec file (12 tab-separated columns, no header)")
+    p.add_argument("--out", required=True, help="folder for metrics.json and model.ckpt")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=256, help="global batch, split evenly among the processes")
+    p.add_argument("--model", choices=sorted(MODELS), default="mmoe")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adagrad")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=1024)
+    p.add_argument("--emb-dim", type=int, default=4)
+    p.add_argument("--min-count", type=int, default=1)
+    p.add_argument("--train-fraction", type=float, default=0.8)
+    p.add_argument("--buffer-rows", type=int, default=65_536, help="rows shuffled together")
+    p.add_argument("--chunk-bytes", type=int, default=CHUNK_BYTES)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--save-predictions", action="store_true", help="also write the gathered test predictions")
+    args = p.parse_args(argv)
+    if not Path(args.data).exists() and not Path(args.data).is_symlink():
+        p.error(f"--data {args.data}: no such file")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    metrics = run(parse_args(argv))
+    if metrics is not None:
+        tasks = ", ".join(f"{t} AUC {m['auc']:.4f} logloss {m['logloss']:.4f}" for t, m in metrics["tasks"].items())
+        print(f"world_size {metrics['world_size']}: {metrics['samples_per_second']:,.0f} samples/s; {tasks}; "
+              f"wrote metrics.json and model.ckpt in {metrics['out']}")
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    # torchrun judges each process by its exit code. Skip the interpreter's teardown once the
+    # process group is gone and the results are written: with some library builds a C++ thread
+    # destructor there aborted a finished process ("terminate called without an active
+    # exception"), failing a job whose results were complete. An error still raises above.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,31 @@
+"""Stage 4, training: the loop, its losses, prediction and evaluation, and looking inside.
+
+================  ==================================================================  =======
+module            what                                                                chapter
+================  ==================================================================  =======
+``dataset``       any supported input to ``(EncodedFeatures, labels)``, checked once   7
+``losses``        per-task losses, L2 by parameter role, task-loss balancing           7, 10
+``loop``          :func:`fit`, the plain training loop, and :class:`TrainConfig`       7
+``inference``     :func:`predict` and :func:`evaluate`: ``model.forward`` over a split 7
+``inspect``       gate weights and the book's plots                                    5, 7
+================  ==================================================================  =======
+"""
+from __future__ import annotations
+
+from .._moved import stage_getattr
+from .dataset import as_dataset
+from .inference import evaluate, predict
+from .inspect import (gate_weights, plot_architecture, plot_gate_distributions, plot_gate_health,
+                      plot_gate_heatmap, plot_history)
+from .losses import regularization, task_losses
+from .loop import History, TrainConfig, fit
+from .optimizers import OPTIMIZERS, make_optimizers
+
+__all__ = ["as_dataset", "evaluate", "predict", "gate_weights", "plot_architecture",
+           "plot_gate_distributions", "plot_gate_health", "plot_gate_heatmap", "plot_history",
+           "regularization", "task_losses", "OPTIMIZERS", "History", "TrainConfig", "fit",
+           "make_optimizers"]
+
+# Release 0.1 had a module train.py; the names it held that this stage does not list still
+# resolve, with a DeprecationWarning, for one release (mmoe_annotated._moved).
+__getattr__ = stage_getattr(__name__, ("mmoe_annotated.train.loop",))
