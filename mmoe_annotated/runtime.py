@@ -32,7 +32,7 @@ def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA).
 
     On CPU this is enough: the same seed gives bit-identical weights and predictions
-    (``tests/test_reproducibility.py`` checks it in two fresh processes). On CUDA some
+    (``tests/train/test_reproducibility.py`` checks it in two fresh processes). On CUDA some
     kernels are nondeterministic (atomic adds in embedding backward, scatter, some cuBLAS
     paths); for bit-identical CUDA runs also
 

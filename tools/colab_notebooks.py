@@ -17,7 +17,7 @@ the rocket button's Colab link points (`colab/book/05_gates.ipynb`), with
 
 Anything it cannot translate faithfully (an unknown directive or role) stops it with the file,
 cell and construct named, instead of leaking MyST syntax into Colab. Output is deterministic:
-`tests/test_colab_notebooks.py` regenerates into a temporary folder and compares.
+`tests/book/test_colab_notebooks.py` regenerates into a temporary folder and compares.
 
     python tools/colab_notebooks.py            # write colab/ from book/ and _config.yml
     python tools/colab_notebooks.py --check    # exit 1 if colab/ is not what it would write

@@ -12,7 +12,7 @@ What counts:
   (``mm.plot_...``, ``.plot(``, ``plt.subplots``), and one per image in markdown.
 
 ``python tools/reading_time.py`` prints a table: page, stated minutes, measured minutes.
-``tests/test_book.py`` keeps every stated time within 25 % of the measured one.
+``tests/book/test_book.py`` keeps every stated time within 25 % of the measured one.
 """
 from __future__ import annotations
 

@@ -213,7 +213,7 @@ def parse_block(block: Block, path: str | os.PathLike, *, on_bad_lines: str = "e
 def iter_byterec(path: str | os.PathLike, *, on_bad_lines: str = "error", chunk_bytes: int = CHUNK_BYTES,
                  bad: list[tuple[int, str]] | None = None):
     """Yield ``(block, columns)`` for each chunk of the file: the one parser behind
-    :func:`load_byterec` and the stream (:mod:`mmoe_annotated.stream`), with the same checks."""
+    :func:`load_byterec` and the stream (:mod:`mmoe_annotated.scale.stream`), with the same checks."""
     if on_bad_lines not in ("error", "skip"):
         raise ValueError(f"on_bad_lines must be 'error' or 'skip', got {on_bad_lines!r}")
     for block in iter_blocks(path, chunk_bytes):

@@ -14,11 +14,11 @@ training data never showed has no row in the embedding table (``IndexError``). H
   to store, no OOV, at the price of collisions);
 * dense columns are min-max scaled with the training minimum and maximum;
 * categorical ids stay ``int64`` and travel apart from the float dense values
-  (:class:`~mmoe_annotated.inputs.EncodedFeatures`), never round-tripped through float32.
+  (:class:`~mmoe_annotated.features.inputs.EncodedFeatures`), never round-tripped through float32.
 
 Each column's encoder (:class:`Vocabulary`, :class:`HashBuckets`, :class:`MinMax`) is in
-:mod:`mmoe_annotated.encoders`; what the model does with the result (the feature specs and the
-input layer) is in :mod:`mmoe_annotated.inputs`.
+:mod:`mmoe_annotated.features.encoders`; what the model does with the result (the feature specs and the
+input layer) is in :mod:`mmoe_annotated.features.inputs`.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Explained in chapter 3, "Feature transforms" (``book/03_features.ipynb``). A
 :class:`Vocabulary` gives every value seen in training its own id after the reserved ``PAD``,
 ``OOV`` and ``MISSING``; :class:`HashBuckets` hashes values into a fixed number of ids;
 :class:`MinMax` scales a numeric column by its training range. One value keeps one key whatever
-the column's dtype (42, 42.0 and "42" are one category). :class:`~mmoe_annotated.features.FeatureEncoder`
+the column's dtype (42, 42.0 and "42" are one category). :class:`~mmoe_annotated.features.encoder.FeatureEncoder`
 holds one encoder per column.
 """
 from __future__ import annotations

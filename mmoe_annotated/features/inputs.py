@@ -2,7 +2,7 @@
 
 Explained in chapter 3, "Feature transforms" (``book/03_features.ipynb``).
 
-What the network sees, apart from how the pandas encoders (:mod:`mmoe_annotated.features`)
+What the network sees, apart from how the pandas encoders (:mod:`mmoe_annotated.features.encoder`)
 make it: a :class:`SparseFeature` or :class:`DenseFeature` per column, batches as
 :class:`EncodedFeatures` (``int64`` ids and ``float32`` dense values kept apart), and the
 :class:`InputLayer` that turns a batch into one vector per row.

@@ -32,7 +32,7 @@ def _is_int(value) -> bool:
 class ModelConfig:
     """Everything that fixes a model's shape. Frozen and validated once, here.
 
-    ``features`` come from a fitted :class:`~mmoe_annotated.features.FeatureEncoder`
+    ``features`` come from a fitted :class:`~mmoe_annotated.features.encoder.FeatureEncoder`
     (``encoder.features``) or are written by hand. For :class:`SharedBottom`,
     ``expert_hidden`` is the shape of the one shared bottom and ``num_experts`` and
     ``gate_hidden`` are not used.
@@ -47,7 +47,7 @@ class ModelConfig:
     task_names: tuple[str, ...] = ("finish", "like")
     task_types: tuple[str, ...] = ("binary", "binary")
     num_experts: int = 3
-    #: CGC / PLE only (:mod:`mmoe_annotated.ple`): experts per task and shared experts at each
+    #: CGC / PLE only (:mod:`mmoe_annotated.model.ple`): experts per task and shared experts at each
     #: level, and PLE's number of levels (DeepCTR-Torch's ``PLE`` defaults: 1, 1, 2).
     num_task_experts: int = 1
     num_shared_experts: int = 1

@@ -9,7 +9,7 @@ of Eq. 5 (§4.1) used as a layer. DeepCTR-Torch puts an MLP (default one hidden 
 bias-free linear map; ``hidden_units=()`` gives the paper's gate.
 
 The gate weights are returned to the caller, never thrown away: they are the most
-interpretable thing an MMoE model learns (chapter 7 and :mod:`mmoe_annotated.inspect`).
+interpretable thing an MMoE model learns (chapter 7 and :mod:`mmoe_annotated.train.inspect`).
 :func:`mix` applies them: one batched matrix product for all tasks.
 
 Shape letters: ``B`` batch, ``I`` input width, ``G`` gates, ``E`` experts,

@@ -1,13 +1,13 @@
 """Gate health: are the experts used, or has the mixture collapsed?
 
 Explained in chapter 5 ("Gates": utilisation and entropy) and chapter 10 ("Beyond MMoE": the
-detectors and their record over training). :mod:`mmoe_annotated.inspect` re-exports these and
-plots them; :func:`~mmoe_annotated.train.fit` records :func:`gate_statistics` once per epoch
+detectors and their record over training). :mod:`mmoe_annotated.train.inspect` re-exports these and
+plots them; :func:`~mmoe_annotated.train.loop.fit` records :func:`gate_statistics` once per epoch
 when ``TrainConfig.gate_stats`` is on.
 
 Every function reads gate weights ``(M, T, E)`` as returned by ``predict(..., return_gates=True)``:
 each ``[m, t, :]`` sums to 1. For CGC and PLE an expert a task may not use has weight exactly 0
-for that task (:mod:`mmoe_annotated.ple`), so "the experts a task sees" are those with a
+for that task (:mod:`mmoe_annotated.model.ple`), so "the experts a task sees" are those with a
 positive weight on some row.
 
 Two failure patterns are named:

@@ -19,20 +19,20 @@ MMoE's experts into **task-specific** experts, which only their own task's gate 
   shared gate: nothing would read it.
 
 The blocks are the package's own: each level's experts are one
-:class:`~mmoe_annotated.experts.StackedMLP` (all ``E = T*m_k + m_s`` experts of the level at
-once), the gates are :class:`~mmoe_annotated.gates.Gates` and the mixing is
-:func:`~mmoe_annotated.gates.mix`: a task gate's weights are written into a row of length ``E``
+:class:`~mmoe_annotated.model.experts.StackedMLP` (all ``E = T*m_k + m_s`` experts of the level at
+once), the gates are :class:`~mmoe_annotated.model.gates.Gates` and the mixing is
+:func:`~mmoe_annotated.model.gates.mix`: a task gate's weights are written into a row of length ``E``
 with zeros at the experts the task may not use, so one batched product mixes every gate.
 
 **Gates returned.** ``ModelOutput.gates`` is the *last level's* task gates, ``(B, T, E)`` over
 all ``E`` experts of that level in the order ``[task 0's experts, task 1's experts, ...,
 shared experts]``, exactly zero where task ``k`` cannot see an expert. Each row sums to 1, so
-:func:`~mmoe_annotated.inspect.expert_utilization` reads it like an MMoE gate.
+:func:`~mmoe_annotated.model.health.expert_utilization` reads it like an MMoE gate.
 :meth:`PLE.all_gates` returns every level's gates, shared gates included.
 
 Expert order, gate weights and defaults (one shared and one task expert per task, two levels)
 follow DeepCTR-Torch 0.3.0's ``PLE``, whose weights copy one to one
-(``tests/test_parity_ple.py``); the two differ where DeepCTR-Torch has a bug
+(``tests/model/test_parity_ple.py``); the two differ where DeepCTR-Torch has a bug
 (``shared_expert_num != specific_expert_num``, see that test).
 
 Shape letters: ``B`` batch, ``I`` input width, ``E`` experts of a level, ``D`` expert output,
@@ -54,7 +54,7 @@ __all__ = ["PLE", "CGC", "ExtractionLevel", "RoutedGates"]
 
 
 class RoutedGates(Gates):
-    """:class:`~mmoe_annotated.gates.Gates` whose ``g``-th gate may read its own input.
+    """:class:`~mmoe_annotated.model.gates.Gates` whose ``g``-th gate may read its own input.
 
     ``(B, I) -> (B, G, E)`` as before (every gate reads ``x``), or ``(B, G, I) -> (B, G, E)``:
     at PLE's levels after the first, task ``k``'s gate reads task ``k``'s output of the level

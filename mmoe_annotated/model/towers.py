@@ -4,7 +4,7 @@ Explained in chapter 6, "Towers and the whole model" (``book/06_towers.ipynb``).
 
 Tower ``k`` is the paper's ``h^k`` (Eq. 1 for Shared-Bottom, Eq. 6 for MMoE, §3.1 and §4.2):
 it maps task ``k``'s mixed representation ``(B, D)`` to one logit. All ``T``
-towers run as one :class:`~mmoe_annotated.experts.StackedMLP` with per-task input, then a
+towers run as one :class:`~mmoe_annotated.model.experts.StackedMLP` with per-task input, then a
 bias-free linear output per task plus a per-task output bias (DeepCTR-Torch's
 ``tower_dnn_final_layer`` and ``PredictionLayer`` bias). The towers return **logits**:
 the sigmoid belongs to prediction and to the loss (``BCEWithLogits``), not to the network.

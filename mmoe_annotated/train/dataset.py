@@ -2,8 +2,8 @@
 
 Explained in chapter 7, "Training" (``book/07_training.ipynb``).
 
-:func:`~mmoe_annotated.train.fit`, :func:`~mmoe_annotated.inference.predict` and
-:func:`~mmoe_annotated.inference.evaluate` take a DataFrame (with the fitted encoder) or tensors
+:func:`~mmoe_annotated.train.loop.fit`, :func:`~mmoe_annotated.train.inference.predict` and
+:func:`~mmoe_annotated.train.inference.evaluate` take a DataFrame (with the fitted encoder) or tensors
 already encoded. Either way the whole split becomes two tensors here, with every check a reader
 would want before the first step: label columns present, numeric, finite, 0/1 for binary tasks,
 ids inside the vocabularies, as many label rows as feature rows.
