@@ -39,6 +39,7 @@ from .model.health import (dead_experts, expert_utilization, gate_entropy, gate_
 from .train import (History, TrainConfig, as_dataset, evaluate, fit, gate_weights,
                     plot_architecture, plot_gate_distributions, plot_gate_health,
                     plot_gate_heatmap, plot_history, predict, regularization, task_losses)
+from .train import stats
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 
 __version__ = package_version()
