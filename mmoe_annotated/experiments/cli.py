@@ -57,6 +57,13 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m mmoe_annotated.experiments",
                                  description="Experiments of 'The Annotated Multi-Task Ranker'.")
     sub = ap.add_subparsers(dest="experiment", required=True)
+    _add_synthetic(sub)
+    _add_census(sub)
+    _add_merge(sub)
+    return ap
+
+
+def _add_synthetic(sub) -> None:
     s = sub.add_parser("synthetic", help="the paper's synthetic study (MMoE vs OMoE vs Shared-Bottom)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     s.add_argument("--out", required=True, type=Path, help="output folder (created)")
@@ -79,6 +86,8 @@ def parser() -> argparse.ArgumentParser:
                         "machine loses a lot")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _add_census(sub) -> None:
     from ..train.losses import BALANCING
     from .census import CENSUS_MODELS, EXTRACTION_MODELS, CensusExperiment
     c = sub.add_parser("census", help="the paper's Census-Income study (Tables 1 and 2)",
@@ -103,13 +112,14 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _add_merge(sub) -> None:
     m = sub.add_parser("merge", help="merge census run folders into one shipped run (chapter 10)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     m.add_argument("folders", nargs="+", type=Path, help="output folders of census commands")
     m.add_argument("--out", required=True, type=Path, help="where NAME.csv.gz, NAME_gates.csv.gz, NAME.json go")
     m.add_argument("--name", required=True, help="the run's name for load_census_run")
     m.add_argument("--note", default="", help="how the parts were run, kept in NAME.json")
-    return ap
 
 
 def experiment_from_args(args: argparse.Namespace) -> SyntheticExperiment:
@@ -181,26 +191,9 @@ def run_census_command(args: argparse.Namespace, argv: list[str]) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..data import census as census_data
-    from ..data.schema import DataError
     from . import census
 
-    if args.threads < 1:
-        raise SystemExit(f"error: --threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
-    groups = (1, 2) if args.group == "both" else (int(args.group),)
-    try:
-        exp = census.CensusExperiment(groups=groups, models=tuple(args.models), seeds=args.seeds,
-                                      first_seed=args.first_seed, epochs=args.epochs,
-                                      task_balancing=args.balancing,
-                                      max_train_rows=args.max_train_rows, device=args.device)
-        from ..runtime import resolve_device
-        resolve_device(exp.device)
-        train, test = census_data.load_census(cache_dir=args.cache_dir, path=args.data)
-    except (ValueError, DataError) as e:
-        raise SystemExit(f"error: {e}") from None
+    exp, train, test = _census_setup(args)
     start = time.perf_counter()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -208,16 +201,58 @@ def run_census_command(args: argparse.Namespace, argv: list[str]) -> int:
     meta = {"command": "python -m mmoe_annotated.experiments " + shlex.join(argv), "rows": data.rows,
             "machine": machine(exp.device)}
     if args.search:
-        chosen, table = census.search(exp, data, progress=not args.no_progress)
-        table.to_csv(out / "search.csv", index=False)
-        exp = census.CensusExperiment(**{**exp.to_dict(), "hparams": chosen})
-        meta["search"] = {"grid": {k: list(v) for k, v in census.SEARCH_GRID.items()},
-                          "seed": exp.search_seed, "seconds": round(time.perf_counter() - start, 1),
-                          "table": table.to_dict(orient="records")}
+        exp = _search_first(exp, data, out, meta, start, progress=not args.no_progress)
     hparams = {k: exp.hparams_of(k) for k in exp.families()}
     (out / "hparams.json").write_text(json.dumps(hparams, indent=2) + "\n")
     meta["settings"] = {**exp.to_dict(), "hparams": hparams}
+    save = _census_saver(out, meta, start)
+    results, gates = census.run_census(exp, data, progress=not args.no_progress, on_seed=save)
+    save(results, gates)
+    summary = census.summarize(results)
+    summary.to_csv(out / "summary.csv", index=False)
+    _census_figures(results, gates, exp, out)
+    print(f"{len(results)} rows in {meta['seconds']} s -> {out}/results.csv\n"
+          f"{summary.round(4).to_string(index=False)}")
+    return 0
 
+
+def _census_setup(args: argparse.Namespace):
+    """``(exp, train, test)`` from the arguments; bad ones or unusable data end the command first."""
+    from ..data import census as census_data
+    from ..data.schema import DataError
+    from ..runtime import resolve_device
+    from .census import CensusExperiment
+
+    if args.threads < 1:
+        raise SystemExit(f"error: --threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    groups = (1, 2) if args.group == "both" else (int(args.group),)
+    try:
+        exp = CensusExperiment(groups=groups, models=tuple(args.models), seeds=args.seeds,
+                               first_seed=args.first_seed, epochs=args.epochs, task_balancing=args.balancing,
+                               max_train_rows=args.max_train_rows, device=args.device)
+        resolve_device(exp.device)
+        train, test = census_data.load_census(cache_dir=args.cache_dir, path=args.data)
+    except (ValueError, DataError) as e:
+        raise SystemExit(f"error: {e}") from None
+    return exp, train, test
+
+
+def _search_first(exp, data, out: Path, meta: dict, start: float, progress: bool):
+    """``--search``: writes ``search.csv``, records the search in ``meta``, returns the chosen settings."""
+    from . import census
+
+    chosen, table = census.search(exp, data, progress=progress)
+    table.to_csv(out / "search.csv", index=False)
+    exp = census.CensusExperiment(**{**exp.to_dict(), "hparams": chosen})
+    meta["search"] = {"grid": {k: list(v) for k, v in census.SEARCH_GRID.items()},
+                      "seed": exp.search_seed, "seconds": round(time.perf_counter() - start, 1),
+                      "table": table.to_dict(orient="records")}
+    return exp
+
+
+def _census_saver(out: Path, meta: dict, start: float):
+    """Writes the tables so far and ``run.json``: called after every seed, and once at the end."""
     def save(results, gates):
         results.to_csv(out / "results.csv", index=False)
         gates.to_csv(out / "gates.csv", index=False)
@@ -225,11 +260,15 @@ def run_census_command(args: argparse.Namespace, argv: list[str]) -> int:
                     finished_utc=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
                     seeds_done=int(results["seed"].nunique()))
         (out / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return save
 
-    results, gates = census.run_census(exp, data, progress=not args.no_progress, on_seed=save)
-    save(results, gates)
-    summary = census.summarize(results)
-    summary.to_csv(out / "summary.csv", index=False)
+
+def _census_figures(results, gates, exp, out: Path) -> None:
+    """``figure_auc.png`` and, when MMoE ran, ``figure_gates.png`` (the first seed's gate weights)."""
+    import matplotlib.pyplot as plt
+
+    from . import census
+
     axes = census.plot_auc(results)
     axes[0][0].figure.tight_layout()
     axes[0][0].figure.savefig(out / "figure_auc.png", dpi=120)
@@ -240,9 +279,6 @@ def run_census_command(args: argparse.Namespace, argv: list[str]) -> int:
         fig.tight_layout()
         fig.savefig(out / "figure_gates.png", dpi=120)
     plt.close("all")
-    print(f"{len(results)} rows in {meta['seconds']} s -> {out}/results.csv\n"
-          f"{summary.round(4).to_string(index=False)}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

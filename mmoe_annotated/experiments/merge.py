@@ -6,7 +6,7 @@ weighting) and merged with ``python -m mmoe_annotated.experiments merge --name N
 Each folder is one ``census`` command's output. Where the folders differ in
 ``--balancing``, the merged tables get a ``balancing`` column; the JSON keeps every part's
 command, settings and search, and the hyper-parameters of all parts together.
-:func:`~mmoe_annotated.experiments.census.load_census_run` reads the result.
+:func:`~mmoe_annotated.experiments.census_report.load_census_run` reads the result.
 """
 from __future__ import annotations
 

@@ -1,0 +1,209 @@
+"""The Census-Income study's settings, its data and one training: what every run and search shares.
+
+Explained in chapter 9, "The paper on real data: Census-Income" (``book/09_census.ipynb``); the
+study as a whole, and the order of its steps, in :mod:`mmoe_annotated.experiments.census`.
+
+* :class:`CensusExperiment`: the frozen settings of a run, and the *families* it trains per seed
+  (one per model and task group, one per label for Single-Task) with their hyper-parameters;
+* :func:`prepare`: the labels, the 1:1 validation/test split and one
+  :class:`~mmoe_annotated.features.FeatureEncoder` fit on the training rows;
+* :func:`train_one`: one family trained with one seed by :func:`~mmoe_annotated.train.fit` and
+  scored by :func:`~mmoe_annotated.train.evaluate` on validation and test; the search
+  (:mod:`~.census_search`) and the runs (:func:`~.census.run_census`) both train through it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..data import census
+from ..features.encoder import FeatureEncoder
+from ..train.losses import BALANCING
+from ..model.config import ModelConfig
+from ..model import build_model
+from ..train.loop import TrainConfig, fit
+from ..train.inference import evaluate
+
+__all__ = ["CENSUS_MODELS", "EXTRACTION_MODELS", "MODEL_NAMES", "DEFAULT_HPARAMS", "EXTRACTION_HPARAMS",
+           "CensusExperiment", "family", "levels_of", "tasks_of", "CensusData", "prepare", "train_one"]
+
+#: The models of Tables 1 and 2 that this package builds (L2-Constrained and Cross-Stitch are not built).
+CENSUS_MODELS: tuple[str, ...] = ("single_task", "shared_bottom", "omoe", "mmoe")
+#: MMoE's successors (chapter 10), run on the same protocol for the seesaw; not in the paper's tables.
+EXTRACTION_MODELS: tuple[str, ...] = ("cgc", "ple")
+MODEL_NAMES = {"single_task": "Single-Task", "shared_bottom": "Shared-Bottom", "l2_constrained": "L2-Constrained",
+               "cross_stitch": "Cross-Stitch", "omoe": "OMoE", "mmoe": "MMoE", "cgc": "CGC", "ple": "PLE"}
+_ALL_MODELS = CENSUS_MODELS + EXTRACTION_MODELS
+_GATED = ("omoe", "mmoe") + EXTRACTION_MODELS
+
+#: Hyper-parameters used without ``--search``: what the committed run's search chose
+#: (``census.json`` in the package results records the whole search).
+DEFAULT_HPARAMS: dict[str, dict] = {
+    "single_task/income": {"lr": 3e-3, "experts": 1, "units": 128},
+    "single_task/education": {"lr": 3e-3, "experts": 1, "units": 64},
+    "single_task/never_married": {"lr": 3e-3, "experts": 1, "units": 64},
+    "shared_bottom/group1": {"lr": 3e-3, "experts": 1, "units": 128},
+    "shared_bottom/group2": {"lr": 3e-3, "experts": 1, "units": 128},
+    "omoe/group1": {"lr": 3e-3, "experts": 4, "units": 32},
+    "omoe/group2": {"lr": 3e-3, "experts": 4, "units": 32},
+    "mmoe/group1": {"lr": 3e-3, "experts": 4, "units": 32},
+    "mmoe/group2": {"lr": 3e-3, "experts": 4, "units": 16},
+}
+#: CGC and PLE without ``--search``: what the committed run's search chose (``census_ple.json`` in the
+#: package results records it). "experts" counts each task's own experts, "shared" the shared ones,
+#: per level.
+EXTRACTION_HPARAMS: dict[str, dict] = {
+    "cgc/group1": {"lr": 3e-3, "experts": 2, "shared": 2, "units": 16},
+    "cgc/group2": {"lr": 3e-3, "experts": 2, "shared": 2, "units": 16},
+    "ple/group1": {"lr": 3e-3, "experts": 1, "shared": 2, "units": 32, "levels": 2},
+    "ple/group2": {"lr": 3e-3, "experts": 1, "shared": 2, "units": 32, "levels": 2},
+}
+
+
+@dataclass(frozen=True)
+class CensusExperiment:
+    """Settings of one Census run. Frozen and validated once."""
+
+    groups: tuple[int, ...] = (1, 2)
+    models: tuple[str, ...] = CENSUS_MODELS
+    seeds: int = 3
+    first_seed: int = 0
+    epochs: int = 4
+    batch_size: int = 1024
+    emb_dim: int = 4
+    tower_units: int = 16
+    #: Seed of the 1:1 validation/test split of the test file.
+    split_seed: int = 0
+    #: Seed of the search runs (kept apart from the reported seeds).
+    search_seed: int = 10_000
+    #: Use only the first rows of the training file (tests and quick looks); None: all.
+    max_train_rows: int | None = None
+    device: str = "cpu"
+    #: How the task losses are weighted (``TrainConfig.task_balancing``, chapter 10): "fixed" (the
+    #: plain sum), "uncertainty" or "gradnorm"; the learned ones need two tasks, so no Single-Task.
+    task_balancing: str = "fixed"
+    #: Per family key (see :func:`family`): {"lr", "experts", "units"}; missing keys fall back to
+    #: :data:`DEFAULT_HPARAMS`, then to lr 3e-3 and 4 x 32 (one bottom of 128).
+    hparams: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "groups", tuple(int(g) for g in self.groups))
+        object.__setattr__(self, "models", tuple(self.models))
+        if not self.groups or any(g not in census.GROUPS for g in self.groups):
+            raise ValueError(f"groups must be a non-empty subset of {sorted(census.GROUPS)}, got {self.groups}")
+        if not self.models or any(m not in _ALL_MODELS for m in self.models):
+            raise ValueError(f"models must be a non-empty subset of {list(_ALL_MODELS)}, got {self.models}")
+        for name in ("seeds", "epochs", "batch_size", "emb_dim", "tower_units"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {v!r}")
+        if self.task_balancing not in BALANCING:
+            raise ValueError(f"task_balancing must be one of {BALANCING}, got {self.task_balancing!r}")
+        if self.task_balancing != "fixed" and "single_task" in self.models:
+            raise ValueError(f"task_balancing={self.task_balancing!r} weighs two tasks; Single-Task trains one")
+        if self.max_train_rows is not None and self.max_train_rows < 10:
+            raise ValueError(f"max_train_rows must be None or >= 10, got {self.max_train_rows}")
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    def families(self) -> list[str]:
+        """The independent trainings per seed: one per (model, group), one per label for Single-Task."""
+        out = []
+        for m in self.models:
+            if m == "single_task":
+                tasks = sorted({t for g in self.groups for t in census.GROUPS[g]}, key=census.TASKS.index)
+                out += [family(m, task=t) for t in tasks]
+            else:
+                out += [family(m, group=g) for g in self.groups]
+        return out
+
+    def hparams_of(self, key: str) -> dict:
+        if key.startswith(EXTRACTION_MODELS):
+            base = {"lr": 3e-3, "experts": 1, "shared": 2, "units": 32, **levels_of(key)}
+            return {**base, **EXTRACTION_HPARAMS.get(key, {}), **self.hparams.get(key, {})}
+        moe = key.startswith(("omoe", "mmoe"))
+        base = {"lr": 3e-3, "experts": 4 if moe else 1, "units": 32 if moe else 128}
+        return {**base, **DEFAULT_HPARAMS.get(key, {}), **self.hparams.get(key, {})}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def family(model: str, group: int | None = None, task: str | None = None) -> str:
+    """Key of one training: ``"mmoe/group1"`` or ``"single_task/income"``."""
+    return f"{model}/{task}" if model == "single_task" else f"{model}/group{group}"
+
+
+def levels_of(key: str) -> dict:
+    """PLE's depth, part of its hyper-parameters: two levels, as in Tang et al.'s experiments."""
+    return {"levels": 2} if key.startswith("ple") else {}
+
+
+def tasks_of(key: str) -> tuple[str, ...]:
+    """The tasks one family trains, its main task first: ``("income", "never_married")``."""
+    model, _, rest = key.partition("/")
+    return (rest,) if model == "single_task" else census.GROUPS[int(rest.removeprefix("group"))]
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+@dataclass
+class CensusData:
+    """Encoded splits: features and the three labels of each, plus the fitted encoder."""
+
+    encoder: FeatureEncoder
+    x: dict
+    y: dict  # split -> DataFrame of the three label columns
+    rows: dict
+
+
+def prepare(train: pd.DataFrame, test: pd.DataFrame, exp: CensusExperiment) -> CensusData:
+    """Labels, the validation/test split and one :class:`FeatureEncoder` fit on the training rows."""
+    if exp.max_train_rows is not None:
+        train = train.iloc[: exp.max_train_rows]
+    train, test = census.add_tasks(train), census.add_tasks(test)
+    valid, test = census.split_validation(test, exp.split_seed)
+    encoder = FeatureEncoder(census.SPARSE, census.DENSE, emb_dim=exp.emb_dim).fit(train)
+    splits = {"train": train, "valid": valid, "test": test}
+    return CensusData(encoder, {k: encoder.transform(v) for k, v in splits.items()},
+                      {k: v[list(census.TASKS)].reset_index(drop=True) for k, v in splits.items()},
+                      {k: len(v) for k, v in splits.items()})
+
+
+def _configs(key: str, exp: CensusExperiment, hp: dict, seed: int, data: CensusData):
+    model = key.partition("/")[0]
+    tasks = tasks_of(key)
+    # CGC and PLE: "experts" counts each task's own experts, "shared" the shared ones, per level
+    sizes = (dict(num_task_experts=int(hp["experts"]), num_shared_experts=int(hp["shared"]),
+                  num_levels=int(hp.get("levels", 1))) if model in EXTRACTION_MODELS
+             else dict(num_experts=int(hp["experts"])))
+    mc = ModelConfig(data.encoder.features, task_names=tasks, task_types=("binary",) * len(tasks),
+                     expert_hidden=(int(hp["units"]),), gate_hidden=(), tower_hidden=(exp.tower_units,),
+                     init_std=None, seed=seed, **sizes)
+    kind = "shared_bottom" if model == "single_task" else model
+    tc = TrainConfig(epochs=exp.epochs, batch_size=exp.batch_size, optimizer="adam", lr=float(hp["lr"]),
+                     embedding_l2=0.0, seed=seed, device=exp.device, progress=False,
+                     task_balancing=exp.task_balancing)
+    return kind, mc, tc
+
+
+def train_one(key: str, exp: CensusExperiment, hp: dict, seed: int, data: CensusData, with_history: bool = False):
+    """Family ``key`` trained with hyper-parameters ``hp`` and ``seed``. Returns ``(model, history,
+    metrics, seconds)``: ``metrics`` maps "valid" and "test" to :func:`evaluate`'s per-task AUC and
+    log loss; ``with_history`` also records the validation metrics after every epoch."""
+    kind, mc, tc = _configs(key, exp, hp, seed, data)
+    tasks = list(mc.task_names)
+    model = build_model(kind, mc)
+    started = time.perf_counter()
+    valid = (data.x["valid"], data.y["valid"][tasks].to_numpy(np.float32)) if with_history else None
+    history = fit(model, (data.x["train"], data.y["train"][tasks].to_numpy(np.float32)), tc, valid=valid)
+    metrics = {s: evaluate(model, (data.x[s], data.y[s][tasks].to_numpy(np.float32)), device=exp.device)
+               for s in ("valid", "test")}
+    return model, history, metrics, time.perf_counter() - started
