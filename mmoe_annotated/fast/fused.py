@@ -6,9 +6,9 @@ Explained in the appendix "Performance" (``book/appendix_performance.ipynb``).
 
 :meth:`MultiTaskModel.forward <mmoe_annotated.model.MultiTaskModel.forward>` is the model the
 chapters explain: experts, gates, mixing and towers as modules that autograd can differentiate.
-When no gradient is wanted (:func:`~mmoe_annotated.fast.inference` and
-:func:`~mmoe_annotated.fast.evaluate`), :func:`forward` computes **the same numbers**
-(``tests/test_fused.py`` checks it for every kind of model, gate, tower and activation) with
+When no gradient is wanted (:func:`mmoe_annotated.fast.predict` and
+:func:`mmoe_annotated.fast.evaluate`), :func:`forward` computes **the same numbers**
+(``tests/fast/test_fast.py`` checks it for every kind of model, gate, tower and activation) with
 less work around the matrix multiplies:
 
 * **contiguous activations**: every hidden activation is a contiguous ``(B, H)`` matrix, where
@@ -21,7 +21,7 @@ less work around the matrix multiplies:
   three experts along the rows of ``(B, G, E)``, and a matrix multiply with only ``G*E``
   output columns, both run far below the machine's speed;
 * **mixing as a few multiply-adds** of whole ``(B, D)`` expert outputs, each scaled by its gate
-  weights (``G*E`` of them), instead of :func:`~mmoe_annotated.gates.mix`'s batched product, a
+  weights (``G*E`` of them), instead of :func:`~mmoe_annotated.model.gates.mix`'s batched product, a
   ``(T, E) @ (E, D)`` per row, and with no copy of the experts' outputs into one ``(B, E, D)``
   tensor;
 * **built once per** :func:`batches`, **not once per batch**: the shared first layer's weight
@@ -34,78 +34,49 @@ less work around the matrix multiplies:
   each batch replays it with one launch (plus the copies of its inputs and outputs).
 
 The first layers of all experts and all gates read the input in **one** matrix multiply
-(in training, :class:`~mmoe_annotated.experts.StackedMLP` makes one for all experts and one for
-all gates). Training keeps the module path
-and autograd: a hand-written backward was measured too, and it was no faster at batch 256 or
-4096 on a 2-core CPU, where the matrix multiplies take most of the step.
+(in training, :class:`~mmoe_annotated.model.experts.StackedMLP` makes one for all experts and one
+for all gates). Training keeps the module path and autograd: a hand-written backward was measured
+too, and it was no faster at batch 256 or 4096 on a 2-core CPU, where the matrix multiplies take
+most of the step.
+
+**Guarded by numbers.** Since the pass computes the taught model again, an edit to the taught
+code would leave it computing the old one. :func:`agrees` therefore runs both on a few rows of
+the caller's input, once per model and state of its weights and code, and the wing's
+``predict``, ``evaluate`` and ``gate_weights`` run ``model.forward`` (with a warning) wherever the
+two disagree; an edit that computes the same numbers, such as a renamed variable, changes nothing.
+:func:`supports` only says whether the pass can compute a model of this kind at all.
 
 Shape letters: ``B`` batch, ``I`` input width, ``E`` experts, ``G`` gates, ``T`` tasks,
 ``H`` a hidden width, ``D`` expert output width, ``C`` the columns of the shared first layer.
 """
 from __future__ import annotations
 
-import ast
-import hashlib
-import inspect
-import textwrap
+import warnings
+import weakref
 from typing import NamedTuple
 
 import torch
 
-from ..model.experts import Experts, StackedMLP
-from ..model.gates import Gates, mix
+from ..model.experts import Experts
 from ..model.config import ModelOutput
 from ..model.mmoe import MultiTaskModel
 from ..model.towers import Towers
+from ..model.gates import Gates
 
-__all__ = ["supports", "forward", "batches", "graphed", "MIRRORED", "code_digest"]
+__all__ = ["supports", "agrees", "tolerance", "CHECK_ROWS", "forward", "batches", "graphed"]
 
-#: The taught code this pass computes again, by name, with the digest of each function's code as
-#: the pass was written against it (its syntax tree without docstrings; comments never count).
-#: Where a function's code differs (a reader edited ``gates.py``, or a test patched
-#: ``Gates.forward``), :func:`supports` says so and the callers run ``model.forward`` instead.
-MIRRORED = {
-    "MultiTaskModel.forward": (lambda: MultiTaskModel.forward, "f1da8efdca8df99d"),
-    "StackedMLP.forward": (lambda: StackedMLP.forward, "3b19911d02ec7fbe"),
-    "Experts.forward": (lambda: Experts.forward, "e87988787693ec7e"),
-    "Gates.forward": (lambda: Gates.forward, "b9f509bea230f115"),
-    "mix": (lambda: mix, "ffb42014dad97f7b"),
-    "Towers.forward": (lambda: Towers.forward, "111e9c5c1ce94b22"),
-}
-
-_DIGESTS: dict = {}  # code object -> digest, so that each function is read and parsed once
-
-
-def code_digest(function) -> str:
-    """SHA-256 of ``function``'s syntax tree, without its docstring: equal for the same code."""
-    code = getattr(function, "__code__", None)
-    if code not in _DIGESTS:
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
-        except (OSError, TypeError, SyntaxError):  # no source to read (a lambda in a REPL, a C function)
-            return "unknown"
-        body = tree.body[0].body if tree.body and hasattr(tree.body[0], "body") else []
-        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
-            del body[0]  # the docstring
-        _DIGESTS[code] = hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()[:16]
-    return _DIGESTS[code]
-
-
-def changed_code() -> list[str]:
-    """The mirrored functions whose code is no longer the code this pass was written against."""
-    return [name for name, (get, want) in MIRRORED.items() if code_digest(get()) != want]
+#: The rows of the caller's input on which :func:`agrees` compares the fused pass with ``model.forward``.
+CHECK_ROWS = 64
 
 
 def supports(model: MultiTaskModel) -> str | None:
-    """``None`` when :func:`forward` computes exactly what ``model.forward`` does, else the reason
-    it does not (then the callers fall back to the module path)."""
+    """``None`` when the fused pass can compute this kind of model at all, else the reason it cannot
+    (then the callers run ``model.forward``). A cheap look at the model's structure: whether it
+    computes the *same numbers* is :func:`agrees`' question."""
     if not isinstance(model, MultiTaskModel):
         return f"not a MultiTaskModel: {type(model).__name__}"
     if type(model).forward is not MultiTaskModel.forward:
         return f"{type(model).__name__} has its own forward"
-    changed = changed_code()
-    if changed:
-        return f"the taught code it mirrors has changed: {', '.join(changed)}"
     if (type(model.experts) is not Experts or type(model.towers) is not Towers
             or (model.gates is not None and type(model.gates) is not Gates)):
         return "experts, gates or towers were replaced by other modules"
@@ -114,6 +85,126 @@ def supports(model: MultiTaskModel) -> str | None:
     if model.config.activation not in ("relu", "tanh", "sigmoid", "linear"):
         return f"activation {model.config.activation!r}"
     return None
+
+
+def tolerance(dtype: torch.dtype, device: torch.device | str) -> float:
+    """The largest difference :func:`agrees` accepts between the fused pass and ``model.forward``,
+    as a fraction of the outputs' size (``max(1, largest |output|)``, so logits of any scale and
+    gate weights in ``[0, 1]`` are judged alike).
+
+    The two paths multiply the same numbers in a different order (one matrix multiply for every
+    first layer, one per expert in the deeper layers, mixing as multiply-adds), so they round
+    differently; any edit that changes what the model computes moves the outputs by far more:
+
+    * float64: ``1e-9`` (rounding of about ``1e-16`` per operation);
+    * float32, on a CPU or on a GPU that multiplies in full float32: ``1e-4`` (rounding of about
+      ``6e-8`` per operation; the two paths differ by ``1e-6`` or less in the tests);
+    * float32 on a GPU whose matrix multiplies may use TF32
+      (``torch.backends.cuda.matmul.allow_tf32``, or ``torch.get_float32_matmul_precision()`` other
+      than ``"highest"``): ``1e-2``. TF32 keeps 10 bits of the mantissa, a rounding of about
+      ``5e-4`` per product, and the GPU's libraries choose different kernels (other splits and
+      orders of the sums) for the fused pass's shapes than for the module path's, so the two can
+      differ by several ``1e-3``;
+    * float16 and bfloat16: ``5e-2`` (11 and 8 bits of mantissa, bfloat16's rounding ``4e-3`` per
+      operation, over a dozen layers)."""
+    if dtype == torch.float64:
+        return 1e-9
+    if dtype in (torch.float16, torch.bfloat16):
+        return 5e-2
+    tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
+    if torch.device(device).type == "cuda" and tf32:
+        return 1e-2
+    return 1e-4
+
+
+# model -> (its state when last checked, the verdict): dropped with the model
+_VERDICTS: "weakref.WeakKeyDictionary[MultiTaskModel, tuple[tuple, str | None]]" = weakref.WeakKeyDictionary()
+
+
+def _ref(function):
+    """A reference to a ``forward`` for the state: weak where it can be, so that the record of a
+    checked model never keeps the model alive, and so that a new function never passes for a
+    freed one that happened to have the same ``id``."""
+    if function is None:
+        return None
+    try:
+        return weakref.ref(function)
+    except TypeError:  # a built-in that takes no weak reference (it cannot hold the model either)
+        return function
+
+
+def _state(model: MultiTaskModel) -> tuple:
+    """What the outputs of ``model`` depend on besides the input: each parameter's and buffer's
+    identity, storage, version (every in-place change, an optimizer step included, raises it),
+    dtype and device; the training flag; and the code each module runs (its class's ``forward``,
+    a ``forward`` set on the instance, its forward hooks)."""
+    tensors = tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device)
+                    for t in (*model.parameters(), *model.buffers()))
+    code = tuple((type(m), _ref(getattr(type(m), "forward", None)), _ref(vars(m).get("forward")),
+                  tuple(m._forward_pre_hooks), tuple(m._forward_hooks)) for m in model.modules())
+    return model.training, tensors, code
+
+
+def _difference(got: ModelOutput, want: ModelOutput, tol: float) -> str | None:
+    """None when ``got`` is ``want`` within ``tol`` (see :func:`tolerance`), else what differs."""
+    for name, a, b in (("logits", got.logits, want.logits), ("gates", got.gates, want.gates)):
+        if a.shape != b.shape:
+            return f"the fused pass gives {name} of shape {tuple(a.shape)}, model.forward {tuple(b.shape)}"
+        finite = torch.isfinite(b)  # broken weights: both paths' NaN and infinities in the same places
+        if not torch.equal(finite, torch.isfinite(a)):
+            return f"the fused pass and model.forward give non-finite {name} in different places"
+        a, b = a[finite].double(), b[finite].double()
+        gap = float((a - b).abs().max()) if a.numel() else 0.0
+        scale = max(1.0, float(b.abs().max())) if b.numel() else 1.0
+        if not gap <= tol * scale:
+            return (f"the fused pass and model.forward differ by up to {gap:.3g} in the {name} "
+                    f"(allowed: {tol * scale:.3g})")
+    return None
+
+
+def _compare(model: MultiTaskModel, ids: torch.Tensor | None, dense: torch.Tensor | None) -> str | None:
+    """Run ``model.forward`` and the fused pass on one small batch; None when they agree."""
+    with torch.inference_mode():
+        want = model(ids, dense)
+        try:
+            got = forward(model, ids, dense)
+        except Exception as error:  # the model's code no longer fits the pass's assumptions
+            return f"the fused pass failed on it ({type(error).__name__}: {error})"
+    dtype = next(model.parameters()).dtype
+    return _difference(got, want, tolerance(dtype, want.logits.device))
+
+
+def agrees(model: MultiTaskModel, ids: torch.Tensor | None, dense: torch.Tensor | None = None) -> str | None:
+    """``None`` when the fused pass computes ``model.forward``'s numbers, else why not; the callers
+    then run ``model.forward``.
+
+    The fused pass computes experts, gates, mixing and towers again in its own way, so an edit to
+    the taught code (a new activation in ``ACTIVATIONS``, a changed ``Gates.forward``, a
+    ``forward`` replaced on one model's gates, a forward hook) would leave it computing the old
+    model. So the first time a model is seen, and again whenever its state changes (its weights,
+    its mode, the code of its modules: see :func:`_state`), both run on the first
+    :data:`CHECK_ROWS` rows of ``ids`` / ``dense`` (a model's own input) and their logits and gates are
+    compared within :func:`tolerance`. The verdict is kept for that state, so this costs one
+    small batch per state; when they disagree, a :class:`RuntimeWarning` says so once, and the
+    callers run ``model.forward`` for as long as the state lasts. Renaming a variable, or any
+    other edit that computes the same numbers, changes nothing.
+
+    A check on a few rows can miss an edit that changes other rows only (a branch on the batch's
+    size or values): the tests of the taught modules are the guard against those."""
+    reason = supports(model)
+    if reason is not None:
+        return reason
+    state = _state(model)
+    known = _VERDICTS.get(model)
+    if known is not None and known[0] == state:
+        return known[1]
+    rows = slice(0, CHECK_ROWS)
+    verdict = _compare(model, None if ids is None else ids[rows], None if dense is None else dense[rows])
+    _VERDICTS[model] = (state, verdict)
+    if verdict is not None:
+        warnings.warn(f"mmoe_annotated.fast: {verdict}; predicting with model.forward until the model's "
+                      "weights or code change", RuntimeWarning, stacklevel=4)
+    return verdict
 
 
 class _Layout(NamedTuple):

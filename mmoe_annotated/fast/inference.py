@@ -1,19 +1,18 @@
-"""Fast prediction and evaluation: the same signatures and numbers as :mod:`mmoe_annotated.inference`.
+"""Fast prediction and evaluation: the same signatures and numbers as :mod:`mmoe_annotated.train.inference`.
 
 Part of the opt-in fast wing (:mod:`mmoe_annotated.fast`); explained in the appendix
-"Performance". Where the taught :func:`~mmoe_annotated.inference.predict` runs ``model.forward``
-batch by batch, this runs the fused pass (:mod:`~mmoe_annotated.fast.fused`): on a CPU small
-batches side by side on the threads (:mod:`~mmoe_annotated.fast.threads`); on a GPU one CUDA
-graph replayed per batch, with the input moved in chunks of :data:`CHUNK_ROWS` rows. Where the
-fused pass does not apply (a model with its own forward, dropout in training mode, or taught code
-that has changed since the pass was written), it runs ``model.forward``, so a change to the
-taught code always reaches the predictions.
+"Performance". Where the taught :func:`~mmoe_annotated.train.inference.predict` runs
+``model.forward`` batch by batch, this runs the fused pass (:mod:`~mmoe_annotated.fast.fused`): on
+a CPU small batches side by side on the threads (:mod:`~mmoe_annotated.fast.threads`); on a GPU
+one CUDA graph replayed per batch, with the input moved in chunks of :data:`CHUNK_ROWS` rows.
+Where the fused pass does not apply (a model with its own forward, dropout in training mode) or
+does not give ``model.forward``'s numbers on the first rows of the input
+(:func:`~mmoe_annotated.fast.fused.agrees`: the taught code was edited), it runs ``model.forward``,
+so a change to the taught code always reaches the predictions.
 
 Shape letters: ``B`` batch, ``M`` rows of a split, ``T`` tasks, ``E`` experts.
 """
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import torch
@@ -38,7 +37,7 @@ CHUNK_ROWS = 1 << 20
 
 def predict(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None = None, batch_size: int = 8192,
             return_gates: bool = False, device=None):
-    """:func:`mmoe_annotated.inference.predict`, fast: predictions ``(M, T)`` (and gates ``(M, T, E)``)."""
+    """:func:`mmoe_annotated.train.inference.predict`, fast: predictions ``(M, T)`` (and gates ``(M, T, E)``)."""
     batch_size = check_batch_size(batch_size)
     dev = model_device(model, device)
     x, _ = as_dataset(data, model, encoder, labels=False, source="predict data")
@@ -49,7 +48,7 @@ def predict(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None = Non
 
 def evaluate(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None = None, batch_size: int = 8192,
              device=None) -> dict[str, dict[str, float]]:
-    """:func:`mmoe_annotated.inference.evaluate`, fast: metrics over the whole split, per task."""
+    """:func:`mmoe_annotated.train.inference.evaluate`, fast: metrics over the whole split, per task."""
     batch_size = check_batch_size(batch_size)
     dev = model_device(model, device)
     x, y = as_dataset(data, model, encoder, source="evaluation data")
@@ -61,7 +60,7 @@ def evaluate(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None = No
 
 def gate_weights(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None = None,
                  batch_size: int = 8192) -> np.ndarray:
-    """:func:`mmoe_annotated.inspect.gate_weights`, fast: gate weights ``(M, T, E)``."""
+    """:func:`mmoe_annotated.train.inspect.gate_weights`, fast: gate weights ``(M, T, E)``."""
     _, gates = predict(model, data, encoder=encoder, batch_size=batch_size, return_gates=True)
     return gates
 
@@ -69,15 +68,12 @@ def gate_weights(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None 
 def fast_outputs(model: MultiTaskModel, x: EncodedFeatures, batch_size: int, device: torch.device,
                  want_gates: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits ``(M, T)`` and gates ``(M, T, E)`` through the fused pass where it applies, else
-    through the taught :func:`~mmoe_annotated.inference.outputs` (``model.forward``)."""
+    through the taught :func:`~mmoe_annotated.train.inference.outputs` (``model.forward``)."""
     was_training = model.training
     model.eval()
     try:
-        reason = fused.supports(model)
-        if reason is not None:
-            if reason.startswith("the taught code"):
-                warnings.warn(f"mmoe_annotated.fast: {reason}; predicting with model.forward", RuntimeWarning,
-                              stacklevel=3)
+        first = x.index(slice(0, fused.CHECK_ROWS)).to(device)
+        if fused.agrees(model, first.ids, first.dense) is not None:  # see fused.agrees: a warning says why
             return outputs(model, x, batch_size, device, want_gates)
         n, T = len(x), model.num_tasks
         E = model.num_experts if model.gates is not None else 1

@@ -387,11 +387,31 @@ def test_fast_fit_gives_the_taught_weights(split, kind, gate_hidden, tower_hidde
 
 
 # ---------------------------------------------------------------------------
-# A change to the taught code reaches prediction, on both paths
+# A change to the taught code reaches prediction, on both paths (fused.agrees, the numerical guard)
 # ---------------------------------------------------------------------------
 
 def _uniform_gates(self, x):  # a reader's edit: every expert weighted alike
     return x.new_full((x.shape[0], self.num_gates, self.num_experts), 1.0 / self.num_experts)
+
+
+def _count(monkeypatch, module, name) -> list:
+    """Calls of ``module.name`` from now on (the function still runs)."""
+    calls, real = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    return calls
+
+
+def _fast_matches_taught_with_one_warning(model, test, enc):
+    """mm.fast.predict gives mm.predict's numbers, and says once (a RuntimeWarning) that it left the
+    fused pass; a second call for the same model and weights says nothing more."""
+    taught, taught_gates = mm.predict(model, test, encoder=enc, return_gates=True)
+    with pytest.warns(RuntimeWarning, match="differ by up to .* predicting with model.forward"):
+        fast, fast_gates = mm.fast.predict(model, test, encoder=enc, return_gates=True)
+    np.testing.assert_allclose(fast, taught, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fast_gates, taught_gates, rtol=0, atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per state: no second warning
+        np.testing.assert_allclose(mm.fast.predict(model, test, encoder=enc), taught, rtol=0, atol=1e-6)
 
 
 def test_a_change_to_the_taught_gates_reaches_every_prediction(split, monkeypatch):
@@ -399,35 +419,135 @@ def test_a_change_to_the_taught_gates_reaches_every_prediction(split, monkeypatc
     model = small_model(enc)
     randomize_(model)
     before = mm.predict(model, test, encoder=enc)
-    assert mm.fast.fused.supports(model.eval()) is None  # the stock code: the wing takes its fused pass
     monkeypatch.setattr(mm.Gates, "forward", _uniform_gates)
     gates = mm.gate_weights(model, test, encoder=enc)
     np.testing.assert_allclose(gates, 1 / 3, rtol=1e-6)  # the taught path follows the edit
     after = mm.predict(model, test, encoder=enc)
     assert np.abs(after - before).max() > 1e-3
-    assert "Gates.forward" in mm.fast.fused.supports(model)
-    with pytest.warns(RuntimeWarning, match="Gates.forward"):  # the wing says so and follows it
-        fast_after, fast_gates = mm.fast.predict(model, test, encoder=enc, return_gates=True)
-    np.testing.assert_allclose(fast_after, after, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(fast_gates, 1 / 3, rtol=1e-6)
-    with pytest.warns(RuntimeWarning, match="Gates.forward"):
-        np.testing.assert_allclose(mm.fast.gate_weights(model, test, encoder=enc), 1 / 3, rtol=1e-6)
+    assert mm.fast.fused.supports(model.eval()) is None  # the structure is as before: only numbers tell
+    _fast_matches_taught_with_one_warning(model, test, enc)  # the wing says so and follows the edit
+    np.testing.assert_allclose(mm.fast.gate_weights(model, test, encoder=enc), 1 / 3, rtol=1e-6)
 
 
-def test_the_digests_track_the_code_not_its_comments():
-    """The wing knows the code it mirrors by the syntax tree of each function: a comment or a
-    docstring changes nothing, a changed line of code does."""
-    assert fused.changed_code() == []  # MIRRORED holds the digests of today's taught code
-    namespace = {}
-    exec("def forward(self, x):\n    'doc'\n    return x + 1  # a comment\n", namespace)
-    same = dict(namespace)
-    exec("def forward(self, x):\n    return x + 1\n", same)
-    other = {}
-    exec("def forward(self, x):\n    return x + 2\n", other)
-    # exec'd code has no source file: the digest says "unknown" and never matches a real one
-    assert fused.code_digest(namespace["forward"]) == "unknown"
-    assert fused.code_digest(mm.Gates.forward) == fused.MIRRORED["Gates.forward"][1]
-    assert fused.code_digest(mm.Gates.forward) != fused.code_digest(mm.Towers.forward)
+def test_an_activation_swapped_in_the_taught_table_reaches_the_fast_predictions(split, monkeypatch):
+    """``ACTIVATIONS["relu"] = GELU`` before building a model: the config still says "relu", the
+    modules compute GELU. The fused pass would compute ReLU; the wing must notice and follow."""
+    _, test, enc = split
+    monkeypatch.setitem(mm.model.experts.ACTIVATIONS, "relu", torch.nn.GELU)
+    model = small_model(enc)
+    randomize_(model)
+    assert model.config.activation == "relu" and mm.fast.fused.supports(model.eval()) is None
+    _fast_matches_taught_with_one_warning(model, test, enc)
+
+
+def test_a_forward_replaced_on_one_models_gates_reaches_the_fast_predictions(split):
+    """One model's gates get a new ``forward`` on the instance (sharper gates); another model of the
+    same class is untouched and keeps the fused pass."""
+    _, test, enc = split
+    model, other = small_model(enc), small_model(enc)
+    randomize_(model)
+    randomize_(other, seed=1)
+    stock = model.gates.forward
+    model.gates.forward = lambda x: torch.softmax(4 * stock(x).log(), dim=-1)
+    _fast_matches_taught_with_one_warning(model, test, enc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(mm.fast.predict(other, test, encoder=enc), mm.predict(other, test, encoder=enc),
+                                   rtol=0, atol=1e-6)
+    del model.gates.forward  # the class's forward again: the fused pass again, without a word
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(mm.fast.predict(model, test, encoder=enc), mm.predict(model, test, encoder=enc),
+                                   rtol=0, atol=1e-6)
+
+
+def test_renaming_a_local_variable_keeps_the_fused_pass(split, monkeypatch):
+    """An edit that computes the same numbers (here every local of ``Gates.forward`` renamed) leaves
+    the wing on its fused pass: no warning, the same predictions."""
+    import inspect
+    import re
+    import textwrap
+
+    from mmoe_annotated.model import gates as gates_module
+    source = textwrap.dedent(inspect.getsource(mm.Gates.forward))
+    renamed = re.sub(r"\blogits\b", "scores", re.sub(r"\bh\b", "hidden", source))
+    assert renamed != source and "scores" in renamed and "hidden" in renamed
+    namespace = dict(vars(gates_module))
+    exec(renamed, namespace)
+    monkeypatch.setattr(mm.Gates, "forward", namespace["forward"])
+    _, test, enc = split
+    model = small_model(enc)
+    randomize_(model)
+    batches = _count(monkeypatch, fused, "batches")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        preds, gates = mm.fast.predict(model, test, encoder=enc, return_gates=True)
+    assert batches, "the renamed code turned the fused pass off"
+    taught, taught_gates = mm.predict(model, test, encoder=enc, return_gates=True)
+    np.testing.assert_allclose(preds, taught, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(gates, taught_gates, rtol=0, atol=1e-6)
+
+
+def test_the_check_runs_once_per_state_of_the_weights(split, monkeypatch):
+    _, test, enc = split
+    model = small_model(enc)
+    randomize_(model)
+    checks = _count(monkeypatch, fused, "_compare")
+    batches = _count(monkeypatch, fused, "batches")
+    first = mm.fast.predict(model, test, encoder=enc, batch_size=300)
+    mm.fast.evaluate(model, test, encoder=enc)
+    mm.fast.gate_weights(model, test, encoder=enc)
+    assert len(checks) == 1 and len(batches) == 3  # one check, three fused predictions
+    with torch.no_grad():
+        model.towers.bias.add_(0.5)  # an in-place change: a new state
+    second = mm.fast.predict(model, test, encoder=enc, batch_size=300)
+    assert len(checks) == 2 and len(batches) == 4
+    assert np.abs(second - first).max() > 1e-2  # and the new weights reach the predictions
+    np.testing.assert_allclose(second, mm.predict(model, test, encoder=enc), rtol=0, atol=1e-6)
+    model.towers.bias = torch.nn.Parameter(model.towers.bias.detach().clone())  # a new tensor: a new state
+    mm.fast.predict(model, test, encoder=enc)
+    model.double()  # new tensors and dtype: a new state, checked at float64's tolerance
+    mm.fast.predict(model, test, encoder=enc)
+    assert len(checks) == 4
+    handle = model.towers.register_forward_hook(lambda module, inputs, out: out + 1.0)  # a hook: a new state
+    with pytest.warns(RuntimeWarning, match="differ by up to 1"):
+        mm.fast.predict(model, test, encoder=enc)
+    handle.remove()
+    mm.fast.predict(model, test, encoder=enc)
+    assert len(checks) == 6
+    other = small_model(enc)  # another model: its own check
+    mm.fast.predict(other, test, encoder=enc)
+    assert len(checks) == 7
+
+
+def test_a_checked_model_is_not_kept_alive(split):
+    import gc
+    import weakref
+
+    _, test, enc = split
+    model = small_model(enc)
+    model.gates.forward = lambda x, stock=model.gates.forward: stock(x)  # refers to the model itself
+    mm.fast.predict(model, test.iloc[:10], encoder=enc)
+    assert model in fused._VERDICTS
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None
+
+
+def test_the_tolerance_follows_dtype_and_device():
+    assert fused.tolerance(torch.float64, "cpu") == 1e-9
+    assert fused.tolerance(torch.float32, "cpu") == 1e-4
+    assert fused.tolerance(torch.bfloat16, "cpu") == fused.tolerance(torch.float16, "cuda") == 5e-2
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")  # full float32 (also allow_tf32 False)
+        assert fused.tolerance(torch.float32, "cuda") == 1e-4
+        torch.set_float32_matmul_precision("high")  # TF32 allowed
+        assert fused.tolerance(torch.float32, "cuda") == 1e-2
+        assert fused.tolerance(torch.float32, "cpu") == 1e-4  # a CPU never multiplies in TF32
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 # ---------------------------------------------------------------------------
