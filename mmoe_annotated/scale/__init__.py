@@ -4,6 +4,7 @@
 module            what                                                                appendix
 ================  ==================================================================  ========
 ``stream``        a ByteRec file read in chunks: index, encoder fit, shuffled batches  Scaling out
+``ddp``           the process group, the training step, the sharded prediction        Scaling out
 ``distributed``   DistributedDataParallel training from the stream (``python -m``)     Scaling out
 ================  ==================================================================  ========
 

@@ -6,9 +6,11 @@ launcher, which starts one process per ``--nproc_per_node`` and tells each its r
     python -m torch.distributed.run --nproc_per_node 2 -m mmoe_annotated.scale.distributed \\
         --data byterec.txt --out run/ [--epochs 1] [--batch-size 256] [--model mmoe] [--device cpu]
 
-What each process does:
+What each process does (the pieces, :func:`~mmoe_annotated.scale.ddp.setup`,
+:func:`~mmoe_annotated.scale.ddp.train_step` and the others, are in :mod:`mmoe_annotated.scale.ddp`;
+this module puts them together as the command):
 
-1. rank 0 indexes the file (:func:`~mmoe_annotated.stream.index_byterec`) and sends the index to all;
+1. rank 0 indexes the file (:func:`~mmoe_annotated.scale.stream.index_byterec`) and sends the index to all;
 2. each process counts IDs and ranges in its share of the training chunks; the counts are
    gathered and merged, so every process builds the same encoder, equal to a one-process fit;
 3. every process builds the model from the same seed; ``DistributedDataParallel`` also copies
@@ -32,7 +34,6 @@ import os
 import resource
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Sequence
 
@@ -47,110 +48,18 @@ from ..data.schema import DENSE_FEATURES, SPARSE_FEATURES
 from ..features.encoder import FeatureEncoder
 from ..model import MODELS, build_model
 from ..model.config import ModelConfig
-from ..model.mmoe import MultiTaskModel
-from ..runtime import resolve_device, seed_everything
-from .stream import ByteRecIndex, ByteRecStream, EncoderStats, collect_stats, index_byterec, read_part
+from ..runtime import seed_everything
+from .ddp import (Setup, all_gather, broadcast, chunk_bytes_for, predict_parts, setup, train_epochs,
+                  train_step)
+from .stream import ByteRecStream, EncoderStats, collect_stats, index_byterec
 from ..train.loop import TrainConfig
 from ..train.metrics import task_metrics
 from ..train.optimizers import OPTIMIZERS, make_optimizer
-from ..train.losses import task_losses
 
+# The pieces live in scale/ddp.py; this module lists them too, where the appendix and the tests
+# find them (distributed.train_step).
 __all__ = ["Setup", "setup", "chunk_bytes_for", "train_step", "train_epochs", "predict_parts",
            "main"]
-
-
-class Setup:
-    """Where this process stands: ``rank`` of ``world_size``, its device, and whether a process group runs."""
-
-    def __init__(self, rank: int = 0, world_size: int = 1, device: torch.device = torch.device("cpu"),
-                 distributed: bool = False):
-        self.rank, self.world_size, self.device, self.distributed = rank, world_size, device, distributed
-
-
-def setup(device: str = "cpu", timeout_s: float = 600.0) -> Setup:
-    """Join the process group that ``torch.distributed.run`` describes in the environment (RANK,
-    WORLD_SIZE, MASTER_ADDR, ...): gloo on CPU, NCCL on GPU. Without it: one plain process."""
-    dev = resolve_device(device)
-    if "RANK" not in os.environ:
-        return Setup(device=dev)
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    if dev.type == "cuda":
-        dev = torch.device("cuda", local)
-        torch.cuda.set_device(dev)
-    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
-    return Setup(dist.get_rank(), dist.get_world_size(), dev, True)
-
-
-def _share(obj, s: Setup, src: int = 0):
-    """``obj`` from rank ``src`` on every process."""
-    if not s.distributed:
-        return obj
-    box = [obj if s.rank == src else None]
-    dist.broadcast_object_list(box, src=src, device=s.device if s.device.type == "cuda" else None)
-    return box[0]
-
-
-def _all(obj, s: Setup) -> list:
-    """Every process's ``obj``, in rank order, on every process."""
-    if not s.distributed:
-        return [obj]
-    out = [None] * s.world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch, task_types: Sequence[str]) -> float:
-    """One step on one batch: the sum of the per-task mean losses (all task weights 1). Under DDP,
-    ``backward()`` also all-reduces the gradients, averaging them over the processes."""
-    ids, dense, y = batch
-    optimizer.zero_grad(set_to_none=True)
-    logits = model(ids, dense).logits  # (B, T)
-    loss = task_losses(logits, y, task_types).sum()
-    loss.backward()
-    optimizer.step()
-    return float(loss.detach())
-
-
-def train_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, stream: ByteRecStream, epochs: int,
-                 task_types: Sequence[str], device: torch.device) -> list[float]:
-    """``epochs`` passes over the stream; the mean training loss of each epoch (this process's batches)."""
-    loader = torch.utils.data.DataLoader(stream, batch_size=None)  # the stream makes the batches
-    means = []
-    for epoch in range(epochs):
-        stream.set_epoch(epoch)
-        model.train()
-        losses = [train_step(model, optimizer, tuple(None if t is None else t.to(device) for t in batch), task_types)
-                  for batch in loader]
-        means.append(float(np.mean(losses)))
-    return means
-
-
-@torch.no_grad()
-def predict_parts(model: MultiTaskModel, index: ByteRecIndex, parts, encoder: FeatureEncoder, device: torch.device,
-                  batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-    """Logits ``(M, T)`` float32 and labels ``(M, T)`` uint8 of the rows of ``parts``, in order."""
-    model.eval()
-    M, T = sum(hi - lo for _, lo, hi in parts), model.num_tasks
-    logits, labels = np.empty((M, T), np.float32), np.empty((M, T), np.uint8)  # copied into: a batch's
-    at = 0  # output may be a view of a larger buffer, which a kept reference would keep alive
-    for part in parts:
-        frame = read_part(index, part)
-        x = encoder.transform(frame)
-        for lo in range(0, len(frame), batch_size):
-            sl = slice(lo, lo + batch_size)
-            ids = None if x.ids is None else x.ids[sl].to(device)
-            dense = None if x.dense is None else x.dense[sl].to(device)
-            out = model(ids, dense).logits  # (b, T)
-            logits[at + lo:at + lo + len(out)] = out.float().cpu().numpy()
-        labels[at:at + len(frame)] = frame[list(model.config.task_names)].to_numpy(dtype=np.uint8)
-        at += len(frame)
-    return logits, labels
-
-
-def chunk_bytes_for(path, world_size: int, chunk_bytes: int = CHUNK_BYTES) -> int:
-    """Chunk size for a file: at most ``chunk_bytes``, and small enough that each process gets at
-    least 8 chunks, so that small files shard too."""
-    return max(1 << 12, min(chunk_bytes, os.path.getsize(path) // (8 * world_size)))
 
 
 def _write_json(path: Path, obj) -> None:
@@ -186,61 +95,108 @@ def run(args: argparse.Namespace) -> dict | None:
 
 def _run(args: argparse.Namespace, s: Setup) -> dict | None:
     torch.set_num_threads(args.threads)
+    cfg, local_batch = _train_config(args, s)
+    out = _fresh_out(Path(args.out), s)
+    seed_everything(cfg.seed)
+
+    index = broadcast(index_byterec(args.data, chunk_bytes_for(args.data, s.world_size, args.chunk_bytes))
+                      if s.rank == 0 else None, s)
+    train_parts, test_parts = index.split(args.train_fraction)
+    encoder = _fit_encoder(index, train_parts, args, s)
+    model = build_model(args.model, ModelConfig(encoder.features, seed=cfg.seed)).to(s.device)
+    net = DistributedDataParallel(model, device_ids=[s.device.index] if s.device.type == "cuda" else None) \
+        if s.distributed else model
+    optimizer = make_optimizer(cfg.optimizer, net.parameters(), cfg.lr)
+    stream, steps = _train_stream(index, train_parts, encoder, cfg, local_batch, args.buffer_rows, s)
+    losses, seconds = _train(net, optimizer, stream, cfg.epochs, model.config.task_types, s)
+    train_peak = _peak_rss_mib()
+
+    logits, labels = predict_parts(model, index, test_parts[s.rank::s.world_size], encoder, s.device)
+    # once every process got here, training has finished everywhere
+    gathered = all_gather((logits, labels, train_peak, _peak_rss_mib()), s)
+    if s.rank != 0:
+        return None
+    all_logits, all_labels = _in_file_order(gathered, test_parts, s.world_size)
+    metrics = {"tasks": task_metrics(model.config.task_names, model.config.task_types, all_labels, all_logits),
+               **_run_record(args, s, cfg, steps, len(all_labels), losses, seconds, gathered),
+               "out": str(out)}
+    if args.save_predictions:
+        np.savez(out / "predictions.npz", logits=all_logits, labels=all_labels)
+    save_checkpoint(out / "model.ckpt", model, encoder, extra={"metrics": metrics["tasks"], "world_size": s.world_size})
+    _write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _train_config(args: argparse.Namespace, s: Setup) -> tuple[TrainConfig, int]:
+    """The training settings, and each process's share of the global batch (which must divide evenly)."""
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                       seed=args.seed, device=args.device, progress=False)
     if cfg.batch_size % s.world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} is the global batch: it must divide evenly among "
                          f"{s.world_size} processes")
-    local_batch = cfg.batch_size // s.world_size
-    out = Path(args.out)
+    return cfg, cfg.batch_size // s.world_size
+
+
+def _fresh_out(out: Path, s: Setup) -> Path:
     if s.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         for name in ("metrics.json", "model.ckpt"):  # an old result must not pass for this run's
             (out / name).unlink(missing_ok=True)
-    seed_everything(cfg.seed)
+    return out
 
-    index = _share(index_byterec(args.data, chunk_bytes_for(args.data, s.world_size, args.chunk_bytes))
-                   if s.rank == 0 else None, s)
-    train_parts, test_parts = index.split(args.train_fraction)
+
+def _fit_encoder(index, train_parts, args: argparse.Namespace, s: Setup) -> FeatureEncoder:
+    """Each process counts its share of the training chunks; the merged counts make the same
+    encoder everywhere, the one a single process would fit."""
     template = FeatureEncoder(SPARSE_FEATURES, DENSE_FEATURES, emb_dim=args.emb_dim, min_count=args.min_count)
-    stats = _all(collect_stats(index, train_parts[s.rank::s.world_size], template), s)
+    stats = all_gather(collect_stats(index, train_parts[s.rank::s.world_size], template), s)
     merged = EncoderStats.empty(template.sparse, template.dense)
     for part in stats:
         merged.merge(part)
-    encoder = merged.encoder(template)
+    return merged.encoder(template)
 
-    model = build_model(args.model, ModelConfig(encoder.features, seed=cfg.seed)).to(s.device)
-    net = DistributedDataParallel(model, device_ids=[s.device.index] if s.device.type == "cuda" else None) \
-        if s.distributed else model
-    optimizer = make_optimizer(cfg.optimizer, net.parameters(), cfg.lr)
+
+def _train_stream(index, train_parts, encoder: FeatureEncoder, cfg: TrainConfig, local_batch: int,
+                  buffer_rows: int, s: Setup) -> tuple[ByteRecStream, int]:
+    """This process's shuffled batches: the same number of steps on every process, since DDP needs
+    every process to join every all-reduce."""
     steps = ByteRecStream.steps_for(train_parts, s.world_size, local_batch)
     if steps == 0:
         raise ValueError(f"--batch-size {cfg.batch_size} is larger than the training rows: each of the "
                          f"{s.world_size} process(es) needs at least {local_batch} rows")
-    stream = ByteRecStream(index, train_parts, encoder, batch_size=local_batch, buffer_rows=args.buffer_rows,
+    stream = ByteRecStream(index, train_parts, encoder, batch_size=local_batch, buffer_rows=buffer_rows,
                            shuffle=True, seed=cfg.seed, rank=s.rank, world_size=s.world_size, batches=steps,
                            drop_last=True)
+    return stream, steps
+
+
+def _train(net, optimizer, stream: ByteRecStream, epochs: int, task_types: Sequence[str],
+           s: Setup) -> tuple[list[float], float]:
+    """The epochs' mean losses (this process's batches) and the training seconds, timed between
+    barriers so that the clock covers every process's training."""
     if s.distributed:
         dist.barrier()
     start = time.perf_counter()
-    losses = train_epochs(net, optimizer, stream, cfg.epochs, model.config.task_types, s.device)
+    losses = train_epochs(net, optimizer, stream, epochs, task_types, s.device)
     if s.distributed:
         dist.barrier()
-    seconds = time.perf_counter() - start
-    train_peak = _peak_rss_mib()
+    return losses, time.perf_counter() - start
 
-    logits, labels = predict_parts(model, index, test_parts[s.rank::s.world_size], encoder, s.device)
-    # once every process got here, training has finished everywhere
-    gathered = _all((logits, labels, train_peak, _peak_rss_mib()), s)
-    if s.rank != 0:
-        return None
-    # rows back in file order: part i of the test split was predicted by process i % world_size
-    splits = {r: np.cumsum([0] + [hi - lo for _, lo, hi in test_parts[r::s.world_size]]) for r in range(s.world_size)}
-    order = [(i % s.world_size, i // s.world_size) for i in range(len(test_parts))]
+
+def _in_file_order(gathered: list, test_parts, world_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every process's test logits and labels, back in file order: part i of the test split was
+    predicted by process i % world_size, as its (i // world_size)-th part."""
+    splits = {r: np.cumsum([0] + [hi - lo for _, lo, hi in test_parts[r::world_size]]) for r in range(world_size)}
+    order = [(i % world_size, i // world_size) for i in range(len(test_parts))]
     all_logits = np.concatenate([gathered[r][0][splits[r][k]:splits[r][k + 1]] for r, k in order])
     all_labels = np.concatenate([gathered[r][1][splits[r][k]:splits[r][k + 1]] for r, k in order])
-    metrics = {
-        "tasks": task_metrics(model.config.task_names, model.config.task_types, all_labels, all_logits),
+    return all_logits, all_labels
+
+
+def _run_record(args: argparse.Namespace, s: Setup, cfg: TrainConfig, steps: int, test_rows: int,
+                losses: list[float], seconds: float, gathered: list) -> dict:
+    """What ``metrics.json`` says about the run besides the metrics: where, what, how fast, how much memory."""
+    return {
         "world_size": s.world_size,
         "device": str(s.device) if s.device.type == "cpu" else torch.cuda.get_device_name(s.device),
         "model": args.model,
@@ -248,20 +204,14 @@ def _run(args: argparse.Namespace, s: Setup) -> dict | None:
         "epochs": cfg.epochs,
         "steps_per_epoch": steps,
         "train_rows_used_per_epoch": steps * cfg.batch_size,
-        "test_rows": int(len(all_labels)),
+        "test_rows": int(test_rows),
         "train_seconds": seconds,
         "samples_per_second": steps * cfg.batch_size * cfg.epochs / seconds,
         "epoch_train_loss_rank0": losses,
         "peak_rss_mib_per_process": [g[3] for g in gathered],
         "peak_rss_mib_after_training_per_process": [g[2] for g in gathered],
         "threads_per_process": args.threads,
-        "out": str(out),
     }
-    if args.save_predictions:
-        np.savez(out / "predictions.npz", logits=all_logits, labels=all_labels)
-    save_checkpoint(out / "model.ckpt", model, encoder, extra={"metrics": metrics["tasks"], "world_size": s.world_size})
-    _write_json(out / "metrics.json", metrics)
-    return metrics
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
