@@ -17,11 +17,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..train.dataset import as_dataset
 from ..features.encoder import FeatureEncoder
 from ..features.inputs import EncodedFeatures
 from ..model.mmoe import MultiTaskModel
-from ..train.inference import check_batch_size, check_outputs, metrics, model_device, outputs, probabilities
+from ..train.inference import check_outputs, metrics, outputs, prediction_inputs, probabilities
 from . import fused
 from .threads import SIDE_BY_SIDE_ROWS, side_by_side
 
@@ -38,9 +37,7 @@ CHUNK_ROWS = 1 << 20
 def predict(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None = None, batch_size: int = 8192,
             return_gates: bool = False, device=None):
     """:func:`mmoe_annotated.train.inference.predict`, fast: predictions ``(M, T)`` (and gates ``(M, T, E)``)."""
-    batch_size = check_batch_size(batch_size)
-    dev = model_device(model, device)
-    x, _ = as_dataset(data, model, encoder, labels=False, source="predict data")
+    x, _, batch_size, dev = prediction_inputs(model, data, encoder, batch_size, device, labels=False)
     logits, gates = fast_outputs(model, x, batch_size, dev, return_gates)
     preds = probabilities(model, logits).numpy()
     return (preds, gates.numpy()) if return_gates else preds
@@ -49,11 +46,7 @@ def predict(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None = Non
 def evaluate(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None = None, batch_size: int = 8192,
              device=None) -> dict[str, dict[str, float]]:
     """:func:`mmoe_annotated.train.inference.evaluate`, fast: metrics over the whole split, per task."""
-    batch_size = check_batch_size(batch_size)
-    dev = model_device(model, device)
-    x, y = as_dataset(data, model, encoder, source="evaluation data")
-    if len(x) == 0:
-        raise ValueError("the evaluation set is empty")
+    x, y, batch_size, dev = prediction_inputs(model, data, encoder, batch_size, device, labels=True)
     logits, _ = fast_outputs(model, x, batch_size, dev, False)
     return metrics(model, y, logits)
 

@@ -23,20 +23,26 @@ import torch
 from tqdm import tqdm
 
 from ..features.encoder import FeatureEncoder
-from ..train.losses import task_balance, task_losses
+from ..train.losses import FixedWeights, UncertaintyWeighting, task_balance, task_losses
 from ..model.mmoe import MultiTaskModel
 from ..runtime import resolve_device
-from ..train.loop import History, TrainConfig, batch_rows, check_finite, check_fit, check_weights, epoch_record, seeded_generator, training_data
+from ..train.loop import (History, TrainConfig, batch_rows, check_finite, check_fit, check_weights, gate_record,
+                          seeded_generator, train_record, training_data, valid_record)
 from .optim import fast_optimizers
 from .inference import evaluate
 
-__all__ = ["fit", "CPU_BLOCK_ROWS", "LookedUpRows"]
+__all__ = ["fit", "CPU_BLOCK_ROWS", "BLOCKWISE", "LookedUpRows"]
 
 #: In training on a CPU, the most rows one forward and backward pass takes: a larger batch is worked
 #: through in blocks of this many, whose gradients add up to the batch's. With the default MMoE at
 #: batch 4096, one pass over the whole batch raised the process's peak memory by 60 MiB (K = 4) and
 #: 108 MiB (K = 16) more than blocks of 1,024 did, at about the same speed.
 CPU_BLOCK_ROWS = 1024
+
+#: The task balancers whose batch objective :func:`_block_objective` splits into blocks. Any other
+#: (GradNorm: the gradient norm of a batch is not the sum of its blocks' norms) takes each batch in
+#: one pass.
+BLOCKWISE = (FixedWeights, UncertaintyWeighting)
 
 
 def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, encoder: FeatureEncoder | None = None,
@@ -54,7 +60,7 @@ def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, enco
     optimizers = fast_optimizers(model, cfg)
     generator = seeded_generator(cfg.seed)
     block = block_rows or (CPU_BLOCK_ROWS if device.type == "cpu" else cfg.batch_size)
-    if not balance.additive:  # GradNorm's gradient norms need the whole batch in one pass
+    if type(balance) not in BLOCKWISE:  # GradNorm's gradient norms need the whole batch in one pass
         block = max(block, cfg.batch_size)
     history = History()
     row_l2 = cfg.embedding_l2 > 0 and cfg.embedding_l2_mode == "rows"
@@ -71,10 +77,23 @@ def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, enco
                     opt.step()
                 balance.step()
             check_weights(model, epoch, step)
-            history.records.append(epoch_record(model, epoch, loss_sum / step, balance.weights(), started, valid, cfg,
-                                                evaluator=evaluate))
+            history.records.append(_epoch_record(model, epoch, loss_sum / step, balance.weights(), started, valid,
+                                                 cfg))
     model.eval()
     return history
+
+
+def _epoch_record(model: MultiTaskModel, epoch: int, mean_losses: torch.Tensor, weights: torch.Tensor,
+                  started: float, valid, cfg: TrainConfig) -> dict:
+    """The taught :func:`~mmoe_annotated.train.loop.epoch_record` (the same columns, in the same
+    order), with the validation metrics from the wing's :func:`~mmoe_annotated.fast.evaluate`."""
+    record = train_record(model, epoch, mean_losses, weights, cfg)
+    if valid is not None:
+        record.update(valid_record(evaluate(model, valid, batch_size=cfg.eval_batch_size)))
+    if cfg.gate_stats:
+        record.update(gate_record(model, valid, cfg))
+    record["seconds"] = time.perf_counter() - started
+    return record
 
 
 def _backward_in_blocks(model, x, y, rows, block, cfg, balance, looked_up, where) -> torch.Tensor:
@@ -91,7 +110,7 @@ def _backward_in_blocks(model, x, y, rows, block, cfg, balance, looked_up, where
         else:  # a block: its share of the batch's loss
             losses = task_losses(out.logits, yb, model.config.task_types, "sum")  # (T,)
             losses = losses / B if cfg.loss_reduction == "mean" else losses
-        objective = balance(losses, first=first == 0)  # (T,) -> the weighted sum (and once-per-batch terms)
+        objective = _block_objective(balance, losses, first == 0)  # (T,) -> the block's share of the objective
         reg = _regularization(model, cfg, xb.ids, looked_up.take(), batch_rows=B, whole=first == 0)
         objective = objective + reg if reg is not None else objective
         check_finite(objective, model, *where)
@@ -100,10 +119,20 @@ def _backward_in_blocks(model, x, y, rows, block, cfg, balance, looked_up, where
     return losses_sum
 
 
+def _block_objective(balance: FixedWeights, losses: torch.Tensor, first: bool) -> torch.Tensor:
+    """``balance(losses)`` for one block of a batch, so that the blocks' objectives add up to the batch's.
+    Fixed weights add up as they are. Uncertainty weighting's ``0.5 * log_vars.sum()`` (the
+    ``log sigma_k``) belongs once per batch: the first block carries it, the later blocks only
+    their weighted losses. Other balancers never see blocks (:data:`BLOCKWISE`)."""
+    if first or not isinstance(balance, UncertaintyWeighting):
+        return balance(losses)
+    return (balance.scale * torch.exp(-balance.log_vars) * losses).sum()
+
+
 def _regularization(model: MultiTaskModel, cfg: TrainConfig, ids: torch.Tensor | None,
                     looked_up: torch.Tensor | None = None, *, batch_rows: int | None = None,
                     whole: bool = True) -> torch.Tensor | None:
-    """:func:`mmoe_annotated.losses.regularization` for a batch or one block of it.
+    """:func:`mmoe_annotated.train.losses.regularization` for a batch or one block of it.
 
     ``looked_up``: the rows the forward pass already embedded, so that row L2 needs no second
     lookup; without them the ``ids`` are looked up again. For a block, ``batch_rows`` is the whole

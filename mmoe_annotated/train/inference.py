@@ -6,7 +6,8 @@ Explained in chapter 7, "Training" (``book/07_training.ipynb``).
 ``torch.inference_mode()`` in eval mode, and never return NaN silently. Metrics are computed
 over the whole split with scikit-learn (AUC and log loss for binary tasks, MSE for regression),
 not averaged over batches (:mod:`~mmoe_annotated.train.metrics`); a split with one class gives
-AUC NaN with a warning instead of a crash. The fast wing's versions, :mod:`mmoe_annotated.fast`, return the same numbers.
+AUC NaN with a warning instead of a crash. The fast wing's versions, :mod:`mmoe_annotated.fast`, return the
+same numbers.
 
 Shape letters: ``B`` batch, ``T`` tasks, ``E`` experts, ``M`` rows of a split.
 """
@@ -30,9 +31,7 @@ def predict(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None = Non
             return_gates: bool = False, device=None):
     """Predictions ``(M, T)`` as a NumPy array: probabilities (sigmoid of the logits) for binary
     tasks, raw values for regression. With ``return_gates=True`` also the gate weights ``(M, T, E)``."""
-    batch_size = check_batch_size(batch_size)
-    dev = model_device(model, device)
-    x, _ = as_dataset(data, model, encoder, labels=False, source="predict data")
+    x, _, batch_size, dev = prediction_inputs(model, data, encoder, batch_size, device, labels=False)
     logits, gates = outputs(model, x, batch_size, dev, return_gates)
     preds = probabilities(model, logits).numpy()
     return (preds, gates.numpy()) if return_gates else preds
@@ -42,11 +41,7 @@ def evaluate(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None = No
              device=None) -> dict[str, dict[str, float]]:
     """Metrics over the whole split, per task: ``{"finish": {"auc": .., "logloss": ..}, ...}``
     for binary tasks, ``{"mse": ..}`` for regression."""
-    batch_size = check_batch_size(batch_size)
-    dev = model_device(model, device)
-    x, y = as_dataset(data, model, encoder, source="evaluation data")
-    if len(x) == 0:
-        raise ValueError("the evaluation set is empty")
+    x, y, batch_size, dev = prediction_inputs(model, data, encoder, batch_size, device, labels=True)
     logits, _ = outputs(model, x, batch_size, dev, False)
     return metrics(model, y, logits)
 
@@ -66,6 +61,20 @@ def outputs(model: MultiTaskModel, x: EncodedFeatures, batch_size: int, device: 
     logits = torch.cat([o.logits for o in outs]).cpu()  # (M, T)
     check_outputs(model, logits)
     return logits, torch.cat([o.gates for o in outs]).cpu() if want_gates else None  # (M, T, E)
+
+
+def prediction_inputs(model: MultiTaskModel, data, encoder: FeatureEncoder | None, batch_size, device, *,
+                      labels: bool) -> tuple[EncodedFeatures, torch.Tensor | None, int, torch.device]:
+    """What :func:`predict` and :func:`evaluate` (and the fast wing's) do with their arguments before
+    any work: the batch size checked, the device chosen (the model is moved there), ``data`` as
+    tensors, and at least one row. Returns ``(x, y, batch_size, device)``; ``y`` (labels ``(M, T)``)
+    is None when ``labels`` is False."""
+    batch_size = check_batch_size(batch_size)
+    dev = model_device(model, device)
+    x, y = as_dataset(data, model, encoder, labels=labels, source="evaluation data" if labels else "predict data")
+    if len(x) == 0:
+        raise ValueError("the evaluation set is empty" if labels else "nothing to predict: the data has no rows")
+    return x, y, batch_size, dev
 
 
 def check_batch_size(batch_size) -> int:

@@ -3,21 +3,21 @@
 Explained in chapter 7, "Training" (``book/07_training.ipynb``).
 
 :func:`fit` is four ideas in a loop: **forward** (``model(ids, dense)``), **per-task losses**
-(:func:`~mmoe_annotated.losses.task_losses`), **their weighted sum plus L2** (fixed or learned
-task weights, :func:`~mmoe_annotated.losses.task_balance`; :func:`~mmoe_annotated.losses.regularization`),
-**backward and one optimizer step**.
-:func:`~mmoe_annotated.inference.predict` and :func:`~mmoe_annotated.inference.evaluate` run the
-same ``model.forward`` under ``torch.inference_mode()``. Everything the chapters print comes from this code. The opt-in
-fast wing, :mod:`mmoe_annotated.fast`, computes the same numbers faster (the performance
+(:func:`~mmoe_annotated.train.losses.task_losses`), **their weighted sum plus L2** (fixed or
+learned task weights, :func:`~mmoe_annotated.train.losses.task_balance`;
+:func:`~mmoe_annotated.train.losses.regularization`), **backward and one optimizer step**.
+:func:`~mmoe_annotated.train.inference.predict` and :func:`~mmoe_annotated.train.inference.evaluate`
+run the same ``model.forward`` under ``torch.inference_mode()``. Everything the chapters print comes
+from this code. The opt-in fast wing, :mod:`mmoe_annotated.fast`, computes the same numbers faster (the performance
 appendix); nothing here imports it.
 
 What differs from DeepCTR-Torch's ``fit`` and why:
 
 * task losses are weighted explicitly and averaged over the batch (DeepCTR-Torch sums both;
   ``loss_reduction="sum"`` reproduces its per-batch sums);
-* L2 is chosen by parameter role, not by name strings (:mod:`mmoe_annotated.losses`);
+* L2 is chosen by parameter role, not by name strings (:mod:`mmoe_annotated.train.losses`);
 * metrics are computed over the whole split with scikit-learn, not averaged over batches
-  (:mod:`mmoe_annotated.inference`);
+  (:mod:`mmoe_annotated.train.inference`);
 * the whole split lives in two tensors; each epoch draws one permutation and slices it (no
   ``DataLoader`` collation);
 * a loss or weight that stops being finite stops training at that step, naming it.
@@ -59,7 +59,7 @@ class TrainConfig:
     #: One weight per task (default: all 1).
     task_weights: tuple[float, ...] | None = None
     #: How task losses become one objective: "fixed" (``task_weights``), "uncertainty" (Kendall et
-    #: al. 2018) or "gradnorm" (Chen et al. 2018); :mod:`mmoe_annotated.losses`, chapter 10.
+    #: al. 2018) or "gradnorm" (Chen et al. 2018); :mod:`mmoe_annotated.train.losses`, chapter 10.
     task_balancing: str = "fixed"
     #: GradNorm's asymmetry ``alpha``; the learning rate of the learned weights (default: ``lr``).
     gradnorm_alpha: float = 1.5
@@ -75,7 +75,7 @@ class TrainConfig:
     device: str = "cpu"
     progress: bool = True
     eval_batch_size: int = 8192
-    #: Record gate health (:func:`~mmoe_annotated.health.gate_statistics`) after every epoch, on the
+    #: Record gate health (:func:`~mmoe_annotated.model.health.gate_statistics`) after every epoch, on the
     #: first ``gate_stats_rows`` rows of ``valid=`` (which it then needs); chapter 10.
     gate_stats: bool = False
     gate_stats_rows: int = 4096
@@ -249,21 +249,33 @@ def check_weights(model: MultiTaskModel, epoch: int, step: int) -> None:
 
 
 def epoch_record(model: MultiTaskModel, epoch: int, mean_losses: torch.Tensor, weights: torch.Tensor,
-                 started: float, valid, cfg: TrainConfig, evaluator=evaluate) -> dict:
-    """One :class:`History` record: mean train losses (weighted sum and per task), validation
-    metrics (by ``evaluator``) and the epoch's seconds."""
-    record = {"epoch": epoch, "train_loss": float((weights * mean_losses).sum())}
-    record.update({f"train_{t}_loss": float(v) for t, v in zip(model.config.task_names, mean_losses)})
-    if cfg.task_balancing != "fixed":  # the learned weights at the epoch's end
-        record.update({f"train_{t}_weight": float(w) for t, w in zip(model.config.task_names, weights)})
+                 started: float, valid, cfg: TrainConfig) -> dict:
+    """One :class:`History` record: the mean train losses (weighted sum and per task) and the learned
+    task weights, validation metrics (by :func:`~mmoe_annotated.train.inference.evaluate`), gate
+    health, and the epoch's seconds."""
+    record = train_record(model, epoch, mean_losses, weights, cfg)
     if valid is not None:
-        metrics = evaluator(model, valid, batch_size=cfg.eval_batch_size)
-        for t, m in metrics.items():
-            record.update({f"valid_{t}_{k}": v for k, v in m.items()})
+        record.update(valid_record(evaluate(model, valid, batch_size=cfg.eval_batch_size)))
     if cfg.gate_stats:
         record.update(gate_record(model, valid, cfg))
     record["seconds"] = time.perf_counter() - started
     return record
+
+
+def train_record(model: MultiTaskModel, epoch: int, mean_losses: torch.Tensor, weights: torch.Tensor,
+                 cfg: TrainConfig) -> dict:
+    """The epoch and its train columns: the weighted sum of the mean task losses ``(T,)``, each task's
+    mean loss and, when they are learned, the task weights ``(T,)`` at the epoch's end."""
+    record = {"epoch": epoch, "train_loss": float((weights * mean_losses).sum())}
+    record.update({f"train_{t}_loss": float(v) for t, v in zip(model.config.task_names, mean_losses)})
+    if cfg.task_balancing != "fixed":
+        record.update({f"train_{t}_weight": float(w) for t, w in zip(model.config.task_names, weights)})
+    return record
+
+
+def valid_record(metrics: dict[str, dict[str, float]]) -> dict:
+    """Validation metrics per task as ``valid_<task>_<metric>`` columns."""
+    return {f"valid_{t}_{k}": v for t, m in metrics.items() for k, v in m.items()}
 
 
 def gate_record(model: MultiTaskModel, valid, cfg: TrainConfig) -> dict:

@@ -3,7 +3,7 @@
 Explained in chapter 7, "Training" (``book/07_training.ipynb``).
 
 * **Per-task losses.** Binary tasks use BCE *with logits* (the network outputs logits; the
-  sigmoid lives in :func:`~mmoe_annotated.inference.predict`), regression tasks MSE.
+  sigmoid lives in :func:`~mmoe_annotated.train.inference.predict`), regression tasks MSE.
   :func:`~mmoe_annotated.train.fit` weights them with ``TrainConfig.task_weights`` (all 1 by
   default: the plain sum that DeepCTR-Torch uses, with no way to change it).
 * **L2 by role, not by name.** ``weight_l2`` applies to every weight matrix of experts, gates
@@ -80,16 +80,12 @@ class FixedWeights:
     """``sum_k w_k L_k`` with fixed weights ``w`` ``(T,)`` (``TrainConfig.task_weights``, default all 1).
 
     Every balancer is called on the batch's task losses ``(T,)`` and returns the objective; ``step()``
-    runs after the model's optimizer step; ``weights()`` are the current effective weights ``(T,)``.
-    ``additive``: the objective of a batch is the sum of its blocks' objectives (``first`` marks the
-    block that carries the terms added once per batch), which the fast wing's blocked passes need."""
-
-    additive = True
+    runs after the model's optimizer step; ``weights()`` are the current effective weights ``(T,)``."""
 
     def __init__(self, weights: torch.Tensor):
         self._weights = weights  # (T,)
 
-    def __call__(self, losses: torch.Tensor, first: bool = True) -> torch.Tensor:
+    def __call__(self, losses: torch.Tensor) -> torch.Tensor:
         return (self._weights * losses).sum()
 
     def step(self) -> None:
@@ -120,9 +116,9 @@ class UncertaintyWeighting(FixedWeights):
         self.scale = torch.tensor([1.0 if t == "binary" else 0.5 for t in task_types], device=device)  # c_k
         self.optimizer = _balance_optimizer([self.log_vars], cfg)
 
-    def __call__(self, losses: torch.Tensor, first: bool = True) -> torch.Tensor:
+    def __call__(self, losses: torch.Tensor) -> torch.Tensor:
         weighted = (self.scale * torch.exp(-self.log_vars) * losses).sum()
-        return weighted + 0.5 * self.log_vars.sum() if first else weighted  # log sigma_k = s_k / 2, once per batch
+        return weighted + 0.5 * self.log_vars.sum()  # log sigma_k = s_k / 2
 
     def step(self) -> None:
         self.optimizer.step()
@@ -147,10 +143,7 @@ class GradNorm(FixedWeights):
     Since ``w_k >= 0``, ``G_k = w_k ||grad_W L_k||``, so ``dL_grad/dw_k = sign(G_k - target_k)
     ||grad_W L_k||``: one first-order gradient per task, no second-order graph. A task that trains
     slower than the others (``r_k > 1``) gets a larger gradient target, hence a larger weight;
-    ``alpha`` sets how strongly (the paper uses 0.12 to 3; 1.5 here). Not ``additive``: the
-    gradient norm of a batch is not the sum of its blocks' norms."""
-
-    additive = False
+    ``alpha`` sets how strongly (the paper uses 0.12 to 3; 1.5 here)."""
 
     def __init__(self, model, cfg, device):
         T = model.num_tasks
@@ -160,7 +153,7 @@ class GradNorm(FixedWeights):
         self.initial: torch.Tensor | None = None  # L_k(0), (T,)
         self.w_grad: torch.Tensor | None = None
 
-    def __call__(self, losses: torch.Tensor, first: bool = True) -> torch.Tensor:
+    def __call__(self, losses: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and losses.requires_grad:
             self.w_grad = self.grad_of_weights(losses)
         return (self.w.detach() * losses).sum()

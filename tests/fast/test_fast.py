@@ -386,6 +386,42 @@ def test_fast_fit_gives_the_taught_weights(split, kind, gate_hidden, tower_hidde
         torch.testing.assert_close(q, p, rtol=0, atol=1e-9, msg=lambda m: f"{name} (float64): {m}")
 
 
+def test_both_paths_check_their_arguments_alike(split):
+    """One helper (mm.train.inference.prediction_inputs) reads the arguments of the taught and the
+    fast predict / evaluate: the same errors, an empty set included."""
+    _, test, enc = split
+    model = small_model(enc)
+    for predict, evaluate in ((mm.predict, mm.evaluate), (mm.fast.predict, mm.fast.evaluate)):
+        with pytest.raises(ValueError, match="nothing to predict"):
+            predict(model, test.iloc[:0], encoder=enc)
+        with pytest.raises(ValueError, match="the evaluation set is empty"):
+            evaluate(model, test.iloc[:0], encoder=enc)
+        with pytest.raises(ValueError, match="batch_size must be >= 1"):
+            predict(model, test, encoder=enc, batch_size=0)
+        with pytest.raises(TypeError, match="expected an MMoE"):
+            evaluate(torch.nn.Linear(2, 2), test, encoder=enc)
+
+
+@pytest.mark.parametrize("balancing", ["fixed", "uncertainty"])
+def test_fast_fit_keeps_the_taught_history_columns_in_order(split, balancing):
+    """``mm.fast.fit`` builds its epoch records itself (its validation metrics come from the wing):
+    the same columns as ``mm.fit``'s, in the same order, with the same values up to rounding."""
+    train, test, enc = split
+    cfg = mm.TrainConfig(batch_size=64, epochs=2, task_balancing=balancing, gate_stats=True, gate_stats_rows=100,
+                         **QUIET)
+    histories = {}
+    for name, fit in (("taught", mm.fit), ("fast", mm.fast.fit)):
+        histories[name] = fit(small_model(enc), train.iloc[:320], cfg, encoder=enc, valid=test.iloc[:200])
+    taught, fast = histories["taught"].records, histories["fast"].records
+    assert [list(r) for r in fast] == [list(r) for r in taught]
+    assert "valid_finish_auc" in taught[0] and any(k.startswith("gate_") for k in taught[0])
+    assert list(taught[0])[-1] == "seconds"
+    for a, b in zip(taught, fast):
+        for key in a:
+            if key != "seconds":
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+
+
 # ---------------------------------------------------------------------------
 # A change to the taught code reaches prediction, on both paths (fused.agrees, the numerical guard)
 # ---------------------------------------------------------------------------

@@ -48,9 +48,31 @@ def test_uncertainty_objective_is_the_published_form():
     # Kendall et al. eq. 10: L_cls / sigma_1^2 + L_reg / (2 sigma_2^2) + log sigma_1 + log sigma_2
     expected = 0.7 / 0.5 + 3.0 / (2 * 4.0) + math.log(math.sqrt(0.5)) + math.log(2.0)
     assert float(u(L).detach()) == pytest.approx(expected, rel=1e-6)
-    # a later block of the same batch: no log term
-    assert float(u(L, first=False).detach()) == pytest.approx(0.7 / 0.5 + 3.0 / 8.0, rel=1e-6)
     np.testing.assert_allclose(u.weights().numpy(), [2.0, 1 / 8], rtol=1e-6)
+
+
+@pytest.mark.parametrize("balancing", ["fixed", "uncertainty"])
+def test_the_fast_wings_blocks_add_up_to_the_batch_objective(balancing):
+    """The fast wing trains a large batch in blocks, each with its share of the loss: the blocks'
+    objectives, and their gradients, add up to the taught objective of the whole batch, with
+    uncertainty weighting's log term counted once per batch."""
+    from mmoe_annotated.fast.train import BLOCKWISE, _block_objective
+
+    model = mm.build_model("mmoe", model_config())
+    cfg = mm.TrainConfig(task_balancing=balancing, task_weights=(2.0, 0.5) if balancing == "fixed" else None)
+    balance = task_balance(model, cfg, "cpu")
+    assert type(balance) in BLOCKWISE
+    if balancing == "uncertainty":
+        with torch.no_grad():
+            balance.log_vars.copy_(torch.tensor([math.log(0.5), math.log(4.0)]))
+    shares = [torch.tensor([0.2, 1.0]), torch.tensor([0.4, 1.5]), torch.tensor([0.1, 0.5])]  # (T,) per block
+    whole = balance(sum(shares))
+    blocks = sum(_block_objective(balance, share, first=i == 0) for i, share in enumerate(shares))
+    assert float(blocks.detach()) == pytest.approx(float(whole.detach()), rel=1e-6)
+    if balancing == "uncertainty":  # the learned log variances get the batch's gradient
+        torch.testing.assert_close(torch.autograd.grad(blocks, balance.log_vars)[0],
+                                   torch.autograd.grad(whole, balance.log_vars)[0])
+    assert type(task_balance(model, mm.TrainConfig(task_balancing="gradnorm"), "cpu")) not in BLOCKWISE
 
 
 def test_uncertainty_log_variances_reach_their_optimum():
