@@ -11,6 +11,7 @@ downloaded, so every chapter runs anywhere. Real files are read by
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,65 @@ def _zipf(rng: np.random.Generator, n_values: int, size: int, exponent: float) -
     return np.minimum(np.searchsorted(cdf, rng.random(size), side="right"), n_values - 1)
 
 
+class _Entities(NamedTuple):
+    """Users' and items' fixed attributes, indexed by their 0-based ID (``-1``: missing)."""
+
+    user_city: np.ndarray
+    user_device: np.ndarray
+    item_author: np.ndarray
+    item_music: np.ndarray
+    item_city: np.ndarray
+    item_duration: np.ndarray
+
+
+def _entities(rng: np.random.Generator, sizes: ByteRecSizes) -> _Entities:
+    """Attributes follow their entity: an item keeps its author, music, city and duration, a user
+    their city and device; 18 % of users have no city and 60 % of items no music."""
+    user_city = rng.integers(0, sizes.cities, sizes.users)
+    user_city[rng.random(sizes.users) < 0.18] = -1
+    user_device = rng.integers(0, sizes.devices, sizes.users)
+    item_author = _zipf(rng, sizes.authors, sizes.items, 0.9)
+    item_music = _zipf(rng, sizes.music, sizes.items, 1.1)
+    item_music[rng.random(sizes.items) < 0.6] = -1
+    item_city = rng.integers(0, sizes.cities, sizes.items)
+    item_duration = np.clip(np.round(rng.gamma(3.0, 3.8, sizes.items)), 1, 300)
+    return _Entities(user_city, user_device, item_author, item_music, item_city, item_duration)
+
+
+def _rows(rng: np.random.Generator, sizes: ByteRecSizes, n: int):
+    """Who watched what, through which channel, when: ``(uid, item, channel, time)``, each ``(n,)``.
+    Users long-tailed; items long-tailed too, but released over time (item i exists once
+    i < released), so later rows show items that earlier rows could not."""
+    uid = _zipf(rng, sizes.users, n, 0.8)
+    released = np.maximum(1, np.round(sizes.items * (0.5 + 0.5 * np.arange(1, n + 1) / n))).astype(np.int64)
+    popularity_order = rng.permutation(sizes.items)
+    item = popularity_order[_zipf(rng, sizes.items, n, 0.9)] % released
+    channel = np.minimum(rng.geometric(0.75, n) - 1, sizes.channels - 1)
+    time = 53_085_000_000 + np.sort(rng.integers(0, 2_000_000, n))
+    return uid, item, channel, time
+
+
+def _frame(ent: _Entities, uid, item, channel, time, finish, like, source: str) -> pd.DataFrame:
+    """The rows in ByteRec's columns. Raw IDs look like ByteRec's: large, arbitrary integers
+    rather than 0..n-1."""
+    frame = pd.DataFrame({
+        "uid": uid + 1_000,
+        "user_city": np.where(ent.user_city[uid] >= 0, ent.user_city[uid] + 1, -1),
+        "item_id": item + 500_000,
+        "author_id": ent.item_author[item] + 10_000,
+        "item_city": ent.item_city[item] + 1,
+        "channel": channel,
+        "finish": finish,
+        "like": like,
+        "music_id": np.where(ent.item_music[item] >= 0, ent.item_music[item] + 1, -1),
+        "device": ent.user_device[uid] + 3_000,
+        "time": time,
+        "duration_time": ent.item_duration[item].astype(np.float64),
+    }, columns=list(COLUMNS))
+    frame.attrs["source"] = source
+    return frame
+
+
 def make_byterec(n_rows: int = 20_000, seed: int = 0, sizes: ByteRecSizes | None = None) -> pd.DataFrame:
     """Generate a **synthetic** dataset in the ByteRec format. Seeded: same arguments, same rows.
 
@@ -75,58 +135,29 @@ def make_byterec(n_rows: int = 20_000, seed: int = 0, sizes: ByteRecSizes | None
     rng = np.random.default_rng(seed)
     n = int(n_rows)
 
-    # Entities and their fixed attributes.
-    user_city = rng.integers(0, sizes.cities, sizes.users)
-    user_city[rng.random(sizes.users) < 0.18] = -1
-    user_device = rng.integers(0, sizes.devices, sizes.users)
-    item_author = _zipf(rng, sizes.authors, sizes.items, 0.9)
-    item_music = _zipf(rng, sizes.music, sizes.items, 1.1)
-    item_music[rng.random(sizes.items) < 0.6] = -1
-    item_city = rng.integers(0, sizes.cities, sizes.items)
-    item_duration = np.clip(np.round(rng.gamma(3.0, 3.8, sizes.items)), 1, 300)
+    # One generator draws everything, in this order: entities, planted effects, rows, labels.
+    # Same seed, same order, same rows: the book's numbers and the tests rely on it, and a draw
+    # moved changes every row after it.
+    ent = _entities(rng, sizes)
 
-    # Planted effects (standard normal, scaled by how much each driver matters).
+    # Planted effects (standard normal, scaled by how much each driver matters): the truth the
+    # labels are drawn from, which later chapters read what a model learned against. Both tasks
+    # share the item's quality; finish also follows the duration, the user's patience and the
+    # channel, like the author's appeal, the user's taste for liking, and finish itself.
     quality = rng.normal(size=sizes.items)
     author_appeal = rng.normal(size=sizes.authors)
     user_patience = rng.normal(size=sizes.users)
     user_liker = rng.normal(size=sizes.users)
     channel_effect = np.linspace(0.4, -0.6, sizes.channels)
-
-    # Rows: users long-tailed; items long-tailed too, but released over time (item i exists
-    # once i < released), so later rows show items that earlier rows could not.
-    uid = _zipf(rng, sizes.users, n, 0.8)
-    released = np.maximum(1, np.round(sizes.items * (0.5 + 0.5 * np.arange(1, n + 1) / n))).astype(np.int64)
-    popularity_order = rng.permutation(sizes.items)
-    item = popularity_order[_zipf(rng, sizes.items, n, 0.9)] % released
-    channel = np.minimum(rng.geometric(0.75, n) - 1, sizes.channels - 1)
-    time = 53_085_000_000 + np.sort(rng.integers(0, 2_000_000, n))
-
-    duration = item_duration[item]
-    duration_z = (np.log(duration) - 2.2) / 0.6
+    uid, item, channel, time = _rows(rng, sizes, n)
+    duration_z = (np.log(ent.item_duration[item]) - 2.2) / 0.6
     finish_logit = (-0.9 + 0.9 * quality[item] - 1.1 * duration_z
                     + 0.7 * user_patience[uid] + channel_effect[channel])
     finish = (rng.random(n) < 1 / (1 + np.exp(-finish_logit))).astype(np.int64)
-    like_logit = (-4.35 + 0.7 * quality[item] + 0.9 * author_appeal[item_author[item]]
+    like_logit = (-4.35 + 0.7 * quality[item] + 0.9 * author_appeal[ent.item_author[item]]
                   + 0.8 * user_liker[uid] + 1.0 * finish)
     like = (rng.random(n) < 1 / (1 + np.exp(-like_logit))).astype(np.int64)
-
-    # Raw IDs look like ByteRec's: large, arbitrary integers rather than 0..n-1.
-    frame = pd.DataFrame({
-        "uid": uid + 1_000,
-        "user_city": np.where(user_city[uid] >= 0, user_city[uid] + 1, -1),
-        "item_id": item + 500_000,
-        "author_id": item_author[item] + 10_000,
-        "item_city": item_city[item] + 1,
-        "channel": channel,
-        "finish": finish,
-        "like": like,
-        "music_id": np.where(item_music[item] >= 0, item_music[item] + 1, -1),
-        "device": user_device[uid] + 3_000,
-        "time": time,
-        "duration_time": duration.astype(np.float64),
-    }, columns=list(COLUMNS))
-    frame.attrs["source"] = f"make_byterec(n_rows={n}, seed={seed})"
-    return frame
+    return _frame(ent, uid, item, channel, time, finish, like, f"make_byterec(n_rows={n}, seed={seed})")
 
 
 def load_example(n_rows: int = 20_000, seed: int = 0) -> pd.DataFrame:

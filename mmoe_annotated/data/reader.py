@@ -127,6 +127,26 @@ class Block(NamedTuple):
     last: bool  # the file's last lines (trailing blank lines already dropped)
 
 
+def _first_piece(piece: bytes, path: Path) -> tuple[bytes, int]:
+    """The file's first bytes, refused when their magic bytes say compressed or another format;
+    a UTF-8 byte order mark is dropped. Returns the piece and the file offset of its first byte."""
+    for magic, (what, todo) in _MAGIC.items():
+        if piece.startswith(magic):
+            raise DataError(f"is {what}, not tab-separated text; {todo}", path=path)
+    if piece.startswith(_BOM):
+        return piece[len(_BOM):], len(_BOM)
+    return piece, 0
+
+
+def _refuse_endless_line(pending: bytes, path: Path, line: int) -> None:
+    """``pending`` (the cut line waiting for its end, ``line`` its first line) may not outgrow
+    :data:`MAX_LINE_BYTES`: a file without line ends is not a ByteRec file."""
+    if len(pending) > MAX_LINE_BYTES and pending.strip(b" \r\n"):
+        line += pending.count(b"\n")
+        raise DataError(f"line {line} runs over {MAX_LINE_BYTES >> 20} MiB without a line end: "
+                        "this is not a ByteRec file", path=path, line=line)
+
+
 def iter_blocks(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES):
     """Yield the file's text as :class:`Block` s of whole lines, about ``chunk_bytes`` each.
 
@@ -142,11 +162,7 @@ def iter_blocks(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES):
             left -= len(piece)
             if first:
                 first = False
-                for magic, (what, todo) in _MAGIC.items():
-                    if piece.startswith(magic):
-                        raise DataError(f"is {what}, not tab-separated text; {todo}", path=path)
-                if piece.startswith(_BOM):
-                    piece, offset = piece[len(_BOM):], len(_BOM)
+                piece, offset = _first_piece(piece, path)
             if b"\x00" in piece:
                 _check_nul(pending + piece, path, line)
             end = not piece
@@ -172,10 +188,7 @@ def iter_blocks(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES):
             del head, rest
             if end:
                 break
-            if len(pending) > MAX_LINE_BYTES and pending.strip(b" \r\n"):
-                line += pending.count(b"\n")
-                raise DataError(f"line {line} runs over {MAX_LINE_BYTES >> 20} MiB without a line end: "
-                                "this is not a ByteRec file", path=path, line=line)
+            _refuse_endless_line(pending, path, line)
     if not any_text:  # a line of tabs is not empty: it is twelve missing values
         raise DataError("the file is empty; a ByteRec file has one row per line", path=path)
 
