@@ -2,7 +2,7 @@
 
 Explained in chapter 5 ("Gates") and chapter 7 ("Training"); gate health (dead experts,
 polarized gates, their record over training) in chapter 10 ("Beyond MMoE"). The statistics
-live in :mod:`mmoe_annotated.health`, which ``fit`` also uses; the architecture
+live in :mod:`mmoe_annotated.model.health`, which ``fit`` also uses; the architecture
 diagrams of chapter 1 are drawn by :func:`plot_architecture` from the package's own
 models.
 
@@ -144,8 +144,8 @@ def plot_architecture(model: MultiTaskModel, ax=None, title: str | None = None):
     ax.axis("off")
     mid = width / 2
     _box(ax, mid, 0.2, min(width, 3.6), 0.4, f"input x  (I = {model.inputs.output_dim})", "#dddddd")
-    xs_e = [width * (i + 0.5) / E for i in range(E)]
-    xs_t = [width * (t + 0.5) / T for t in range(T)]
+    xs_e = [width * (i + 0.5) / E for i in range(E)]  # x of each expert (or the one bottom)
+    xs_t = [width * (t + 0.5) / T for t in range(T)]  # x of each task's tower
     mlp = " \u2192 ".join(map(str, c.expert_hidden))
     for i, xe in enumerate(xs_e):
         label = f"shared bottom\nMLP {mlp}" if gating == "none" else f"expert {i}\nMLP {mlp}"
@@ -156,29 +156,7 @@ def plot_architecture(model: MultiTaskModel, ax=None, title: str | None = None):
         for t, xt in enumerate(xs_t):
             _arrow(ax, xs_e[0], 1.64, xt, 3.55, color=colors(t), alpha=0.8)
     else:
-        sums = xs_t if gating == "per_task" else [mid]
-        gate_mlp = " \u2192 ".join(map(str, c.gate_hidden))
-        gate_text = (f"MLP {gate_mlp} \u2192 {E}" if gate_mlp else f"linear \u2192 {E}") + "\nsoftmax"
-        for g, xs in enumerate(sums):
-            color = colors(g) if gating == "per_task" else "black"
-            side = -1 if xs <= mid else 1
-            xg = xs + side * 1.25
-            name = f"gate {c.task_names[g]}" if gating == "per_task" else "one shared gate"
-            _box(ax, xg, 2.9, 1.5, 0.62, f"{name}\n{gate_text}", "#fdd0a2")
-            ax.annotate("", xy=(xg, 2.58), xytext=(mid, 0.42),
-                        arrowprops=dict(arrowstyle="-|>", color="grey", linestyle=":", lw=0.8,
-                                        connectionstyle=f"arc3,rad={0.2 * side}"))
-            for xe in xs_e:  # every expert's output enters the weighted sum
-                _arrow(ax, xe, 1.64, xs, 2.72, color=color, alpha=0.6)
-            ax.add_patch(plt.Circle((xs, 2.9), 0.2, facecolor="white", edgecolor=color, linewidth=1.2,
-                                    zorder=3))
-            ax.text(xs, 2.9, "\u03a3", ha="center", va="center", fontsize=11, zorder=4)
-            _arrow(ax, xg - side * 0.79, 2.9, xs - side * 0.2, 2.9, color=color)  # the gate's E weights
-            ax.text(xg, 3.3, f"{E} weights \u2192 \u03a3" if side < 0 else f"\u03a3 \u2190 {E} weights",
-                    ha="center", fontsize=7, color=color)
-            targets = [xs_t[g]] if gating == "per_task" else xs_t
-            for t, xt in enumerate(targets):
-                _arrow(ax, xs, 3.1, xt, 3.55, color=colors(t if gating != "per_task" else g))
+        _draw_gates(ax, model, xs_e, xs_t, mid, colors)
     for t, xt in enumerate(xs_t):
         tower = " \u2192 ".join(map(str, (*c.tower_hidden, 1)))
         _box(ax, xt, 3.8, min(1.4, width / T - 0.15), 0.45, f"tower {c.task_names[t]}\nMLP {tower}", "#a1d99b")
@@ -187,3 +165,32 @@ def plot_architecture(model: MultiTaskModel, ax=None, title: str | None = None):
     ax.set_title(title or f"{type(model).__name__}: {E} {'bottom' if gating == 'none' else 'experts'}, "
                  f"{T} tasks", fontsize=10)
     return ax
+
+
+def _draw_gates(ax, model: MultiTaskModel, xs_e: list[float], xs_t: list[float], mid: float, colors) -> None:
+    """The gates of :func:`plot_architecture` and their weighted sums: one gate and one sum per task
+    (MMoE), or one shared gate whose sum every tower reads (OMoE)."""
+    c, gating, E = model.config, model.gating, model.num_experts
+    sums = xs_t if gating == "per_task" else [mid]
+    gate_mlp = " \u2192 ".join(map(str, c.gate_hidden))
+    gate_text = (f"MLP {gate_mlp} \u2192 {E}" if gate_mlp else f"linear \u2192 {E}") + "\nsoftmax"
+    for g, xs in enumerate(sums):
+        color = colors(g) if gating == "per_task" else "black"
+        side = -1 if xs <= mid else 1
+        xg = xs + side * 1.25
+        name = f"gate {c.task_names[g]}" if gating == "per_task" else "one shared gate"
+        _box(ax, xg, 2.9, 1.5, 0.62, f"{name}\n{gate_text}", "#fdd0a2")
+        ax.annotate("", xy=(xg, 2.58), xytext=(mid, 0.42),
+                    arrowprops=dict(arrowstyle="-|>", color="grey", linestyle=":", lw=0.8,
+                                    connectionstyle=f"arc3,rad={0.2 * side}"))
+        for xe in xs_e:  # every expert's output enters the weighted sum
+            _arrow(ax, xe, 1.64, xs, 2.72, color=color, alpha=0.6)
+        ax.add_patch(_pyplot().Circle((xs, 2.9), 0.2, facecolor="white", edgecolor=color, linewidth=1.2,
+                                      zorder=3))
+        ax.text(xs, 2.9, "\u03a3", ha="center", va="center", fontsize=11, zorder=4)
+        _arrow(ax, xg - side * 0.79, 2.9, xs - side * 0.2, 2.9, color=color)  # the gate's E weights
+        ax.text(xg, 3.3, f"{E} weights \u2192 \u03a3" if side < 0 else f"\u03a3 \u2190 {E} weights",
+                ha="center", fontsize=7, color=color)
+        targets = [xs_t[g]] if gating == "per_task" else xs_t
+        for t, xt in enumerate(targets):
+            _arrow(ax, xs, 3.1, xt, 3.55, color=colors(t if gating != "per_task" else g))
