@@ -11,15 +11,16 @@ wing: the code the chapters show is the code that runs by default.
 module             what it speeds up
 =================  ==================================================================
 ``fused``          prediction in one fused forward pass; CUDA-graph capture and replay
+``guard``          no speed: the fused pass only where it gives ``model.forward``'s numbers
 ``threads``        small prediction batches side by side, one batch per thread
 ``inference``      predict / evaluate / gate_weights on the fused pass; chunked copies to a GPU
 ``optim``          fused Adagrad, and ``RowAdagrad`` for sparse embedding tables
 ``train``          ``fit``: block-wise gradients for large CPU batches, row L2 on the forward's lookup
 =================  ==================================================================
 """
-from . import fused
+from . import fused, guard
 from .optim import RowAdagrad
 from .inference import evaluate, gate_weights, predict
 from .train import fit
 
-__all__ = ["fit", "predict", "evaluate", "gate_weights", "RowAdagrad", "fused"]
+__all__ = ["fit", "predict", "evaluate", "gate_weights", "RowAdagrad", "fused", "guard"]

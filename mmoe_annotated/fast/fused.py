@@ -40,19 +40,16 @@ too, and it was no faster at batch 256 or 4096 on a 2-core CPU, where the matrix
 most of the step.
 
 **Guarded by numbers.** Since the pass computes the taught model again, an edit to the taught
-code would leave it computing the old one. :func:`agrees` therefore runs both on a few rows of
-the caller's input, once per model and state of its weights and code, and the wing's
+code would leave it computing the old one: :func:`mmoe_annotated.fast.guard.agrees` runs both on a
+few rows of the caller's input, once per model and state of its weights and code, and the wing's
 ``predict``, ``evaluate`` and ``gate_weights`` run ``model.forward`` (with a warning) wherever the
-two disagree; an edit that computes the same numbers, such as a renamed variable, changes nothing.
-:func:`supports` only says whether the pass can compute a model of this kind at all.
+two disagree. :func:`supports` only says whether the pass can compute a model of this kind at all.
 
 Shape letters: ``B`` batch, ``I`` input width, ``E`` experts, ``G`` gates, ``T`` tasks,
 ``H`` a hidden width, ``D`` expert output width, ``C`` the columns of the shared first layer.
 """
 from __future__ import annotations
 
-import warnings
-import weakref
 from typing import NamedTuple
 
 import torch
@@ -63,16 +60,12 @@ from ..model.mmoe import MultiTaskModel
 from ..model.towers import Towers
 from ..model.gates import Gates
 
-__all__ = ["supports", "agrees", "tolerance", "CHECK_ROWS", "forward", "batches", "graphed"]
-
-#: The rows of the caller's input on which :func:`agrees` compares the fused pass with ``model.forward``.
-CHECK_ROWS = 64
-
+__all__ = ["supports", "forward", "batches", "graphed"]
 
 def supports(model: MultiTaskModel) -> str | None:
     """``None`` when the fused pass can compute this kind of model at all, else the reason it cannot
     (then the callers run ``model.forward``). A cheap look at the model's structure: whether it
-    computes the *same numbers* is :func:`agrees`' question."""
+    computes the *same numbers* is :func:`~mmoe_annotated.fast.guard.agrees`' question."""
     if not isinstance(model, MultiTaskModel):
         return f"not a MultiTaskModel: {type(model).__name__}"
     if type(model).forward is not MultiTaskModel.forward:
@@ -85,126 +78,6 @@ def supports(model: MultiTaskModel) -> str | None:
     if model.config.activation not in ("relu", "tanh", "sigmoid", "linear"):
         return f"activation {model.config.activation!r}"
     return None
-
-
-def tolerance(dtype: torch.dtype, device: torch.device | str) -> float:
-    """The largest difference :func:`agrees` accepts between the fused pass and ``model.forward``,
-    as a fraction of the outputs' size (``max(1, largest |output|)``, so logits of any scale and
-    gate weights in ``[0, 1]`` are judged alike).
-
-    The two paths multiply the same numbers in a different order (one matrix multiply for every
-    first layer, one per expert in the deeper layers, mixing as multiply-adds), so they round
-    differently; any edit that changes what the model computes moves the outputs by far more:
-
-    * float64: ``1e-9`` (rounding of about ``1e-16`` per operation);
-    * float32, on a CPU or on a GPU that multiplies in full float32: ``1e-4`` (rounding of about
-      ``6e-8`` per operation; the two paths differ by ``1e-6`` or less in the tests);
-    * float32 on a GPU whose matrix multiplies may use TF32
-      (``torch.backends.cuda.matmul.allow_tf32``, or ``torch.get_float32_matmul_precision()`` other
-      than ``"highest"``): ``1e-2``. TF32 keeps 10 bits of the mantissa, a rounding of about
-      ``5e-4`` per product, and the GPU's libraries choose different kernels (other splits and
-      orders of the sums) for the fused pass's shapes than for the module path's, so the two can
-      differ by several ``1e-3``;
-    * float16 and bfloat16: ``5e-2`` (11 and 8 bits of mantissa, bfloat16's rounding ``4e-3`` per
-      operation, over a dozen layers)."""
-    if dtype == torch.float64:
-        return 1e-9
-    if dtype in (torch.float16, torch.bfloat16):
-        return 5e-2
-    tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
-    if torch.device(device).type == "cuda" and tf32:
-        return 1e-2
-    return 1e-4
-
-
-# model -> (its state when last checked, the verdict): dropped with the model
-_VERDICTS: "weakref.WeakKeyDictionary[MultiTaskModel, tuple[tuple, str | None]]" = weakref.WeakKeyDictionary()
-
-
-def _ref(function):
-    """A reference to a ``forward`` for the state: weak where it can be, so that the record of a
-    checked model never keeps the model alive, and so that a new function never passes for a
-    freed one that happened to have the same ``id``."""
-    if function is None:
-        return None
-    try:
-        return weakref.ref(function)
-    except TypeError:  # a built-in that takes no weak reference (it cannot hold the model either)
-        return function
-
-
-def _state(model: MultiTaskModel) -> tuple:
-    """What the outputs of ``model`` depend on besides the input: each parameter's and buffer's
-    identity, storage, version (every in-place change, an optimizer step included, raises it),
-    dtype and device; the training flag; and the code each module runs (its class's ``forward``,
-    a ``forward`` set on the instance, its forward hooks)."""
-    tensors = tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device)
-                    for t in (*model.parameters(), *model.buffers()))
-    code = tuple((type(m), _ref(getattr(type(m), "forward", None)), _ref(vars(m).get("forward")),
-                  tuple(m._forward_pre_hooks), tuple(m._forward_hooks)) for m in model.modules())
-    return model.training, tensors, code
-
-
-def _difference(got: ModelOutput, want: ModelOutput, tol: float) -> str | None:
-    """None when ``got`` is ``want`` within ``tol`` (see :func:`tolerance`), else what differs."""
-    for name, a, b in (("logits", got.logits, want.logits), ("gates", got.gates, want.gates)):
-        if a.shape != b.shape:
-            return f"the fused pass gives {name} of shape {tuple(a.shape)}, model.forward {tuple(b.shape)}"
-        finite = torch.isfinite(b)  # broken weights: both paths' NaN and infinities in the same places
-        if not torch.equal(finite, torch.isfinite(a)):
-            return f"the fused pass and model.forward give non-finite {name} in different places"
-        a, b = a[finite].double(), b[finite].double()
-        gap = float((a - b).abs().max()) if a.numel() else 0.0
-        scale = max(1.0, float(b.abs().max())) if b.numel() else 1.0
-        if not gap <= tol * scale:
-            return (f"the fused pass and model.forward differ by up to {gap:.3g} in the {name} "
-                    f"(allowed: {tol * scale:.3g})")
-    return None
-
-
-def _compare(model: MultiTaskModel, ids: torch.Tensor | None, dense: torch.Tensor | None) -> str | None:
-    """Run ``model.forward`` and the fused pass on one small batch; None when they agree."""
-    with torch.inference_mode():
-        want = model(ids, dense)
-        try:
-            got = forward(model, ids, dense)
-        except Exception as error:  # the model's code no longer fits the pass's assumptions
-            return f"the fused pass failed on it ({type(error).__name__}: {error})"
-    dtype = next(model.parameters()).dtype
-    return _difference(got, want, tolerance(dtype, want.logits.device))
-
-
-def agrees(model: MultiTaskModel, ids: torch.Tensor | None, dense: torch.Tensor | None = None) -> str | None:
-    """``None`` when the fused pass computes ``model.forward``'s numbers, else why not; the callers
-    then run ``model.forward``.
-
-    The fused pass computes experts, gates, mixing and towers again in its own way, so an edit to
-    the taught code (a new activation in ``ACTIVATIONS``, a changed ``Gates.forward``, a
-    ``forward`` replaced on one model's gates, a forward hook) would leave it computing the old
-    model. So the first time a model is seen, and again whenever its state changes (its weights,
-    its mode, the code of its modules: see :func:`_state`), both run on the first
-    :data:`CHECK_ROWS` rows of ``ids`` / ``dense`` (a model's own input) and their logits and gates are
-    compared within :func:`tolerance`. The verdict is kept for that state, so this costs one
-    small batch per state; when they disagree, a :class:`RuntimeWarning` says so once, and the
-    callers run ``model.forward`` for as long as the state lasts. Renaming a variable, or any
-    other edit that computes the same numbers, changes nothing.
-
-    A check on a few rows can miss an edit that changes other rows only (a branch on the batch's
-    size or values): the tests of the taught modules are the guard against those."""
-    reason = supports(model)
-    if reason is not None:
-        return reason
-    state = _state(model)
-    known = _VERDICTS.get(model)
-    if known is not None and known[0] == state:
-        return known[1]
-    rows = slice(0, CHECK_ROWS)
-    verdict = _compare(model, None if ids is None else ids[rows], None if dense is None else dense[rows])
-    _VERDICTS[model] = (state, verdict)
-    if verdict is not None:
-        warnings.warn(f"mmoe_annotated.fast: {verdict}; predicting with model.forward until the model's "
-                      "weights or code change", RuntimeWarning, stacklevel=4)
-    return verdict
 
 
 class _Layout(NamedTuple):
@@ -358,32 +231,9 @@ def _network(x: torch.Tensor, prepared: _Prepared, scratch: _Scratch | None = No
 
     # Experts: deeper layers, one GEMM per expert.
     h = _stacked(a[:, :p.expert_cols], E, p.experts, act, scratch, "experts")  # E x (B, D)
-
-    # Gates: softmax over experts, one gate per task (MMoE) or one for all (OMoE). The gates are
-    # computed transposed, (G, E, B): with only a few experts per row, a softmax along the rows of
-    # a (B, G, E) tensor and a matrix multiply with G*E output columns both run far below the
-    # machine's speed, while the transposed GEMM has B output columns and the softmax runs along
-    # contiguous rows of B values (default MMoE, batch 4096, 2 threads: GEMM and softmax took
-    # 0.77 ms per batch as (B, G, E), 0.18 ms transposed).
     if G:
-        if p.gate_out_t is not None:
-            g_cols = a[:, p.expert_cols:p.hidden]  # (B, G*H): with one hidden layer, read where it lies
-            if p.gates:
-                g_hidden = _stacked(g_cols, G, p.gates, act, scratch, "gates")  # G x (B, H)
-                g_cols = torch.cat(g_hidden, dim=1, out=scratch("gate hidden", x, B, sum(t.shape[1] for t in g_hidden)))
-            logits_g = torch.mm(p.gate_out_t, g_cols.t(),  # every gate's final map in one GEMM
-                                out=scratch("gate logits", x, G * E, B)).view(G, E, B)
-        else:
-            logits_g = a[:, p.hidden:].t().view(G, E, B)  # the paper's linear gate: part of the first GEMM
-        gates = torch.softmax(logits_g, dim=1)  # (G, E, B)
-        # Mixing: each task's mixture is a gate-weighted sum of the experts' (B, D) outputs.
-        z = []
-        for g, weights in enumerate(gates.unsqueeze(-1).unbind(0)):  # G x (E, B, 1)
-            weights = weights.unbind(0)  # E x (B, 1)
-            zg = torch.mul(h[0], weights[0], out=scratch(("mixed", g), x, B, h[0].shape[1]))  # (B, D)
-            for e in range(1, E):
-                zg.addcmul_(h[e], weights[e])
-            z.append(zg)
+        gates = _gates(a, p, scratch)  # (G, E, B)
+        z = _mix(h, gates, scratch)  # G x (B, D)
         z = z if G == T else z * T  # T x (B, D): OMoE's one mixture serves every task
     else:
         gates = None
@@ -399,6 +249,40 @@ def _network(x: torch.Tensor, prepared: _Prepared, scratch: _Scratch | None = No
         return logits, logits.new_ones(B, T, 1)
     gates = gates.permute(2, 0, 1)  # (B, G, E), a view
     return logits, (gates if G == T else gates.expand(B, T, E))  # (B, T), (B, T, E)
+
+
+def _gates(a: torch.Tensor, p: _Prepared, scratch: _Scratch) -> torch.Tensor:
+    """The gates from the first layer's output ``a`` ``(B, C)``: softmax over experts, one gate per
+    task (MMoE) or one for all (OMoE), transposed: ``(G, E, B)``.
+
+    With only a few experts per row, a softmax along the rows of a ``(B, G, E)`` tensor and a matrix
+    multiply with ``G*E`` output columns both run far below the machine's speed, while the
+    transposed GEMM has ``B`` output columns and the softmax runs along contiguous rows of ``B``
+    values (default MMoE, batch 4096, 2 threads: GEMM and softmax took 0.77 ms per batch as
+    ``(B, G, E)``, 0.18 ms transposed)."""
+    B, G, E = a.shape[0], p.layout.gates, p.layout.experts
+    if p.gate_out_t is None:  # the paper's linear gate: its map is part of the first GEMM
+        return torch.softmax(a[:, p.hidden:].t().view(G, E, B), dim=1)
+    g_cols = a[:, p.expert_cols:p.hidden]  # (B, G*H): with one hidden layer, read where it lies
+    if p.gates:
+        g_hidden = _stacked(g_cols, G, p.gates, p.layout.activation, scratch, "gates")  # G x (B, H)
+        g_cols = torch.cat(g_hidden, dim=1, out=scratch("gate hidden", a, B, sum(t.shape[1] for t in g_hidden)))
+    logits = torch.mm(p.gate_out_t, g_cols.t(),  # every gate's final map in one GEMM
+                      out=scratch("gate logits", a, G * E, B)).view(G, E, B)
+    return torch.softmax(logits, dim=1)  # (G, E, B)
+
+
+def _mix(h: list[torch.Tensor], gates: torch.Tensor, scratch: _Scratch) -> list[torch.Tensor]:
+    """Each gate's mixture, a gate-weighted sum of the experts' outputs ``E x (B, D)`` with the
+    gates ``(G, E, B)``, as multiply-adds of whole ``(B, D)`` matrices: ``G x (B, D)``."""
+    z = []
+    for g, weights in enumerate(gates.unsqueeze(-1).unbind(0)):  # G x (E, B, 1)
+        weights = weights.unbind(0)  # E x (B, 1)
+        zg = torch.mul(h[0], weights[0], out=scratch(("mixed", g), h[0], *h[0].shape))  # (B, D)
+        for e in range(1, len(h)):
+            zg.addcmul_(h[e], weights[e])
+        z.append(zg)
+    return z
 
 
 def _no_grad() -> None:

@@ -7,7 +7,7 @@ a CPU small batches side by side on the threads (:mod:`~mmoe_annotated.fast.thre
 one CUDA graph replayed per batch, with the input moved in chunks of :data:`CHUNK_ROWS` rows.
 Where the fused pass does not apply (a model with its own forward, dropout in training mode) or
 does not give ``model.forward``'s numbers on the first rows of the input
-(:func:`~mmoe_annotated.fast.fused.agrees`: the taught code was edited), it runs ``model.forward``,
+(:func:`~mmoe_annotated.fast.guard.agrees`: the taught code was edited), it runs ``model.forward``,
 so a change to the taught code always reaches the predictions.
 
 Shape letters: ``B`` batch, ``M`` rows of a split, ``T`` tasks, ``E`` experts.
@@ -21,7 +21,7 @@ from ..features.encoder import FeatureEncoder
 from ..features.inputs import EncodedFeatures
 from ..model.mmoe import MultiTaskModel
 from ..train.inference import check_outputs, metrics, outputs, prediction_inputs, probabilities
-from . import fused
+from . import fused, guard
 from .threads import SIDE_BY_SIDE_ROWS, side_by_side
 
 __all__ = ["predict", "evaluate", "gate_weights", "GRAPH_MIN_BATCHES", "CHUNK_ROWS"]
@@ -65,8 +65,8 @@ def fast_outputs(model: MultiTaskModel, x: EncodedFeatures, batch_size: int, dev
     was_training = model.training
     model.eval()
     try:
-        first = x.index(slice(0, fused.CHECK_ROWS)).to(device)
-        if fused.agrees(model, first.ids, first.dense) is not None:  # see fused.agrees: a warning says why
+        first = x.index(slice(0, guard.CHECK_ROWS)).to(device)
+        if guard.agrees(model, first.ids, first.dense) is not None:  # a warning has said why, once
             return outputs(model, x, batch_size, device, want_gates)
         n, T = len(x), model.num_tasks
         E = model.num_experts if model.gates is not None else 1

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import mmoe_annotated as mm
-from mmoe_annotated.fast import fused
+from mmoe_annotated.fast import fused, guard
 from mmoe_annotated.fast import inference as fast_predict
 from mmoe_annotated.fast import threads as fast_threads
 from mmoe_annotated.fast import train as fast_train
@@ -423,7 +423,7 @@ def test_fast_fit_keeps_the_taught_history_columns_in_order(split, balancing):
 
 
 # ---------------------------------------------------------------------------
-# A change to the taught code reaches prediction, on both paths (fused.agrees, the numerical guard)
+# A change to the taught code reaches prediction, on both paths (mm.fast.guard)
 # ---------------------------------------------------------------------------
 
 def _uniform_gates(self, x):  # a reader's edit: every expert weighted alike
@@ -528,7 +528,7 @@ def test_the_check_runs_once_per_state_of_the_weights(split, monkeypatch):
     _, test, enc = split
     model = small_model(enc)
     randomize_(model)
-    checks = _count(monkeypatch, fused, "_compare")
+    checks = _count(monkeypatch, guard, "_compare")
     batches = _count(monkeypatch, fused, "batches")
     first = mm.fast.predict(model, test, encoder=enc, batch_size=300)
     mm.fast.evaluate(model, test, encoder=enc)
@@ -564,7 +564,7 @@ def test_a_checked_model_is_not_kept_alive(split):
     model = small_model(enc)
     model.gates.forward = lambda x, stock=model.gates.forward: stock(x)  # refers to the model itself
     mm.fast.predict(model, test.iloc[:10], encoder=enc)
-    assert model in fused._VERDICTS
+    assert model in guard._VERDICTS
     ref = weakref.ref(model)
     del model
     gc.collect()
@@ -572,16 +572,16 @@ def test_a_checked_model_is_not_kept_alive(split):
 
 
 def test_the_tolerance_follows_dtype_and_device():
-    assert fused.tolerance(torch.float64, "cpu") == 1e-9
-    assert fused.tolerance(torch.float32, "cpu") == 1e-4
-    assert fused.tolerance(torch.bfloat16, "cpu") == fused.tolerance(torch.float16, "cuda") == 5e-2
+    assert guard.tolerance(torch.float64, "cpu") == 1e-9
+    assert guard.tolerance(torch.float32, "cpu") == 1e-4
+    assert guard.tolerance(torch.bfloat16, "cpu") == guard.tolerance(torch.float16, "cuda") == 5e-2
     before = torch.get_float32_matmul_precision()
     try:
         torch.set_float32_matmul_precision("highest")  # full float32 (also allow_tf32 False)
-        assert fused.tolerance(torch.float32, "cuda") == 1e-4
+        assert guard.tolerance(torch.float32, "cuda") == 1e-4
         torch.set_float32_matmul_precision("high")  # TF32 allowed
-        assert fused.tolerance(torch.float32, "cuda") == 1e-2
-        assert fused.tolerance(torch.float32, "cpu") == 1e-4  # a CPU never multiplies in TF32
+        assert guard.tolerance(torch.float32, "cuda") == 1e-2
+        assert guard.tolerance(torch.float32, "cpu") == 1e-4  # a CPU never multiplies in TF32
     finally:
         torch.set_float32_matmul_precision(before)
 
