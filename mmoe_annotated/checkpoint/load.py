@@ -45,12 +45,32 @@ def load_checkpoint(path: str | os.PathLike, *, model: MultiTaskModel | None = N
     target = None if device is None else resolve_device(device)  # a bad device fails before any reading
     manifest, state = read_verified(path)
     written_by = manifest.get("package_version", "an unknown version")
+    kind, extra = _kind_and_extra(manifest, path)
+    config, encoder = _config_and_encoder(manifest, path)
+    model = _rebuilt(kind, config, path) if model is None else _matching(model, kind, config, path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"holds weights that do not fit its config ({str(exc).splitlines()[0]} ...)",
+                              path=path) from exc
+    if target is not None:
+        model.to(target)
+    model.eval()
+    return Checkpoint(model, encoder, kind, config, str(written_by), dict(extra))
+
+
+def _kind_and_extra(manifest: dict, path: Path) -> tuple[str, dict]:
     kind = manifest.get("kind")
     extra = manifest.get("extra") or {}
     if not isinstance(extra, dict):
         raise CheckpointError(f"has a damaged extra= entry (a {type(extra).__name__}, not a dict)", path=path)
     if not isinstance(kind, str) or kind not in MODELS:
         raise CheckpointError(f"names an unknown model kind {kind!r}; known: {sorted(MODELS)}", path=path)
+    return kind, extra
+
+
+def _config_and_encoder(manifest: dict, path: Path) -> tuple[ModelConfig, FeatureEncoder | None]:
+    """The saved model config and encoder, rebuilt from their JSON; the encoder must feed that config."""
     try:
         config = ModelConfig.from_dict(manifest["config"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -62,28 +82,27 @@ def load_checkpoint(path: str | os.PathLike, *, model: MultiTaskModel | None = N
         raise CheckpointError(f"has a damaged or incompatible feature encoder ({exc})", path=path) from exc
     if encoder is not None and features != config.features:
         raise CheckpointError("holds a feature encoder that does not match its model config", path=path)
-    if model is None:
-        try:
-            model = MODELS[kind](config)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"has a model config this version cannot build ({exc})", path=path) from exc
-    else:
-        if not isinstance(model, MultiTaskModel):
-            raise TypeError(f"model must be an MMoE / OMoE / SharedBottom, got {type(model).__name__}")
-        if kind_of(model) != kind:
-            raise CheckpointError(f"holds a {kind!r} model, but the model given is a {kind_of(model)!r}",
-                                  path=path)
-        if model.config != config:
-            mine, theirs = model.config.to_dict(), config.to_dict()
-            diff = [f"{k}: checkpoint {theirs[k]!r} vs model {mine[k]!r}" for k in theirs if theirs[k] != mine[k]]
-            raise CheckpointError("is a checkpoint of another config than the model given; differences: "
-                                  + "; ".join(diff) + ". Omit model= to rebuild the saved model", path=path)
+    return config, encoder
+
+
+def _rebuilt(kind: str, config: ModelConfig, path: Path) -> MultiTaskModel:
+    """A new model of the saved kind and config (its weights are loaded next)."""
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"holds weights that do not fit its config ({str(exc).splitlines()[0]} ...)",
-                              path=path) from exc
-    if target is not None:
-        model.to(target)
-    model.eval()
-    return Checkpoint(model, encoder, kind, config, str(written_by), dict(extra))
+        return MODELS[kind](config)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"has a model config this version cannot build ({exc})", path=path) from exc
+
+
+def _matching(model: MultiTaskModel, kind: str, config: ModelConfig, path: Path) -> MultiTaskModel:
+    """The ``model=`` given, once its kind and config are the saved ones (the differences named if not)."""
+    if not isinstance(model, MultiTaskModel):
+        raise TypeError(f"model must be an MMoE / OMoE / SharedBottom, got {type(model).__name__}")
+    if kind_of(model) != kind:
+        raise CheckpointError(f"holds a {kind!r} model, but the model given is a {kind_of(model)!r}",
+                              path=path)
+    if model.config != config:
+        mine, theirs = model.config.to_dict(), config.to_dict()
+        diff = [f"{k}: checkpoint {theirs[k]!r} vs model {mine[k]!r}" for k in theirs if theirs[k] != mine[k]]
+        raise CheckpointError("is a checkpoint of another config than the model given; differences: "
+                              + "; ".join(diff) + ". Omit model= to rebuild the saved model", path=path)
+    return model

@@ -36,12 +36,30 @@ def save_checkpoint(path: str | os.PathLike, model: MultiTaskModel, encoder: Fea
     A file replaced keeps its permission bits; a new file gets ``0o666`` less the umask."""
     path = Path(path)
     kind = kind_of(model)
+    _check_encoder(encoder, model)
+    old = _replaced(path)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    text = _manifest(kind, model, encoder, extra)
+    payload = {"manifest": text, "state_dict": state, "sha256": digest(text, state)}
+    remove_stale_temps(path)
+    _write(path, payload, old)
+    return path
+
+
+def _check_encoder(encoder: FeatureEncoder | None, model: MultiTaskModel) -> None:
+    """A saved encoder must be the one the model was built from."""
     if encoder is not None:
         if not isinstance(encoder, FeatureEncoder):
             raise TypeError(f"encoder must be a FeatureEncoder, got {type(encoder).__name__}")
         if encoder.features != model.config.features:
             raise ValueError("the encoder does not match the model: encoder.features differs from "
                              "model.config.features; save the encoder the model was built from")
+
+
+def _replaced(path: Path) -> os.stat_result | None:
+    """The status of the file the save will replace (None: no file yet), after checking that
+    ``path`` can name a checkpoint at all: not a directory, in a directory that exists, and
+    not something other than a regular file."""
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory; give a file name such as {path / 'model.ckpt'}")
     if not path.parent.is_dir():
@@ -55,7 +73,11 @@ def save_checkpoint(path: str | os.PathLike, model: MultiTaskModel, encoder: Fea
     if old is not None and not stat.S_ISREG(old.st_mode):
         raise ValueError(f"{path} exists and is a {file_kind(old.st_mode)}, not a regular file; "
                          "give the path of a file")
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return old
+
+
+def _manifest(kind: str, model: MultiTaskModel, encoder: FeatureEncoder | None, extra: dict | None) -> str:
+    """The manifest's JSON text: what the file is, who wrote it, and how to rebuild the model."""
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -67,11 +89,14 @@ def save_checkpoint(path: str | os.PathLike, model: MultiTaskModel, encoder: Fea
         "extra": dict(extra or {}),
     }
     try:
-        text = json.dumps(manifest, allow_nan=False)
+        return json.dumps(manifest, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cannot save: the config, encoder or extra= is not JSON-serialisable ({exc})") from exc
-    payload = {"manifest": text, "state_dict": state, "sha256": digest(text, state)}
-    remove_stale_temps(path)
+
+
+def _write(path: Path, payload: dict, old: os.stat_result | None) -> None:
+    """``payload`` into a temporary file beside ``path``, flushed to disk, then renamed over it: a
+    crash leaves the old file or the new one, never half of one, and no temporary file."""
     fd, tmp = temp_file(path)
     try:
         with os.fdopen(fd, "wb", buffering=0) as raw:
@@ -94,4 +119,3 @@ def save_checkpoint(path: str | os.PathLike, model: MultiTaskModel, encoder: Fea
         if isinstance(exc, OSError):
             raise_clearly(exc, path)
         raise
-    return path

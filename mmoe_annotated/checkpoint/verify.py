@@ -120,23 +120,7 @@ _DAMAGED = "is damaged: {}; nothing in it can be trusted, so nothing was loaded.
 def read_verified(path: Path) -> tuple[dict, dict]:
     """The manifest and weights of a checkpoint, after its checksum proved them intact."""
     with _open(path) as fh:
-        try:
-            payload = torch.load(fh, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-            if found and _misspelt(found.group(1)):  # a name torch writes, with a byte changed
-                raise CheckpointError(_DAMAGED.format(f"it names {ascii(found.group(1)[:80])}, which no "
-                                                      "tensor file written by torch holds"), path=path) from exc
-            if found:  # a pickled object: say so, and never suggest weights_only=False
-                raise CheckpointError(f"holds a Python object ({found.group(1)}), not just tensors, numbers and "
-                                      "strings; refusing to unpickle it, because loading it could run code. Only "
-                                      "load checkpoints written by save_checkpoint", path=path) from exc
-            raise CheckpointError("is not a checkpoint written by save_checkpoint, or it is damaged (truncated "
-                                  "or corrupt: the reader found bytes that are not a tensor file)", path=path) from exc
-        except Exception as exc:  # zip or pickle damage: whatever torch's reader trips over
-            raise CheckpointError(f"is damaged (truncated or corrupt) and cannot be read ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}); save it again",
-                                  path=path) from exc
+        payload = _torch_load(fh, path)
     if isinstance(payload, dict) and payload and all(torch.is_tensor(v) for v in payload.values()):
         raise CheckpointError("is not an mmoe_annotated checkpoint (no manifest); a bare state_dict from "
                               "torch.save(model.state_dict()) loads with model.load_state_dict(...)", path=path)
@@ -159,6 +143,33 @@ def read_verified(path: Path) -> tuple[dict, dict]:
                     f"{written_by}: then upgrade mmoe_annotated)")
         raise CheckpointError(_DAMAGED.format("its contents (manifest, config, encoder or weights) do not "
                                               "match the SHA-256 checksum written with them" + hint), path=path)
+    return _manifest(text, path), state
+
+
+def _torch_load(fh, path: Path):
+    """The file's contents by ``torch.load(weights_only=True)``, which rebuilds tensors, numbers,
+    strings, lists and dicts and nothing else; whatever it trips over is a :class:`CheckpointError`."""
+    try:
+        return torch.load(fh, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found and _misspelt(found.group(1)):  # a name torch writes, with a byte changed
+            raise CheckpointError(_DAMAGED.format(f"it names {ascii(found.group(1)[:80])}, which no "
+                                                  "tensor file written by torch holds"), path=path) from exc
+        if found:  # a pickled object: say so, and never suggest weights_only=False
+            raise CheckpointError(f"holds a Python object ({found.group(1)}), not just tensors, numbers and "
+                                  "strings; refusing to unpickle it, because loading it could run code. Only "
+                                  "load checkpoints written by save_checkpoint", path=path) from exc
+        raise CheckpointError("is not a checkpoint written by save_checkpoint, or it is damaged (truncated "
+                              "or corrupt: the reader found bytes that are not a tensor file)", path=path) from exc
+    except Exception as exc:  # zip or pickle damage: whatever torch's reader trips over
+        raise CheckpointError(f"is damaged (truncated or corrupt) and cannot be read ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}); save it again",
+                              path=path) from exc
+
+
+def _manifest(text: str, path: Path) -> dict:
+    """The manifest, once the checksum matched: JSON, of this format, in the version this code reads."""
     try:
         manifest = json.loads(text)
     except ValueError as exc:
@@ -168,4 +179,4 @@ def read_verified(path: Path) -> tuple[dict, dict]:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise _version_error(manifest.get("format_version"), manifest.get("package_version", "an unknown "
                                                                                           "version"), path)
-    return manifest, state
+    return manifest
