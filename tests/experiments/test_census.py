@@ -351,6 +351,18 @@ def test_learned_task_weights_run_and_need_two_tasks(sample_dir, tmp_path, no_pi
         main(["census", "--out", str(tmp_path), "--data", str(sample_dir), "--balancing", "uncertainty"])
 
 
+def test_the_study_module_lists_every_name_of_its_parts():
+    """``census`` holds the runs; the settings, the search and the report live beside it, and the
+    book and the command reach them all through ``census``."""
+    from mmoe_annotated.experiments import census_protocol, census_report, census_search
+
+    assert {name: getattr(census_exp, name) for name in census_exp.__all__}
+    for part in (census_protocol, census_report, census_search):
+        for name in set(part.__all__) & set(census_exp.__all__):
+            assert getattr(census_exp, name) is getattr(part, name)
+    assert census_exp.prepare is census_protocol.prepare and census_exp.choose is census_search.choose
+
+
 def test_unknown_models_are_refused():
     with pytest.raises(ValueError, match="models must be a non-empty subset"):
         census_exp.CensusExperiment(models=("mmoe", "pl"))

@@ -1,6 +1,6 @@
-"""Training on several processes (mmoe_annotated.distributed) against one process.
+"""Training on several processes (mmoe_annotated.scale.distributed) against one process.
 
-Runs the real command, ``python -m torch.distributed.run --nproc_per_node 2 -m mmoe_annotated.distributed``,
+Runs the real command, ``python -m torch.distributed.run --nproc_per_node 2 -m mmoe_annotated.scale.distributed``,
 on localhost with gloo, and rebuilds the same training in this process: the same global batches (rank 0's
 rows then rank 1's), the same seed, the same encoder. DistributedDataParallel averages the two processes'
 gradients, which is the gradient of the global batch, so the weights must agree.
@@ -134,3 +134,12 @@ def test_a_failing_rank_stops_the_job_without_a_checkpoint(tmp_path):
         in done.stderr, done.stderr[-3000:]
     assert not (out / "model.ckpt").exists() and not (out / "metrics.json").exists()
 
+
+
+def test_the_command_module_lists_the_pieces_it_runs():
+    """The pieces live in scale/ddp.py; the command's module lists them, where the appendix
+    (``distributed.train_step``) and the tests above find them."""
+    from mmoe_annotated.scale import ddp
+
+    for name in ("Setup", "setup", "chunk_bytes_for", "train_step", "train_epochs", "predict_parts"):
+        assert getattr(D, name) is getattr(ddp, name)
