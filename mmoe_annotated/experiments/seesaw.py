@@ -6,7 +6,7 @@ Tang et al. (2020, §3) call it the *seesaw phenomenon*: with weakly related tas
 model often improves one task only by hurting the other. Their Figure 3 (§3.2) plots each model as a
 point (task-1 quality, task-2 quality); the seesaw shows as points that trade one axis for the
 other, PLE's claim is a point better on both. Here the tasks are the paper-style synthetic ones of
-:mod:`mmoe_annotated.synthetic` at a chosen correlation, trained with the package's plain
+:mod:`mmoe_annotated.data.synthetic` at a chosen correlation, trained with the package's plain
 :func:`~mmoe_annotated.train.fit` on a fixed training set, and scored by each task's held-out MSE
 (lower is better; the noise puts the floor at 0.01).
 
