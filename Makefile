@@ -79,8 +79,10 @@ colab: $(STAMP)
 strip: $(STAMP)
 	$(PY) tools/strip_outputs.py book/*.ipynb
 
+# A test that skips for a reason not in ALLOWED_SKIPS (tests/conftest.py) fails the run; -rs
+# lists every skip with its reason.
 test-package: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) --dist loadfile tests
+	$(PY) -m pytest -n $(JOBS) --dist loadfile -rs tests
 
 test-notebooks: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax book
@@ -93,6 +95,8 @@ test-browser: book chromium
 # Colab's situation: each notebook the Colab buttons open, alone in an empty folder, with only
 # the installed wheel, in a fresh venv with Colab's versions of numpy, pandas, scikit-learn and
 # matplotlib (tools/standalone_check.py); test-oldest: the oldest versions pyproject.toml allows.
+# Both install from one wheelhouse, _build/wheelhouse: torch and the packages they share are
+# fetched once, and nothing on a second run (`rm -r _build/wheelhouse` takes newer releases).
 test-standalone: $(STAMP)
 	$(PY) tools/standalone_check.py --versions colab --jobs $(JOBS)
 

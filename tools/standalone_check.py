@@ -9,6 +9,13 @@
      wheel installed the same way;
    - `pinned`: every dependency at the version of the project's `.venv`;
    torch is the `.venv`'s in every set (the CPU wheel this machine has; Colab's is a CUDA build);
+   the wheels come from a wheelhouse shared by every run (`_build/wheelhouse`, `--wheelhouse`):
+   each set is installed from it alone (`--no-index`), and only when that fails (a version it
+   does not hold yet) does `pip wheel` add what is missing, from the configured indexes, and
+   the install is tried again; so the Colab and oldest checks of one `make test` fetch torch
+   and their common packages once, and a second `make test` fetches nothing. The unpinned
+   dependencies (the kernel's, torch's) stay at the versions first fetched: `rm -r
+   _build/wheelhouse` (or `make clean`) to take newer releases;
 3. copy each notebook alone into an empty temporary directory and execute it there with
    nbclient, two at a time; a last cell asserts the kernel imported `mmoe_annotated` from the
    fresh environment, not from the repository.
@@ -25,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -69,10 +77,11 @@ finally:
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def run(cmd, **kw):
-    """Run quietly; on failure show the tail of what the command said, then stop."""
+def run(cmd, check=True, **kw):
+    """Run quietly; on failure show the tail of what the command said, then stop (unless
+    `check` is false: then the caller reads the return code)."""
     proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if proc.returncode:
+    if proc.returncode and check:
         said = (proc.stdout + proc.stderr).strip().splitlines()
         sys.exit(f"standalone_check: {' '.join(map(str, cmd[:6]))} ... failed "
                  f"(exit {proc.returncode}):\n" + "\n".join(said[-30:]))
@@ -86,8 +95,28 @@ def installed(vpy):
             for l in out.splitlines() if "==" in l}
 
 
-def build_env(repo, work, python, versions="pinned"):
-    """Wheel + fresh venv with the `versions` set; returns the venv's python."""
+def install_from_wheelhouse(pip, requirements, wheelhouse, constraints=None):
+    """`pip install` the requirements from the wheelhouse alone; when it lacks one of them,
+    `pip wheel` them into it (files already there are not fetched again) and install again.
+    `pip` is a fresh venv's `python -m pip install ...`; returns "wheelhouse" or "downloaded"."""
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    con = ["-c", str(constraints)] if constraints else []
+    offline = [*pip, "--no-index", "--find-links", str(wheelhouse), *con, *requirements]
+    if run(offline, check=False).returncode == 0:
+        return "wheelhouse"
+    # `pip wheel` keeps a wheel as it is (one already in the wheelhouse is not fetched again)
+    # and builds one from an sdist, which could not be built offline. pip's own HTTP cache
+    # would not do: an index that sends no cache headers (this machine's proxy) leaves it empty.
+    run([pip[0], "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(wheelhouse),
+         "--find-links", str(wheelhouse), *con, *requirements])
+    run(offline)
+    return "downloaded"
+
+
+def build_env(repo, work, python, versions="pinned", wheelhouse=None):
+    """Wheel + fresh venv with the `versions` set; returns the venv's python. The libraries
+    come from `wheelhouse` (default `<repo>/_build/wheelhouse`), filled on first use."""
+    wheelhouse = Path(wheelhouse or repo / "_build" / "wheelhouse")
     dist = work / "dist"
     shutil.rmtree(dist, ignore_errors=True)
     t = time.monotonic()
@@ -121,10 +150,14 @@ def build_env(repo, work, python, versions="pinned"):
     pip = [str(vpy), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile"]
     # --no-compile: byte-compiling all of torch costs more than the few modules a chapter imports.
     if VERSION_SETS[versions] is None:
-        run(pip + ["-c", str(constraints), str(wheels[0]), "ipykernel", "nbclient", "nbformat"])
+        deps = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["dependencies"]
+        source = install_from_wheelhouse(pip, [*deps, "ipykernel", "nbclient", "nbformat"],
+                                         wheelhouse, constraints)
+        run(pip + ["--no-index", "-c", str(constraints), str(wheels[0])])  # its dependencies are in
     else:
         torch = [l for l in frozen.splitlines() if l.lower().startswith("torch==")]
-        run(pip + [*VERSION_SETS[versions], *torch, *KERNEL, "nbclient", "nbformat"])
+        source = install_from_wheelhouse(
+            pip, [*VERSION_SETS[versions], *torch, *KERNEL, "nbclient", "nbformat"], wheelhouse)
         before = installed(vpy)
         # As the notebooks' first cell does in Colab: the package by URL, nothing else named.
         run(pip + [f"mmoe-annotated @ {wheels[0].resolve().as_uri()}"])
@@ -136,7 +169,9 @@ def build_env(repo, work, python, versions="pinned"):
         wanted = {s.split("==")[0]: s.split("==")[1] for s in VERSION_SETS[versions]}
         print("standalone_check: " + versions + " versions: " + ", ".join(
             f"{n} {after.get(n)}" for n in [*wanted, "torch", "ipython", "ipykernel"]))
-    print(f"standalone_check: fresh venv with the wheel in {time.monotonic() - t:.1f} s")
+    print(f"standalone_check: fresh venv with the wheel in {time.monotonic() - t:.1f} s "
+          f"({'from the wheelhouse' if source == 'wheelhouse' else 'fetched into the wheelhouse'} "
+          f"{wheelhouse})")
     return vpy
 
 
@@ -165,6 +200,8 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--versions", choices=sorted(VERSION_SETS), default="colab",
                     help="library versions of the fresh venv (default colab)")
+    ap.add_argument("--wheelhouse", default=None,
+                    help="wheels shared by every run, fetched once (default: <repo>/_build/wheelhouse)")
     args = ap.parse_args(argv)
 
     repo = Path(args.repo).resolve()
@@ -178,7 +215,8 @@ def main(argv=None):
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     t0 = time.monotonic()
-    vpy = build_env(repo, work, sys.executable, args.versions)
+    vpy = build_env(repo, work, sys.executable, args.versions,
+                    Path(args.wheelhouse).resolve() if args.wheelhouse else None)
 
     failed = 0
     with ThreadPoolExecutor(args.jobs) as pool:

@@ -483,3 +483,80 @@ def test_a_refused_student_edition_leaves_the_previous_one(book_copy):
     with pytest.raises(SystemExit, match=rf"05_gates.ipynb: cell {i + 1} \(markdown"):
         make_student.main([str(dest), "--root", str(book_copy)])
     assert sorted(p.name for p in dest.iterdir()) == before
+
+
+def _fake_pip(tmp_path, monkeypatch, standalone):
+    """Replace every command of tools/standalone_check.py by a fake pip/venv: the wheelhouse is
+    a set of requirement strings; an install with --no-index fails when it lacks one."""
+    calls, fetched = [], []
+
+    def run(cmd, check=True, **kw):
+        cmd = [str(c) for c in cmd]
+        calls.append(cmd)
+        out = type("Proc", (), {"returncode": 0, "stdout": "", "stderr": ""})()
+        if cmd[3:5] == ["wheel", "-q"] and "--no-deps" in cmd:  # the package's own wheel
+            dist = Path(cmd[cmd.index("-w") + 1])
+            dist.mkdir(parents=True, exist_ok=True)
+            (dist / "mmoe_annotated-0.2.0-py3-none-any.whl").write_bytes(b"")
+        elif "freeze" in cmd:
+            out.stdout = "torch==2.13.0+cpu\nnumpy==2.4.6\n"
+        elif "wheel" in cmd:  # filling the wheelhouse
+            house = Path(cmd[cmd.index("-w") + 1])
+            reqs = [c for c in cmd[cmd.index("-w") + 4:] if not c.startswith("-")]
+            fetched.append([r for r in reqs if not (house / r).exists()])
+            for r in reqs:
+                (house / r).write_text("")
+        elif "install" in cmd and "--no-index" in cmd and "--find-links" in cmd:
+            house = Path(cmd[cmd.index("--find-links") + 1])
+            reqs = [c for c in cmd[cmd.index("--find-links") + 2:] if not c.startswith("-")]
+            if any(not (house / r).exists() for r in reqs):
+                out.returncode = 1
+        return out
+
+    monkeypatch.setattr(standalone, "run", run)
+    return calls, fetched
+
+
+def test_colab_and_oldest_checks_share_one_wheelhouse(tmp_path, monkeypatch, capsys):
+    """Both fresh venvs install from one wheelhouse under _build/ with --no-index; pip fetches
+    into it only what it lacks, so torch and the kernel are fetched once, and a second run
+    fetches nothing."""
+    standalone = load_tool("standalone_check")
+    calls, fetched = _fake_pip(tmp_path, monkeypatch, standalone)
+    repo = tmp_path / "repo"
+    (repo / "mmoe_annotated").mkdir(parents=True)
+    (repo / "mmoe_annotated" / "__init__.py").write_text("")
+    shutil.copy(REPO / "pyproject.toml", repo / "pyproject.toml")
+    house = repo / "_build" / "wheelhouse"
+    common = ["torch==2.13.0+cpu", *standalone.KERNEL, "nbclient", "nbformat"]
+
+    for versions in ("colab", "oldest", "colab", "oldest", "pinned"):
+        standalone.build_env(repo, tmp_path / f"work-{versions}", "python3", versions)
+    out = capsys.readouterr().out
+    colab, oldest = list(standalone.COLAB), list(standalone.OLDEST)
+    assert fetched[:2] == [colab + common, oldest], fetched  # the common part once
+    assert len(fetched) == 3 and "torch>=2.2" in fetched[2], "the two checks again: nothing fetched"
+    assert out.count("fetched into the wheelhouse") == 3 and out.count("from the wheelhouse") == 2
+    installs = [c for c in calls if "install" in c and c[0].startswith(str(tmp_path / "work-"))
+                and "--find-links" in c]
+    assert len(installs) == 8  # an offline try each run, and again after each fetch
+    for cmd in installs + [c for c in calls if c[3:4] == ["wheel"] and "--no-deps" not in c]:
+        at = cmd.index("--find-links")
+        assert cmd[at + 1] == str(house), cmd
+    assert all("--no-index" in c for c in installs)
+    # the package itself, as Colab installs it: by URL, from nowhere else
+    colab_cells = [c for c in calls if any(a.startswith("mmoe-annotated @ file:") for a in c)]
+    assert len(colab_cells) == 4 and not any("--find-links" in c for c in colab_cells)
+
+
+def test_standalone_check_wheelhouse_option(tmp_path, monkeypatch):
+    standalone = load_tool("standalone_check")
+    seen = {}
+    monkeypatch.setattr(standalone, "build_env", lambda repo, work, python, versions, wheelhouse:
+                        seen.update(repo=repo, wheelhouse=wheelhouse) or sys.exit(0))
+    nb = tmp_path / "x.ipynb"
+    nb.write_text("{}")
+    for argv, want in (([], None), (["--wheelhouse", str(tmp_path / "wh")], tmp_path / "wh")):
+        with pytest.raises(SystemExit):
+            standalone.main([str(nb), "--work", str(tmp_path / "w"), *argv])
+        assert seen["wheelhouse"] == want and seen["repo"] == Path(".").resolve()
