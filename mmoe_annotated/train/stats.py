@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["Paired", "paired", "mean_interval", "holm", "Family", "auc_interval", "seeds_needed"]
+__all__ = ["Paired", "paired", "unpaired", "mean_interval", "holm", "Family", "auc_interval", "seeds_needed"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,28 @@ def paired(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> 
     return Paired(n=len(d), mean=float(d.mean()), sd=float(d.std(ddof=1)), low=float(interval.low),
                   high=float(interval.high), p=float(test.pvalue), wins=wins, losses=losses,
                   sign_p=float(sign), correlation=r, confidence=confidence)
+
+
+def unpaired(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Paired:
+    """The comparison of two independent sets of runs (Welch's t: unequal variances and sizes).
+
+    Use it where nothing pairs run ``a[i]`` with ``b[i]``, or where the pairs are measured not to
+    move together (:func:`paired` reports their correlation): then pairing buys nothing, and the
+    Welch interval is the honest one. Returns a :class:`Paired` whose ``sd`` is the standard error
+    of the difference times ``sqrt(n)`` (``n`` the smaller group), and whose sign counts are of all
+    ``len(a) * len(b)`` cross pairs; ``correlation`` is NaN."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or b.ndim != 1 or len(a) < 2 or len(b) < 2:
+        raise ValueError(f"each group needs at least 2 runs in a 1-D sequence, got shapes {a.shape}, {b.shape}")
+    test = stats.ttest_ind(a, b, equal_var=False)
+    interval = test.confidence_interval(confidence)
+    n = min(len(a), len(b))
+    se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+    cross = a[:, None] - b[None, :]
+    wins, losses = int((cross > 0).sum()), int((cross < 0).sum())
+    return Paired(n=n, mean=float(a.mean() - b.mean()), sd=se * math.sqrt(n), low=float(interval.low),
+                  high=float(interval.high), p=float(test.pvalue), wins=wins, losses=losses,
+                  sign_p=float("nan"), correlation=float("nan"), confidence=confidence)
 
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
@@ -124,11 +146,12 @@ class Family:
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
 
-    def add(self, name: str, a: Sequence[float], b: Sequence[float]) -> Paired:
+    def add(self, name: str, a: Sequence[float], b: Sequence[float], *, pair: bool = True) -> Paired:
+        """Compare runs ``a`` with runs ``b``: :func:`paired` (``pair=True``) or :func:`unpaired`."""
         if name not in self.names:
             raise KeyError(f"{name!r} was not declared; the family is {list(self.names)}. "
                            "A comparison chosen after seeing the runs is exploratory: report it apart")
-        self.results[name] = paired(a, b, confidence=1 - self.alpha)
+        self.results[name] = (paired if pair else unpaired)(a, b, confidence=1 - self.alpha)
         return self.results[name]
 
     def table(self) -> pd.DataFrame:

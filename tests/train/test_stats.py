@@ -38,6 +38,18 @@ def test_mean_interval_is_the_t_interval():
     assert stats.mean_interval([0.5, 0.5, 0.5]) == (0.5, 0.5, 0.5)
 
 
+def test_unpaired_is_welchs_t():
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(0.02, 0.01, 12), rng.normal(0.0, 0.03, 7)
+    r = stats.unpaired(a, b)
+    ref = sps.ttest_ind(a, b, equal_var=False)
+    ci = ref.confidence_interval(0.95)
+    assert (r.mean, r.p, r.low, r.high) == pytest.approx((a.mean() - b.mean(), ref.pvalue, ci.low, ci.high))
+    assert r.wins + r.losses == 12 * 7 and np.isnan(r.correlation)
+    family = stats.Family(["x"])
+    assert family.add("x", a, b, pair=False).p == pytest.approx(ref.pvalue)
+
+
 def test_five_wins_of_five_is_not_significant_by_the_sign_test():
     """The hand-computed case: 5 of 5 seeds better has a two-sided sign-test p of 2 / 2**5."""
     a = np.array([0.70, 0.71, 0.72, 0.73, 0.74])
