@@ -34,8 +34,8 @@ from .features import (MISSING, NUM_RESERVED, OOV, PAD, DenseFeature, EncodedFea
                        input_dim)
 from .model import (CGC, MODELS, PLE, Experts, Gates, MMoE, ModelConfig, ModelOutput,
                     MultiTaskModel, OMoE, SharedBottom, StackedMLP, Towers, build_model, mix)
-from .model.health import (dead_experts, expert_utilization, gate_entropy, gate_statistics,
-                           polarized_gates)
+from .model.health import (dead_experts, expert_utilization, gate_distance, gate_entropy,
+                           gate_statistics, polarized_gates)
 from .train import (History, TrainConfig, as_dataset, evaluate, fit, gate_weights,
                     plot_architecture, plot_gate_distributions, plot_gate_health,
                     plot_gate_heatmap, plot_history, predict, regularization, task_losses)

@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["expert_utilization", "gate_entropy", "dead_experts", "polarized_gates", "gate_statistics"]
+__all__ = ["expert_utilization", "gate_distance", "gate_entropy", "dead_experts", "polarized_gates", "gate_statistics"]
 
 
 def _gates(gates) -> np.ndarray:
@@ -51,6 +51,16 @@ def expert_utilization(gates: np.ndarray, task_names: Sequence[str] | None = Non
     T, E = gates.shape[1:]
     return pd.DataFrame(gates.mean(axis=0), index=pd.Index(_names(task_names, T), name="task"),
                         columns=pd.Index([f"expert {e}" for e in range(E)], name="expert"))
+
+
+def gate_distance(gates: np.ndarray, a: int = 0, b: int = 1) -> float:
+    """Half the L1 distance between tasks ``a`` and ``b``'s mean gate weights: 0 when both read
+    the experts in the same proportions (OMoE, by construction), 1 when they read disjoint experts.
+
+    Read it against a control: two tasks with *the same* label, trained the same way, also drift
+    apart, because experts can trade places and the towers absorb the difference (chapter 5)."""
+    mean = _gates(gates).mean(axis=0)  # (T, E)
+    return 0.5 * float(np.abs(mean[a] - mean[b]).sum())
 
 
 def gate_entropy(gates: np.ndarray, normalized: bool = True) -> np.ndarray:

@@ -82,3 +82,13 @@ def test_fit_records_gate_health_per_epoch(kind):
         mm.fit(mm.build_model(kind, cfg_m), train, cfg)
     with pytest.raises(ValueError, match="gate_stats"):
         mm.TrainConfig(gate_stats=1)
+
+
+def test_gate_distance_by_hand():
+    g = np.zeros((4, 2, 3))
+    g[:, 0, 0], g[:, 1, 1] = 1.0, 1.0  # disjoint experts
+    assert mm.gate_distance(g) == 1.0
+    g[:, 1] = g[:, 0]
+    assert mm.gate_distance(g) == 0.0
+    h = np.tile(np.array([[0.5, 0.5, 0.0], [0.5, 0.0, 0.5]]), (3, 1, 1))
+    assert mm.gate_distance(h) == pytest.approx(0.5)
