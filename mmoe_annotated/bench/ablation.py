@@ -24,10 +24,8 @@ Shape letters: ``B`` batch, ``E`` experts, ``D`` expert output, ``G`` gates, ``T
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -40,13 +38,16 @@ from ..model.config import ModelConfig, ModelOutput
 from ..train.loop import TrainConfig, fit
 from ..model.gates import broadcast_mix, mix, rowwise_mix
 from ..train.losses import task_losses
-from .core import _load, machine_info, prepare_data
+from .data import load_data, prepare_data
+from .machine import machine_info
+from .run import utc_now, write_json
 
 __all__ = ["ABLATIONS", "LoopExperts", "LoopGates", "AblatedMMoE", "run_ablation", "format_ablation"]
 
 #: Variant name -> what it changes (against the package's configuration, "ours").
 ABLATIONS = {
-    "ours": "the taught path (mm.fit): stacked experts/gates, bmm mixing, sparse gradients + row L2 + Adagrad, pre-built tensors",
+    "ours": "the taught path (mm.fit): stacked experts/gates, bmm mixing, sparse gradients + row L2 + Adagrad, "
+            "pre-built tensors",
     "loop_experts": "experts and gates as separate nn.Linear stacks in a Python loop",
     "rowwise_mixing": "mixing by per-row matmul (B, 1, E) @ (B, E, D), once per task",
     "broadcast_mixing": "mixing by a broadcast multiply over (B, T, E, D) and a sum over E",
@@ -181,16 +182,38 @@ def run_ablation(rows: int = 40_000, batch_size: int = 256, emb_dim: int = 16, r
         data_path = Path(tmp.name) / "data.npz"
         log(f"generating and encoding {rows:,} rows ...")
         prepare_data(rows, data_path, seed, tables)
-    meta, ids, dense, labels = _load(data_path)
+    meta, ids, dense, labels = load_data(data_path)
     n = meta["train_rows"]
-    feats = ([SparseFeature(nm, v, emb_dim) for nm, v in zip(meta["sparse"], meta["vocab_sizes"])]
-             + [DenseFeature(nm, 1) for nm in meta["dense"]])
     x = EncodedFeatures(torch.from_numpy(ids[:n]), torch.from_numpy(dense[:n]))
     y = torch.from_numpy(labels[:n])
+    variants = _variants(meta, x, y, batch_size, emb_dim, seed)
+    times = _time_variants(variants, repeats)
+    records = _records(times, n, log)
+    mixing = _time_mixing()
+    result = {
+        "meta": {"command": command or "python -m mmoe_annotated.bench --ablation", "date_utc": utc_now(),
+                 "rows": meta["rows"], "train_rows": n, "batch_size": batch_size, "emb_dim": emb_dim,
+                 "threads": threads, "repeats": repeats, "tables": meta.get("tables", "fitted"),
+                 "table_rows": sum(meta["vocab_sizes"]), "machine": machine_info("cpu"),
+                 "wall_seconds": time.perf_counter() - started},
+        "records": records,
+        "mixing": mixing,
+    }
+    log(f"  mixing alone (B=4096, forward+backward): bmm {mixing['ours_ms']:.2f} ms, broadcast "
+        f"{mixing['broadcast_ms']:.2f} ms ({mixing['broadcast_speedup']:.1f}x), per-task matmul "
+        f"{mixing['rowwise_ms']:.2f} ms ({mixing['speedup']:.1f}x)")
+    write_json(result, json_path)
+    return result
+
+
+def _variants(meta: dict, x: EncodedFeatures, y: torch.Tensor, batch_size: int, emb_dim: int, seed: int) -> dict:
+    """Variant name -> a function that builds a fresh model and returns its (untimed) epoch to run.
+    The first is run once on a tenth of the rows first, as a warm-up."""
+    feats = ([SparseFeature(nm, v, emb_dim) for nm, v in zip(meta["sparse"], meta["vocab_sizes"])]
+             + [DenseFeature(nm, 1) for nm in meta["dense"]])
     sparse_cfg = ModelConfig(tuple(feats), task_names=tuple(TASKS), sparse_embeddings=True)
     dense_cfg = ModelConfig(tuple(feats), task_names=tuple(TASKS), sparse_embeddings=False)
     train = lambda **kw: TrainConfig(epochs=1, batch_size=batch_size, progress=False, **kw)
-    types = sparse_cfg.task_types
 
     def with_fit(model, cfg):
         return lambda: fit(model, (x, y), cfg)
@@ -202,9 +225,11 @@ def run_ablation(rows: int = 40_000, batch_size: int = 256, emb_dim: int = 16, r
             batches = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True)
         else:
             batches = _prebuilt_batches(x, y, batch_size, torch.Generator().manual_seed(seed))
-        return lambda: _loop_epoch(model, batches, opts, types)
+        return lambda: _loop_epoch(model, batches, opts, sparse_cfg.task_types)
 
-    variants = {
+    n = max(len(y) // 10, batch_size)  # the warm-up: a tenth of the rows
+    fit(MMoE(sparse_cfg), (x.index(slice(0, n)), y[:n]), train())
+    return {
         "ours": lambda: with_fit(MMoE(sparse_cfg), train()),
         "loop_experts": lambda: with_fit(AblatedMMoE(sparse_cfg, loop_experts=True), train()),
         "rowwise_mixing": lambda: with_fit(AblatedMMoE(sparse_cfg, rowwise_mixing=True), train()),
@@ -214,16 +239,22 @@ def run_ablation(rows: int = 40_000, batch_size: int = 256, emb_dim: int = 16, r
         "loop_prebuilt": lambda: with_loop(MMoE(sparse_cfg), loader=False),
         "loop_dataloader": lambda: with_loop(MMoE(sparse_cfg), loader=True),
     }
-    # Warm-up: each variant once on a tenth of the rows.
-    small = (x.index(slice(0, max(n // 10, batch_size))), y[:max(n // 10, batch_size)])
-    fit(MMoE(sparse_cfg), small, train())
+
+
+def _time_variants(variants: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds per epoch of each variant, ``repeats`` times, the variants interleaved so that
+    drifting load hits every variant alike."""
     times = {name: [] for name in variants}
     for _ in range(int(repeats)):
-        for name, make in variants.items():  # interleaved, so that drifting load hits every variant alike
+        for name, make in variants.items():
             step = make()
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _records(times: dict[str, list[float]], n: int, log) -> list[dict]:
     baselines = {"loop_dataloader": "loop_prebuilt"}
     records = []
     for name, ts in times.items():
@@ -233,23 +264,7 @@ def run_ablation(rows: int = 40_000, batch_size: int = 256, emb_dim: int = 16, r
                         "seconds": ts, "baseline": baseline,
                         "baseline_speedup": med / statistics.median(times[baseline])})
         log(f"  {name:16s} {n / med:9,.0f} samples/s  ({baseline} is {records[-1]['baseline_speedup']:5.2f}x faster)")
-    mixing = _time_mixing()
-    result = {
-        "meta": {"command": command or "python -m mmoe_annotated.bench --ablation", "date_utc":
-                 datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "rows": meta["rows"], "train_rows": n,
-                 "batch_size": batch_size, "emb_dim": emb_dim, "threads": threads, "repeats": repeats,
-                 "tables": meta.get("tables", "fitted"), "table_rows": sum(meta["vocab_sizes"]),
-                 "machine": machine_info("cpu"), "wall_seconds": time.perf_counter() - started},
-        "records": records,
-        "mixing": mixing,
-    }
-    mx = result["mixing"]
-    log(f"  mixing alone (B=4096, forward+backward): bmm {mx['ours_ms']:.2f} ms, broadcast {mx['broadcast_ms']:.2f} ms "
-        f"({mx['broadcast_speedup']:.1f}x), per-task matmul {mx['rowwise_ms']:.2f} ms ({mx['speedup']:.1f}x)")
-    if json_path is not None:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
-    return result
+    return records
 
 
 def format_ablation(result: dict) -> str:
@@ -263,6 +278,7 @@ def format_ablation(result: dict) -> str:
                      f"{r['baseline_speedup']:8.2f}x  {r['what']}")
     mx = result["mixing"]
     lines.append(f"mixing alone, forward+backward at B={mx['shape']['B']}: bmm {mx['ours_ms']:.2f} ms, broadcast "
-                 f"{mx['broadcast_ms']:.2f} ms ({mx['broadcast_speedup']:.1f}x), per-task matmul {mx['rowwise_ms']:.2f} ms "
+                 f"{mx['broadcast_ms']:.2f} ms ({mx['broadcast_speedup']:.1f}x), per-task matmul "
+                 f"{mx['rowwise_ms']:.2f} ms "
                  f"({mx['speedup']:.1f}x)")
     return "\n".join(lines)

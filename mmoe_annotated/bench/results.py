@@ -1,4 +1,4 @@
-"""Committed benchmark runs, shipped with the package so the appendix runs anywhere (Colab too).
+"""Benchmark runs shipped with the package, so that the appendix runs anywhere (Colab too).
 
 ``load_committed("bench_cpu")`` returns the JSON that ``python -m mmoe_annotated.bench --json``
 wrote, with the exact command, date, machine and every timed run inside.
@@ -16,7 +16,8 @@ def load_committed(name: str = "bench_cpu") -> dict:
     fast wing and DeepCTR-Torch, tables sized for the catalog), ``bench_cpu_one_pass`` (the fast
     wing at batch 4096 with ``--block-rows 4096``: training without blocks), ``bench_cuda`` (the
     comparison on a GPU, ``--device cuda``, from before the taught path was timed: its ``"ours"``
-    records are the fast wing's code) or ``bench_ablation``."""
+    records are the fast wing's code), ``bench_ablation`` or ``prediction_cpu`` (prediction alone by
+    the taught path, the fast wing and ``torch.compile``: ``--prediction``)."""
     folder = files("mmoe_annotated.bench") / "results"
     path = folder / f"{name.removesuffix('.json')}.json"
     if not path.is_file():

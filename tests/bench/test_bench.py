@@ -52,8 +52,8 @@ def test_benchmark_smoke_run_writes_the_schema(tmp_path):
         assert r["train_samples_per_s"] > 0 and r["predict_samples_per_s"] > 0 and r["peak_rss_mb"] > 0
         assert 0.0 <= r["auc"] <= 1.0 and set(r["auc_per_task"]) == set(mm.TASKS)
         assert len(r["train_seconds"]) == len(r["predict_seconds"]) == 1
-        assert r["setup"] == {"taught": bench.core.TAUGHT_SETUP, "fast": bench.core.FAST_SETUP,
-                              "deepctr": bench.core.DEEPCTR_SETUP}[r["impl"]]
+        assert r["setup"] == {"taught": bench.spec.TAUGHT_SETUP, "fast": bench.spec.FAST_SETUP,
+                              "deepctr": bench.spec.DEEPCTR_SETUP}[r["impl"]]
     meta = saved["meta"]
     assert meta["matmul_gflops"] > 0 and meta["data"]["rows"] == 600
     assert meta["data"]["tables"] == "catalog" and meta["spec"]["tables"] == "catalog"
@@ -89,10 +89,10 @@ def test_block_rows_reaches_the_fast_training_in_the_worker():
                            block_rows=16)
     result = bench.run_benchmark(spec, log=lambda *a: None)
     assert result["meta"]["spec"]["block_rows"] == 16
-    assert result["records"][0]["setup"] == result["meta"]["fast_setup"] == bench.core.ours_setup("fast", 16)
+    assert result["records"][0]["setup"] == result["meta"]["fast_setup"] == bench.spec.ours_setup("fast", 16)
     assert "mm.fast.fit(block_rows=16)" in result["meta"]["fast_setup"]
-    assert bench.core.ours_setup("fast") == bench.core.FAST_SETUP
-    assert bench.core.ours_setup("taught", 16) == bench.core.TAUGHT_SETUP
+    assert bench.spec.ours_setup("fast") == bench.spec.FAST_SETUP
+    assert bench.spec.ours_setup("taught", 16) == bench.spec.TAUGHT_SETUP
 
 
 def test_bench_spec_and_cli_refuse_bad_input():
@@ -127,7 +127,7 @@ def test_a_worker_reports_its_own_peak_memory_not_its_parents():
     ballast[::4096] = 2.0  # touch every page
     parent = bench.peak_rss_mb()
     assert parent > 300
-    code = ("import resource; from mmoe_annotated.bench.core import peak_rss_mb; "
+    code = ("import resource; from mmoe_annotated.bench.machine import peak_rss_mb; "
             "print(peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     child, child_maxrss = map(float, out.stdout.split())
@@ -281,3 +281,72 @@ def test_a_gpu_run_is_judged_against_the_gpu_targets_and_says_which_gpu():
     assert "GPU NVIDIA H200" in table and "float32 on the GPU" in table and "peak GPU memory" in table
     cpu_table = bench.format_table(bench.load_committed("bench_cpu"))
     assert "2 threads)" in cpu_table and "GPU" not in cpu_table
+
+
+# ---------------------------------------------------------------------------
+# Prediction alone: taught, fast and torch.compile (python -m mmoe_annotated.bench --prediction)
+# ---------------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")  # torch's own, while compiling
+def test_compiled_prediction_gives_the_taught_predictions(encoded):
+    """``CompiledPredict`` is ``mm.predict`` through ``torch.compile``: the same checks, the same
+    numbers, the last (smaller) batch included."""
+    from tests.conftest import randomize_
+
+    enc, x, _ = encoded
+    model = mm.MMoE(mm.ModelConfig(enc.features, **SMALL))
+    randomize_(model)
+    predict = bench.CompiledPredict(model)
+    got = predict(x, batch_size=256)  # 600 rows: two batches of 256 and one of 88
+    want = mm.predict(model, x, batch_size=256)
+    assert want.std(0).min() > 0.01  # not a comparison of constant outputs
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert predict.compiled is not None and model.training  # compiled once; the model's mode as it was
+    with pytest.raises(ValueError, match="nothing to predict"):
+        predict(x.index(slice(0, 0)))
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        predict(x, batch_size=0)
+
+
+def test_prediction_run_writes_its_schema_and_provenance(tmp_path):
+    """A smoke run of the prediction comparison (without the compile, which the test above covers):
+    records per implementation, ratios measured within rounds, and where the result came from."""
+    out = tmp_path / "prediction.json"
+    result = bench.run_prediction(rows=400, batch_sizes=(64,), emb_dims=(4,), impls=("taught", "fast"), repeats=2,
+                                  threads=1, json_path=out, log=lambda *a: None, command="test")
+    saved = json.loads(out.read_text())
+    assert saved["records"] == result["records"]
+    assert [r["impl"] for r in saved["records"]] == ["taught", "fast"]
+    for r in saved["records"]:
+        assert r["predict_rows"] == 400 and len(r["predict_seconds"]) == 2 and r["predict_samples_per_s"] > 0
+        assert r["max_abs_diff_vs_taught"] < 1e-6 and r["compile_seconds"] is None
+    fast = saved["records"][1]
+    assert fast["over"]["taught"] > 0 and saved["records"][0]["over"]["fast"] > 0
+    meta = saved["meta"]
+    assert meta["package_version"] == mm.__version__ and meta["torch"] == torch.__version__
+    assert meta["command"] == "test" and meta["machine"]["cpu"] and meta["threads"] == 1
+    assert "git_commit" in meta and isinstance(meta["git_changed_files"], list)
+    assert saved["decision"] is None  # nothing compiled: nothing to decide
+    assert "taught" in bench.format_prediction(saved)
+
+
+def test_the_decision_rule():
+    def result(*ratios):
+        return {"records": [{"impl": "compiled", "batch_size": b, "emb_dim": 4, "over": {"fast": r}}
+                            for b, r in enumerate(ratios)]}
+    assert bench.decide(result(0.95, 1.3))["replace"] is True
+    assert bench.decide(result(0.95, 0.89))["replace"] is False  # every configuration must reach it
+    assert bench.decide(result(bench.REPLACE_AT))["replace"] is True
+    assert bench.decide({"records": []}) is None
+
+
+def test_the_command_line_keeps_compiled_to_prediction(capsys):
+    from mmoe_annotated.bench.__main__ import main
+    with pytest.raises(SystemExit):
+        main(["--impls", "compiled"])
+    assert "compiled predicts only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--prediction", "--impls", "deepctr"])
+    assert "not deepctr" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="impls"):
+        bench.run_prediction(rows=400, impls=("ours",), log=lambda *a: None)
