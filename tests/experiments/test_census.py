@@ -456,3 +456,44 @@ def test_merge_joins_parts_and_refuses_overlaps(sample_dir, tmp_path, no_pip):
         merge_census_runs([tmp_path / "g1", tmp_path / "g1"], tmp_path / "out", "twice")
     with pytest.raises(SystemExit, match="not a finished census run"):
         main(["merge", "--out", str(tmp_path / "out"), "--name", "x", str(tmp_path)])
+
+
+# ---------------------------------------------------------------------------
+# The identical-task control of the gates (chapter 9, section 7)
+# ---------------------------------------------------------------------------
+
+def test_gate_control_pairs_a_task_with_its_copy_on_the_shipped_protocol(sample_dir, no_pip):
+    from mmoe_annotated.experiments import census_control as control
+
+    train, test = census.load_census(path=sample_dir)
+    exp = census_exp.CensusExperiment(groups=(1,), models=("mmoe",), seeds=2, epochs=1)
+    data = census_exp.prepare(train, test, exp)
+    table = control.run_gate_control(data, exp)
+    assert list(table.columns) == control.CONTROL_COLUMNS and len(table) == 2 * 2
+    assert set(table["pair"]) == set(control.PAIRS) and table["distance"].between(0, 1).all()
+    copy = table[table["pair"] == "copy"]
+    assert (copy["label_a"] == "income").all() and (copy["label_b"] == "income").all()
+    # the real pair is trained exactly as the shipped runs are: the same AUC and the same gates
+    results, gates = census_exp.run_census(exp, data, progress=False)
+    tasks = table[table["pair"] == "tasks"].set_index("seed")
+    auc = results[(results["split"] == "test") & (results["task"] == "income")].set_index("seed")["auc"]
+    np.testing.assert_allclose(tasks["auc_a"], auc.loc[tasks.index], rtol=0, atol=1e-12)
+    distance = census_exp.gate_table(gates).set_index("seed")["distance"]
+    np.testing.assert_allclose(tasks["distance"], distance.loc[tasks.index], rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="pair must be one of"):
+        control.pair_labels(1, "twin")
+
+
+def test_gate_control_command_records_what_ran(sample_dir, tmp_path, no_pip):
+    from mmoe_annotated.experiments import census_control as control
+
+    control._main(["--out", str(tmp_path / "out"), "--data", str(sample_dir), "--group", "2", "--seeds", "1",
+                   "--epochs", "1"])
+    df = pd.read_csv(tmp_path / "out" / "census_gate_control.csv.gz")
+    meta = json.loads((tmp_path / "out" / "census_gate_control.json").read_text())
+    assert len(df) == 2 and set(df["group"]) == {2} and (df["label_a"] == "education").all()
+    assert meta["format_version"] == control.FORMAT_VERSION
+    assert meta["command"].startswith("python -m mmoe_annotated.experiments.census_control --out DIR ")
+    assert str(tmp_path) not in meta["command"]
+    assert {"package_version", "commit", "torch", "device", "machine", "settings"} <= set(meta)
+
