@@ -71,7 +71,8 @@ def _add_synthetic(sub) -> None:
     s.add_argument("--correlations", nargs="+", type=float, default=list(DEFAULT.correlations),
                    help="task correlations p = cos(w1, w2)")
     s.add_argument("--seeds", type=int, default=DEFAULT.seeds, help="runs per model, lr and correlation")
-    s.add_argument("--first-seed", type=int, default=DEFAULT.first_seed)
+    s.add_argument("--first-seed", type=int, default=DEFAULT.first_seed,
+                   help="seeds are FIRST_SEED .. FIRST_SEED + SEEDS - 1 (chapter 8 picks lrs on 100-109)")
     s.add_argument("--steps", type=int, default=DEFAULT.steps, help="Adam steps, each on a fresh batch")
     s.add_argument("--lrs", nargs="+", type=_positive_float, default=[1e-2],
                    help="learning rates for every model")
@@ -81,9 +82,8 @@ def _add_synthetic(sub) -> None:
     s.add_argument("--eval-every", type=int, default=DEFAULT.eval_every, help="steps between held-out evaluations")
     s.add_argument("--eval-samples", type=int, default=DEFAULT.eval_samples, help="held-out rows per run")
     s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    s.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads; these small batched ops gain little from more, and a shared "
-                        "machine loses a lot")
+    s.add_argument("--threads", type=int, default=1, help="torch CPU threads; these small batched ops gain "
+                   "little from more, and a shared machine loses a lot")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

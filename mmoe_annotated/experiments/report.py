@@ -6,6 +6,9 @@ Every function takes the long table that :func:`~.runner.run_synthetic` returns 
 ``results.csv`` read back with pandas): one row per model, learning rate, correlation,
 seed and evaluation step. Means alone mislead here: a few runs stuck on a plateau
 dominate them, so summaries also give medians, quartiles and the share of stuck runs.
+
+This module extracts numbers (final losses, seed-by-seed differences); every interval and
+test of a comparison comes from :mod:`mmoe_annotated.train.stats` (``mm.stats``).
 """
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 from ..data.synthetic import PAPER_LIKE, SyntheticConfig, generate, label_correlation
+from ..train.stats import mean_interval
 
 __all__ = ["PAPER_FIGURE_2", "PAPER_FIGURE_4", "MODEL_NAMES", "STUCK_LOSS", "load_sweep", "final_losses", "summarize",
-           "best_lrs", "paired", "plot_label_correlation", "plot_loss_curves", "plot_final_histograms"]
+           "best_lrs", "choose_lrs", "final_by_seed", "aligned", "paired", "plot_label_correlation", "plot_loss_curves", "plot_final_histograms"]
 
 #: Read off the paper's Figure 2: Pearson correlation of the labels at each cosine ``p``.
 PAPER_FIGURE_2 = {0.5: 0.08, 0.9: 0.31, 1.0: 0.99}
@@ -38,8 +42,10 @@ STUCK_LOSS = 0.5
 
 def load_sweep(name: str = "synthetic_sweep") -> tuple[pd.DataFrame, dict]:
     """A committed run shipped with the package: its ``results.csv`` table and its ``run.json``
-    (the exact command, the machine, the settings). Chapter 8 reads ``synthetic_sweep``; it
-    lives in the package, not the book, so that the chapter runs in Colab from the installed wheel."""
+    (the exact command, the machine, the settings). Chapter 8 reports ``synthetic_sweep`` (seeds
+    0-19) and picks its learning rates on ``synthetic_selection`` (seeds 100-109, the same
+    protocol); both live in the package, not the book, so that the chapter runs in Colab from the
+    installed wheel."""
     folder = files("mmoe_annotated.experiments") / "results"
     table, meta = folder / f"{name}.csv.gz", folder / f"{name}.json"
     if not table.is_file():
@@ -57,13 +63,17 @@ def final_losses(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(df: pd.DataFrame, stuck_loss: float = STUCK_LOSS) -> pd.DataFrame:
-    """Final task-1 loss by ``(model, lr, correlation)``: runs, mean, sem, median, quartiles, stuck share."""
+    """Final task-1 loss by ``(model, lr, correlation)``: runs, mean with its 95 % t interval
+    (``mean_low``, ``mean_high``, from ``mm.stats.mean_interval``; NaN for a single run), median,
+    quartiles, stuck share."""
     final = final_losses(df)
     g = final.groupby(["model", "lr", "correlation"])["loss"]
+    interval = g.apply(lambda s: mean_interval(s) if len(s) > 1 else (s.mean(), np.nan, np.nan))
     out = pd.DataFrame({
         "runs": g.size(),
         "mean": g.mean(),
-        "sem": g.sem(),
+        "mean_low": interval.map(lambda t: t[1]),
+        "mean_high": interval.map(lambda t: t[2]),
         "median": g.median(),
         "q25": g.quantile(0.25),
         "q75": g.quantile(0.75),
@@ -74,21 +84,52 @@ def summarize(df: pd.DataFrame, stuck_loss: float = STUCK_LOSS) -> pd.DataFrame:
 
 def best_lrs(df: pd.DataFrame, by: str = "mean") -> pd.DataFrame:
     """Per model and correlation, the learning rate with the lowest ``by`` ("mean" or "median") final
-    loss, as the paper's per-model search would pick it; rows of :func:`summarize`."""
+    loss in ``df``; rows of :func:`summarize`. Descriptive: picked on the runs it describes, the
+    winning setting's loss is biased low (the winner's curse). To choose, use :func:`choose_lrs`
+    on runs that are not reported."""
     s = summarize(df)
     return s.loc[s.groupby(["model", "correlation"])[by].idxmin()].reset_index(drop=True)
 
 
+def choose_lrs(df: pd.DataFrame, by: str = "mean") -> dict[str, float]:
+    """One learning rate per model: the one with the lowest ``by`` ("mean" or "median") final loss
+    over all of the model's runs in ``df``, every correlation and seed together.
+
+    Chapter 8 calls it on the selection run (seeds it does not report) and then reports the chosen
+    settings on the sweep's own seeds. One rate per model, not per correlation, so that a comparison
+    across correlations holds the models fixed."""
+    if by not in ("mean", "median"):
+        raise ValueError(f"by must be 'mean' or 'median', got {by!r}")
+    final = final_losses(df)
+    score = final.groupby(["model", "lr"])["loss"].agg(by).reset_index()
+    best = score.loc[score.groupby("model")["loss"].idxmin()]
+    return {str(m): float(lr) for m, lr in zip(best["model"], best["lr"])}
+
+
+def final_by_seed(df: pd.DataFrame, model: str, lr: float, correlation: float) -> pd.Series:
+    """Final task-1 loss of ``(model, lr)`` at ``correlation``: one value per seed, indexed by seed."""
+    final = final_losses(df)
+    pick = (final["model"] == model) & (final["lr"] == lr) & (final["correlation"] == correlation)
+    return final[pick].set_index("seed")["loss"].sort_index()
+
+
+def aligned(df: pd.DataFrame, a: tuple[str, float], b: tuple[str, float],
+            correlation: float) -> tuple[pd.Series, pd.Series]:
+    """The final losses of ``a`` and ``b`` (each ``(model, lr)``) on the seeds both have, in one
+    seed order: the two arguments of ``mm.stats.paired``."""
+    xa, xb = final_by_seed(df, *a, correlation), final_by_seed(df, *b, correlation)
+    common = xa.index.intersection(xb.index)
+    if common.empty:
+        raise ValueError(f"no common seeds for {a} and {b} at correlation {correlation}")
+    return xa.loc[common], xb.loc[common]
+
+
 def paired(df: pd.DataFrame, a: tuple[str, float], b: tuple[str, float], correlation: float) -> pd.Series:
     """Final loss of ``a`` minus that of ``b`` seed by seed (``a``, ``b`` are ``(model, lr)``);
-    the runs share task vectors, batches and held-out rows, so the difference is paired."""
-    final = final_losses(df)
-    final = final[final["correlation"] == correlation]
-    pick = lambda m, lr: final[(final["model"] == m) & (final["lr"] == lr)].set_index("seed")["loss"]  # noqa: E731
-    diff = (pick(*a) - pick(*b)).dropna()
-    if diff.empty:
-        raise ValueError(f"no common seeds for {a} and {b} at correlation {correlation}")
-    return diff
+    the runs share task vectors, batches and held-out rows, so the difference is paired. The
+    numbers only: its interval and test come from ``mm.stats.paired(*aligned(...))``."""
+    xa, xb = aligned(df, a, b, correlation)
+    return xa - xb
 
 
 def plot_label_correlation(ax=None, config: SyntheticConfig = PAPER_LIKE, n_samples: int = 20_000, seed: int = 0):
