@@ -383,19 +383,30 @@ def test_command_names_missing_cuda(sample_dir, tmp_path, no_pip):
         main(["census", "--out", str(tmp_path), "--data", str(sample_dir), "--device", "cuda", "--no-progress"])
 
 
-def test_paired_differences_and_gate_distance():
+def test_paired_differences_seed_runs_and_gate_distance():
+    import mmoe_annotated as mm
+    from mmoe_annotated.experiments.census_report import seed_runs
+
+    gaps = [0.002, 0.001, 0.003, 0.002, 0.0015]
     rows = [("mmoe", 1, s, "income", "main", "test", 0.90 + 0.01 * s, 0.1, 1.0) for s in range(5)]
-    rows += [("omoe", 1, s, "income", "main", "test", 0.90 + 0.01 * s - 0.002, 0.1, 1.0) for s in range(5)]
-    diff = census_exp.paired(pd.DataFrame(rows, columns=census_exp.RESULT_COLUMNS), "mmoe", "omoe", 1, "income")
-    assert diff["mean"] == pytest.approx(0.002) and diff["low"] == pytest.approx(0.002)
+    rows += [("omoe", 1, s, "income", "main", "test", 0.90 + 0.01 * s - gaps[s], 0.1, 1.0) for s in range(5)]
+    results = pd.DataFrame(rows, columns=census_exp.RESULT_COLUMNS)
+    assert seed_runs(results, "omoe", 1, "income").index.tolist() == list(range(5))
+    diff = census_exp.paired(results, "mmoe", "omoe", 1, "income")
+    expected = mm.stats.paired(results[results.model == "mmoe"]["auc"], results[results.model == "omoe"]["auc"])
+    assert diff["mean"] == pytest.approx(np.mean(gaps)) and diff["low"] == pytest.approx(expected.low)
+    assert diff["p"] == pytest.approx(expected.p) and diff["correlation"] == pytest.approx(expected.correlation)
     assert diff["a_wins"] == 1.0 and diff["seeds"] == 5
+    with pytest.raises(ValueError, match="no test runs"):
+        seed_runs(results, "cgc", 1, "income")
     gates = pd.DataFrame([("mmoe", 1, 0, "income", 0, 1.0), ("mmoe", 1, 0, "income", 1, 0.0),
                           ("mmoe", 1, 0, "never_married", 0, 0.25), ("mmoe", 1, 0, "never_married", 1, 0.75)],
                          columns=census_exp.GATE_COLUMNS)
     assert census_exp.gate_table(gates)["distance"].tolist() == [0.75]
+    assert mm.gate_distance(np.array([[[1.0, 0.0], [0.25, 0.75]]])) == 0.75
 
 
-def test_committed_run_loads_from_the_package():
+def test_shipped_run_loads_from_the_package():
     results, gates, meta = census_exp.load_census_run()
     assert set(census_exp.RESULT_COLUMNS) <= set(results.columns)
     seeds = results.groupby(["model", "group"])["seed"].nunique()
@@ -405,12 +416,12 @@ def test_committed_run_loads_from_the_package():
     assert results["auc"].between(0.5, 1.0).all()
     sums = gates.groupby(["model", "group", "seed", "task"])["weight"].sum()
     assert np.allclose(sums, 1.0, atol=1e-4) and set(gates["model"]) == {"omoe", "mmoe"}
-    # the defaults of the command are what the committed search chose
+    # the defaults of the command are what the shipped run's search chose
     assert meta["settings"]["hparams"] == census_exp.DEFAULT_HPARAMS
     assert census_exp.choose(pd.DataFrame(meta["search"]["table"])) == census_exp.DEFAULT_HPARAMS
 
 
-def test_committed_cgc_and_ple_runs_pair_with_chapter_9():
+def test_shipped_cgc_and_ple_runs_pair_with_chapter_9():
     ext, gates, meta = census_exp.load_census_run("census_ple")
     base, _, _ = census_exp.load_census_run()
     seeds = ext.groupby(["model", "group"])["seed"].unique()
@@ -418,7 +429,7 @@ def test_committed_cgc_and_ple_runs_pair_with_chapter_9():
     for s in seeds:  # every CGC and PLE seed has a Shared-Bottom and an MMoE run to pair with
         assert len(s) >= 30 and set(s) <= set(base[base["model"] == "mmoe"]["seed"])
     assert (ext.groupby(["model", "group", "seed"]).size() == 4).all() and ext["auc"].between(0.5, 1).all()
-    # the defaults are what the committed search chose
+    # the defaults are what the shipped run's search chose
     assert meta["settings"]["hparams"] == census_exp.EXTRACTION_HPARAMS
     chosen = {}
     for part in meta["parts"]:  # one search per group
@@ -428,7 +439,7 @@ def test_committed_cgc_and_ple_runs_pair_with_chapter_9():
     assert np.allclose(sums, 1.0, atol=5e-4)  # these runs averaged the gates in float32
 
 
-def test_committed_balancing_runs_cover_every_model():
+def test_shipped_balancing_runs_cover_every_model():
     bal, gates, meta = census_exp.load_census_run("census_balancing")
     assert set(bal["balancing"]) == {"uncertainty", "gradnorm"}
     runs = bal.groupby(["balancing", "model", "group"])["seed"].nunique()
