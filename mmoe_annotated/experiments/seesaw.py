@@ -10,6 +10,11 @@ other, PLE's claim is a point better on both. Here the tasks are the paper-style
 :func:`~mmoe_annotated.train.fit` on a fixed training set, and scored by each task's held-out MSE
 (lower is better; the noise puts the floor at 0.01).
 
+The two tasks are exchangeable: the generator draws them from one law, and only the seed decides
+which draw lands on which task. So any effect of a model on task 1 is, in expectation, its effect
+on task 2; chapter 10 compares models on the mean of the two tasks' errors, seed by seed, and reads
+a task-1 against task-2 asymmetry as a check of that symmetry.
+
 Shapes are comparable: MMoE's 8 experts of 16 units; CGC's 3 task experts per task and 2 shared
 (8 in all); PLE two such levels; Shared-Bottom one bottom of 113 units (chapter 8's shapes).
 """
@@ -28,7 +33,7 @@ from ..model import build_model
 from ..data.synthetic import PAPER_LIKE, SyntheticConfig, generate
 from ..train.loop import TrainConfig, fit
 
-__all__ = ["SEESAW_MODELS", "seesaw_model_config", "seesaw_data", "run_seesaw"]
+__all__ = ["SEESAW_MODELS", "seesaw_model_config", "seesaw_data", "run_seesaw", "load_seesaw_runs"]
 
 #: Model kind -> the ModelConfig fields that shape it.
 SEESAW_MODELS = {
@@ -80,6 +85,18 @@ def run_seesaw(models=tuple(SEESAW_MODELS), seeds=(0, 1, 2), correlation: float 
     return df
 
 
+def load_seesaw_runs(name: str = "seesaw_runs") -> tuple[pd.DataFrame, dict]:
+    """The seesaw runs shipped with the package and their record; the recorded command names its
+    output folder ``DIR``, as the command line of a reader's own run would."""
+    import re
+
+    from .report import load_sweep
+
+    df, meta = load_sweep(name)
+    meta = {**meta, "command": re.sub(r"--out \S+", "--out DIR", meta["command"])}
+    return df, meta
+
+
 def _main(argv=None) -> None:
     """``python -m mmoe_annotated.experiments.seesaw --out DIR``: the run chapter 10 loads."""
     import argparse
@@ -103,7 +120,8 @@ def _main(argv=None) -> None:
                     balancing=tuple(a.balancing))
     a.out.mkdir(parents=True, exist_ok=True)
     df.to_csv(a.out / f"{a.name}.csv.gz", index=False, compression="gzip", float_format="%.6g")
-    args = sys.argv[1:] if argv is None else argv
+    args = sys.argv[1:] if argv is None else list(argv)
+    args = [("DIR" if i and args[i - 1] == "--out" else x) for i, x in enumerate(args)]  # the reader's folder
     meta = {"command": "python -m mmoe_annotated.experiments.seesaw " + " ".join(args),
             "machine": f"{platform.machine()} CPU, 1 torch thread, torch {torch.__version__}",
             "seconds": round(df.attrs["seconds"], 1), "correlation": a.correlation, "train_rows": a.train_rows,

@@ -1,6 +1,8 @@
 """The seesaw runs (mmoe_annotated.experiments.seesaw) and the results the package ships."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -38,3 +40,16 @@ def test_shipped_seesaw_runs():
     assert df.groupby(["model", "balancing"]).size().min() == df["seed"].nunique() >= 5
     assert meta["command"].startswith("python -m mmoe_annotated.experiments.seesaw")
     assert (df[["task1_mse", "task2_mse"]] > 0.01 * 0.5).all().all()  # above the noise floor
+
+
+def test_the_shipped_record_names_the_output_folder_dir(tmp_path):
+    from mmoe_annotated.experiments.seesaw import _main, load_seesaw_runs
+
+    df, meta = load_seesaw_runs()
+    assert meta["command"] == "python -m mmoe_annotated.experiments.seesaw --out DIR --seeds 10"
+    assert len(df) == len(report.load_sweep("seesaw_runs")[0])
+    _main(["--out", str(tmp_path / "out"), "--seeds", "1", "--train-rows", "300", "--epochs", "1",
+           "--balancing", "fixed"])
+    written = json.loads((tmp_path / "out" / "seesaw_runs.json").read_text())
+    assert written["command"].startswith("python -m mmoe_annotated.experiments.seesaw --out DIR --seeds 1")
+    assert str(tmp_path) not in written["command"]
