@@ -28,6 +28,7 @@ from ..model.mmoe import MultiTaskModel
 from ..runtime import resolve_device
 from ..train.loop import (History, TrainConfig, batch_rows, check_finite, check_fit, check_weights, gate_record,
                           seeded_generator, train_record, training_data, valid_record)
+from ..train.selection import Stopper
 from .optim import fast_optimizers
 from .inference import evaluate
 
@@ -63,6 +64,7 @@ def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, enco
     if type(balance) not in BLOCKWISE:  # GradNorm's gradient norms need the whole batch in one pass
         block = max(block, cfg.batch_size)
     history = History()
+    stopper = Stopper(cfg.early_stopping, model) if cfg.early_stopping else None
     row_l2 = cfg.embedding_l2 > 0 and cfg.embedding_l2_mode == "rows"
     with LookedUpRows(model, row_l2) as looked_up:
         for epoch in range(1, cfg.epochs + 1):
@@ -79,6 +81,10 @@ def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, enco
             check_weights(model, epoch, step)
             history.records.append(_epoch_record(model, epoch, loss_sum / step, balance.weights(), started, valid,
                                                  cfg))
+            if stopper is not None and stopper.update(history.records[-1], model, epoch):
+                break  # as the taught fit: every monitored task has stopped improving
+    if stopper is not None:
+        stopper.finish(model, history)
     model.eval()
     return history
 

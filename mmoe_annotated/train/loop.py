@@ -40,6 +40,7 @@ from ..features.encoder import FeatureEncoder
 from ..model.health import gate_statistics
 from .losses import BALANCING, regularization, task_balance, task_losses
 from .optimizers import OPTIMIZERS, make_optimizers
+from .selection import EarlyStopping, Stopper
 from ..model.mmoe import MultiTaskModel
 from .inference import evaluate, non_finite_parameters, predict
 from ..runtime import parse_device, resolve_device
@@ -79,6 +80,9 @@ class TrainConfig:
     #: first ``gate_stats_rows`` rows of ``valid=`` (which it then needs); chapter 10.
     gate_stats: bool = False
     gate_stats_rows: int = 4096
+    #: Stop on a validation metric, task by task (:mod:`~mmoe_annotated.train.selection`); then
+    #: ``epochs`` is a cap. Needs ``valid=``.
+    early_stopping: EarlyStopping | None = None
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size", "gate_stats_rows"):
@@ -110,6 +114,8 @@ class TrainConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a non-negative number, got {v}")
+        if self.early_stopping is not None and not isinstance(self.early_stopping, EarlyStopping):
+            raise ValueError(f"early_stopping must be an EarlyStopping or None, got {self.early_stopping!r}")
         if self.task_weights is not None:
             tw = tuple(float(w) for w in self.task_weights)
             if any(not math.isfinite(w) or w < 0 for w in tw) or not any(w > 0 for w in tw):
@@ -123,9 +129,12 @@ class TrainConfig:
 
 @dataclass
 class History:
-    """One record per epoch: losses, seconds and validation metrics. ``to_frame()`` for a table."""
+    """One record per epoch: losses, seconds and validation metrics. ``to_frame()`` for a table.
+    With early stopping, ``best_epochs`` (task -> epoch) and ``best_states`` (task -> weights)."""
 
     records: list[dict] = field(default_factory=list)
+    best_epochs: dict[str, int] = field(default_factory=dict)
+    best_states: dict[str, dict] = field(default_factory=dict)
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.records).set_index("epoch") if self.records else pd.DataFrame()
@@ -156,6 +165,7 @@ def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, enco
     optimizers = make_optimizers(model, cfg.optimizer, cfg.learning_rate)
     generator = seeded_generator(cfg.seed)
     history = History()
+    stopper = Stopper(cfg.early_stopping, model) if cfg.early_stopping else None
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         started, loss_sum = time.perf_counter(), 0.0
@@ -175,6 +185,10 @@ def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, enco
             loss_sum = loss_sum + losses.detach()  # (T,)
         check_weights(model, epoch, step)
         history.records.append(epoch_record(model, epoch, loss_sum / step, balance.weights(), started, valid, cfg))
+        if stopper is not None and stopper.update(history.records[-1], model, epoch):
+            break  # every monitored task has stopped improving
+    if stopper is not None:
+        stopper.finish(model, history)  # the best weights back, and the choice recorded
     model.eval()
     return history
 
@@ -190,6 +204,8 @@ def check_fit(model: MultiTaskModel, config: TrainConfig | None) -> TrainConfig:
     if cfg.task_weights is not None and len(cfg.task_weights) != len(names):
         raise ValueError(f"task_weights has {len(cfg.task_weights)} entries but the model has "
                          f"{len(names)} tasks {list(names)}")
+    if cfg.early_stopping is not None:
+        cfg.early_stopping.monitored(names)  # tasks it names exist; restore="best" watches one
     if cfg.embedding_l2_mode == "table" and cfg.embedding_l2 > 0 and model.config.sparse_embeddings:
         raise ValueError("embedding_l2_mode='table' penalises every row, which needs dense gradients: "
                          "use embedding_l2_mode='rows' or build the model with sparse_embeddings=False")
@@ -201,6 +217,8 @@ def training_data(model: MultiTaskModel, train, valid, encoder, cfg: TrainConfig
     """``train`` and ``valid`` as tensors, both checked before the first step: ``(x, y, valid)``."""
     if cfg is not None and cfg.gate_stats and valid is None:
         raise ValueError("TrainConfig(gate_stats=True) records gate health on validation rows: pass valid=")
+    if cfg is not None and cfg.early_stopping is not None and valid is None:
+        raise ValueError("TrainConfig(early_stopping=...) stops on validation metrics: pass valid=")
     x, y = as_dataset(train, model, encoder, source="train")
     if len(x) == 0:
         raise ValueError("the training set is empty")
