@@ -36,7 +36,7 @@ from .model import (CGC, MODELS, PLE, Experts, Gates, MMoE, ModelConfig, ModelOu
                     MultiTaskModel, OMoE, SharedBottom, StackedMLP, Towers, build_model, mix)
 from .model.health import (dead_experts, expert_utilization, gate_distance, gate_entropy,
                            gate_statistics, polarized_gates)
-from .train import (History, TrainConfig, as_dataset, evaluate, fit, gate_weights,
+from .train import (EarlyStopping, History, TrainConfig, as_dataset, evaluate, fit, gate_weights,
                     plot_architecture, plot_gate_distributions, plot_gate_health,
                     plot_gate_heatmap, plot_history, predict, regularization, task_losses)
 from .train import stats

@@ -8,6 +8,7 @@ module            what                                                          
 ``loop``          :func:`fit`, the plain training loop, and :class:`TrainConfig`       7
 ``inference``     :func:`predict` and :func:`evaluate`: ``model.forward`` over a split 7
 ``optimizers``    optimizers by name, one table                                        7
+``selection``     early stopping on a validation metric, task by task                  7
 ``metrics``       per-task metrics over a whole split; one convention for undefined AUC  7
 ``stats``         reading a comparison: t intervals, Holm, bootstrap AUC, seeds needed  7
 ``inspect``       gate weights and the book's plots                                    5, 7
@@ -24,11 +25,12 @@ from .inspect import (gate_weights, plot_architecture, plot_gate_distributions, 
 from .losses import regularization, task_losses
 from .loop import History, TrainConfig, fit
 from .optimizers import OPTIMIZERS, make_optimizers
+from .selection import EarlyStopping, task_models
 
 __all__ = ["stats", "as_dataset", "evaluate", "predict", "gate_weights", "plot_architecture",
            "plot_gate_distributions", "plot_gate_health", "plot_gate_heatmap", "plot_history",
            "regularization", "task_losses", "OPTIMIZERS", "History", "TrainConfig", "fit",
-           "make_optimizers"]
+           "make_optimizers", "EarlyStopping", "task_models"]
 
 # Release 0.1 had a module train.py; the names it held that this stage does not list still
 # resolve, with a DeprecationWarning, for one release (mmoe_annotated._moved).
