@@ -176,39 +176,47 @@ def _decision(mean: float, p_adjusted: float, alpha: float) -> str:
     return "a > b" if mean > 0 else "a < b"
 
 
-def _auc_along(y: np.ndarray, p: np.ndarray, axis: int = -1) -> np.ndarray:
-    """AUC along ``axis`` from ranks (Mann-Whitney): ties count one half; NaN for one class."""
-    ranks = stats.rankdata(p, axis=axis)
-    pos = y.sum(axis=axis)
-    neg = y.shape[axis] - pos
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return ((ranks * y).sum(axis=axis) - pos * (pos + 1) / 2) / (pos * neg)
+def _auc_of(pos: np.ndarray, neg: np.ndarray, axis: int = -1) -> np.ndarray:
+    """AUC from the positives' and the negatives' scores along ``axis`` (Mann-Whitney, by ranks:
+    a tie counts one half); any leading axes are batches."""
+    n1, n0 = pos.shape[axis], neg.shape[axis]
+    ranks = stats.rankdata(np.concatenate([pos, neg], axis=axis), axis=axis)
+    first = np.take(ranks, np.arange(n1), axis=axis).sum(axis=axis)
+    return (first - n1 * (n1 + 1) / 2) / (n1 * n0)
 
 
 def auc_interval(y: Sequence[int], p: Sequence[float], p_other: Sequence[float] | None = None, *,
                  confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """A bootstrap interval for AUC on one test set: ``(auc, low, high)``.
 
-    Rows are resampled with replacement (``scipy.stats.bootstrap``, percentile method), so the
-    interval measures how much the AUC depends on which test rows happened to be drawn, for one
-    trained model; it says nothing about another seed. With ``p_other`` (a second model's scores
-    on the same rows) it is the interval of the difference ``AUC(p) - AUC(p_other)``, the two
-    resampled together."""
+    The positives and the negatives are resampled separately, with replacement (a stratified
+    bootstrap, ``scipy.stats.bootstrap``, percentile method), so every resample keeps the test set's
+    class counts and its AUC is defined even with a handful of positives. The interval measures how
+    much the AUC depends on which test rows happened to be drawn, for one trained model; it says
+    nothing about another seed. With ``p_other`` (a second model's scores on the same rows) it is
+    the interval of the difference ``AUC(p) - AUC(p_other)``, each row's two scores resampled
+    together."""
     y = np.asarray(y, dtype=np.float64)
-    p = np.asarray(p, dtype=np.float64)
-    if len(np.unique(y)) != 2 or not set(np.unique(y)) <= {0.0, 1.0}:
-        raise ValueError("auc_interval needs 0/1 labels of both classes")
-    if p_other is None:
-        data, statistic = (y, p), (lambda yy, pp, axis: _auc_along(yy, pp, axis))
-    else:
-        q = np.asarray(p_other, dtype=np.float64)
-        data = (y, p, q)
-        statistic = (lambda yy, pp, qq, axis: _auc_along(yy, pp, axis) - _auc_along(yy, qq, axis))
-    point = float(statistic(*data, axis=-1))
-    res = stats.bootstrap(data, statistic, paired=True, vectorized=True, confidence_level=confidence,
-                          n_resamples=resamples, method="percentile", batch=50,
-                          rng=np.random.default_rng(seed))
+    scores = np.asarray(p, dtype=np.float64)[None]  # (1, M) or, with p_other, (2, M)
+    if p_other is not None:
+        scores = np.concatenate([scores, np.asarray(p_other, dtype=np.float64)[None]])
+    if scores.shape[1] != len(y) or not set(np.unique(y)) == {0.0, 1.0}:
+        raise ValueError("auc_interval needs 0/1 labels of both classes, one score per label")
+    pos, neg = scores[:, y == 1], scores[:, y == 0]
+
+    def statistic(pos, neg, axis=-1):
+        aucs = _auc_of(pos, neg, axis)  # (K, resamples): one row per set of scores
+        return aucs[0] if len(aucs) == 1 else aucs[0] - aucs[1]
+
+    point = _point(pos, neg)
+    res = stats.bootstrap((pos, neg), statistic, vectorized=True, axis=-1, confidence_level=confidence,
+                          n_resamples=resamples, method="percentile", batch=50, rng=np.random.default_rng(seed))
     return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _point(pos: np.ndarray, neg: np.ndarray) -> float:
+    aucs = [_auc_of(pos[k], neg[k]) for k in range(len(pos))]
+    return float(aucs[0] if len(aucs) == 1 else aucs[0] - aucs[1])
 
 
 def seeds_needed(effect: float, sd: float, *, power: float = 0.8, alpha: float = 0.05,

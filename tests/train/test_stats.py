@@ -137,3 +137,12 @@ def test_seeds_needed_matches_the_textbook_and_a_simulation():
     hits = np.mean([sps.ttest_1samp(rng.normal(0.5, 1.0, n), 0).pvalue < 0.05 for _ in range(4000)])
     assert 0.78 <= hits <= 0.86  # n achieves the power; n - 1 falls short
     assert stats.seeds_needed(0.5, 1.0, family_size=4) > n  # a larger family asks for more runs
+
+
+def test_auc_interval_is_defined_with_two_positives():
+    """Positives and negatives are resampled apart: every resample has both classes."""
+    y = np.array([1, 1] + [0] * 38)
+    p = np.random.default_rng(7).random(40)
+    auc, low, high = stats.auc_interval(y, p, resamples=500)
+    assert auc == pytest.approx(roc_auc_score(y, p))
+    assert 0 <= low < auc < high <= 1
