@@ -79,10 +79,10 @@ colab: $(STAMP)
 strip: $(STAMP)
 	$(PY) tools/strip_outputs.py book/*.ipynb
 
-# A test that skips for a reason not in ALLOWED_SKIPS (tests/conftest.py) fails the run; -rs
-# lists every skip with its reason.
+# A test that skips for a reason not in ALLOWED_SKIPS (tests/conftest.py) fails the run; -rfEs
+# lists failures, errors and every skip with its reason.
 test-package: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) --dist loadfile -rs tests
+	$(PY) -m pytest -n $(JOBS) --dist loadfile -rfEs tests
 
 test-notebooks: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax book
