@@ -140,6 +140,7 @@ def _main(argv=None) -> None:
     p.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=PAIRS)
     p.add_argument("--data", type=Path, default=None, help="a folder with the Census files (else the cache)")
     a = p.parse_args(argv)
+    commit = _commit()  # the source that runs, read before the long run
     torch.set_num_threads(1)
     exp = CensusExperiment(groups=tuple(a.group), models=("mmoe",), seeds=a.seeds, first_seed=a.first_seed,
                            epochs=a.epochs)
@@ -154,7 +155,7 @@ def _main(argv=None) -> None:
     args = [{"--out": "DIR", "--data": "DATA"}.get(args[i - 1], x) if i else x for i, x in enumerate(args)]
     meta = {"format_version": FORMAT_VERSION,
             "command": "python -m mmoe_annotated.experiments.census_control " + shlex.join(args),
-            "package_version": package_version(), "commit": _commit(), "torch": torch.__version__,
+            "package_version": package_version(), "commit": commit, "torch": torch.__version__,
             "device": exp.device, "machine": {"platform": platform.platform(),
                                               "processor": platform.processor() or platform.machine(),
                                               "torch_threads": torch.get_num_threads()},
