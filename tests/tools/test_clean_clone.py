@@ -29,6 +29,9 @@ SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints", "_build", ".pytest_cache", ".h
 # out, is not scanned.
 OUTSIDE = re.compile(r"(?<!\.)\.\.[/]|[\"']\.\.[\"']\s*[,)]|/\s*[\"']\.\.[\"']"
                      r"|(?<![\w.~-])/(?:work|home|root|Users)[/]|[\"']~[/]|(?<![\w-])shared[/]")
+# In prose (Markdown files and cells) "shared/task-specific" is a word: there a shared folder
+# is one written as a path (after a slash, a quote, a backtick or a parenthesis).
+OUTSIDE_PROSE = re.compile(OUTSIDE.pattern.replace(r"(?<![\w-])shared", r"(?<=[/\"'`(])shared"))
 # Path(__file__)[.resolve()][.parent...][.parents[N]]: how many folders up from the file.
 FILE_UP = re.compile(r"Path\(__file__\)(?:\.resolve\(\)|\.absolute\(\))?((?:\.parent\b)*)"
                      r"(?:\.parents\[(\d+)\])?")
@@ -65,8 +68,8 @@ def _files():
 
 
 def _lines(path):
-    """(where, line) for each line of a text file; a notebook's cell sources only (its outputs
-    are a run's, and base64 images hold any letters)."""
+    """(where, line, prose) for each line of a text file; a notebook's cell sources only (its
+    outputs are a run's, and base64 images hold any letters)."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -75,10 +78,10 @@ def _lines(path):
         for i, cell in enumerate(json.loads(text)["cells"], start=1):
             source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
             for j, line in enumerate(source.splitlines(), start=1):
-                yield f"cell {i} line {j}", line
+                yield f"cell {i} line {j}", line, cell["cell_type"] == "markdown"
     else:
         for j, line in enumerate(text.splitlines(), start=1):
-            yield f"line {j}", line
+            yield f"line {j}", line, path.suffix == ".md"
 
 
 def outside_paths(files=None, root=REPO):
@@ -87,8 +90,8 @@ def outside_paths(files=None, root=REPO):
     for path in files if files is not None else _files():
         rel = path.relative_to(root).as_posix()
         depth = len(path.relative_to(root).parts)  # the root is the file's depth-th ancestor
-        for where, line in _lines(path):
-            bad = [m.group(0) for m in OUTSIDE.finditer(line)]
+        for where, line, prose in _lines(path):
+            bad = [m.group(0) for m in (OUTSIDE_PROSE if prose else OUTSIDE).finditer(line)]
             for m in FILE_UP.finditer(line):
                 up = m.group(1).count(".parent") + (int(m.group(2)) + 1 if m.group(2) else 0)
                 if up > depth:
@@ -121,12 +124,14 @@ def test_the_outside_path_check_catches_each_kind(tmp_path):
     nb = tmp_path / "book" / "01.ipynb"
     nb.parent.mkdir()
     nb.write_text(json.dumps({"cells": [
-        {"cell_type": "markdown", "source": ["Under `~/.cache` by default.\n"]},
+        {"cell_type": "markdown", "source": ["Under `~/.cache` by default; shared/task experts.\n"]},
         {"cell_type": "code", "source": [f'df = pd.read_csv("{dots}{sep}data.csv")\n'],
          "outputs": [{"output_type": "stream", "text": f"{sep}work{sep}main\n"}]}]}))
-    hits = outside_paths([sample, nb], root=tmp_path)
-    assert [h.split(", ", 1)[1].split(":")[0] for h in hits] == [f"line {i}" for i in range(1, 8)] + [
-        "cell 2 line 1"], hits
+    md = tmp_path / "book" / "notes.md"
+    md.write_text(f"The shared/task-specific split.\n```{{literalinclude}} /data{sep}shared{sep}x.py\n```\n")
+    hits = outside_paths([sample, nb, md], root=tmp_path)
+    assert [h.split(": ")[0] for h in hits] == [f"tests/data/test_x.py, line {i}" for i in range(1, 8)] + [
+        "book/01.ipynb, cell 2 line 1", "book/notes.md, line 2"], hits
 
 
 def test_an_unexpected_skip_fails_the_test_run(tmp_path):
