@@ -125,10 +125,33 @@ def test_summaries():
     assert s.loc["mmoe", "median"] == pytest.approx(0.2)
     assert s.loc["mmoe", "stuck"] == pytest.approx(1 / 3)
     assert s.loc["omoe", "stuck"] == 0
+    # The mean's interval is mm.stats' t interval, not a multiple of the standard error.
+    _, low, high = mm.stats.mean_interval([0.1, 0.2, 3.0])
+    assert (s.loc["mmoe", "mean_low"], s.loc["mmoe", "mean_high"]) == pytest.approx((low, high))
     diff = report.paired(df, ("mmoe", 1e-2), ("omoe", 1e-2), 0.5)
     np.testing.assert_allclose(diff.to_numpy(), [-0.2, 0.1, 2.6])
+    a, b = report.aligned(df, ("mmoe", 1e-2), ("omoe", 1e-2), 0.5)
+    assert list(a.index) == list(b.index) == [0, 1, 2]
+    np.testing.assert_allclose((a - b).to_numpy(), diff.to_numpy())
+    with pytest.raises(ValueError, match="no common seeds"):
+        report.aligned(df, ("mmoe", 1e-2), ("omoe", 1e-3), 0.5)
     best = report.best_lrs(df, by="median")
     assert set(best["model"]) == {"mmoe", "omoe"}
+
+
+def test_choose_lrs_takes_one_rate_per_model_over_every_correlation():
+    # MMoE: 1e-2 wins at p = 0.5 but loses by more at p = 1, so over both it is 1e-3.
+    losses = {("mmoe", 1e-2, 0.5): 0.10, ("mmoe", 1e-2, 1.0): 0.40, ("mmoe", 1e-3, 0.5): 0.20,
+              ("mmoe", 1e-3, 1.0): 0.20, ("omoe", 1e-2, 0.5): 0.10, ("omoe", 1e-2, 1.0): 0.10,
+              ("omoe", 1e-3, 0.5): 0.30, ("omoe", 1e-3, 1.0): 0.05}
+    rows = [(m, p, s, lr, 10, v + 0.01 * s, 0.0, 0.0) for (m, lr, p), v in losses.items() for s in range(3)]
+    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    assert report.choose_lrs(df) == {"mmoe": 1e-3, "omoe": 1e-2}
+    # best_lrs describes per correlation instead: MMoE's winner changes with p.
+    best = report.best_lrs(df).set_index(["model", "correlation"])["lr"]
+    assert best["mmoe", 0.5] == 1e-2 and best["mmoe", 1.0] == 1e-3
+    with pytest.raises(ValueError, match="mean' or 'median"):
+        report.choose_lrs(df, by="max")
 
 
 def test_command_writes_results_and_figures(tmp_path, capsys):
@@ -148,6 +171,25 @@ def test_command_writes_results_and_figures(tmp_path, capsys):
                  "figure5_final_loss_hist.png"):
         assert (out / name).stat().st_size > 0, name
     assert "results.csv" in capsys.readouterr().out
+
+
+def test_command_first_seed_numbers_the_seeds(tmp_path):
+    out = tmp_path / "selection"
+    argv = ["synthetic", "--out", str(out), "--seeds", "2", "--first-seed", "100", "--steps", "2",
+            "--eval-every", "2", "--eval-samples", "32", "--batch-size", "16", "--correlations", "0.5", "1.0",
+            "--models", "mmoe", "--no-progress"]
+    assert main(argv) == 0
+    df = pd.read_csv(out / "results.csv")
+    assert sorted(df["seed"].unique()) == [100, 101]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["settings"]["first_seed"] == 100 and "--first-seed 100" in meta["command"]
+    # The same runs as the library's: seed 100's numbers do not depend on how the seeds are named.
+    exp = SyntheticExperiment(models=("mmoe",), correlations=(0.5, 1.0), seeds=1, first_seed=100, steps=2,
+                              eval_every=2, eval_samples=32, batch_size=16)
+    lib = run_synthetic(exp, progress=False)
+    np.testing.assert_allclose(df[df["seed"] == 100]["loss"].to_numpy(), lib["loss"].to_numpy(), rtol=1e-5)
+    with pytest.raises(SystemExit, match="first_seed"):
+        main(["-1" if a == "100" else a for a in argv])
 
 
 @pytest.mark.parametrize("argv, match", [
@@ -177,3 +219,25 @@ def test_committed_sweep_loads_from_the_package():
     assert sorted(df["lr"].unique()) == [1e-4, 1e-3, 1e-2]
     with pytest.raises(ValueError, match="no committed run"):
         report.load_sweep("nope")
+
+
+def test_committed_selection_run_is_the_sweeps_protocol_on_other_seeds():
+    """Chapter 8 picks each model's learning rate on this run and reports the sweep: the two must
+    share every setting but the seeds, and share no seed."""
+    sweep, sweep_meta = report.load_sweep()
+    sel, meta = report.load_sweep("synthetic_selection")
+    assert list(sel.columns) == RESULT_COLUMNS
+    assert not set(sel["seed"]) & set(sweep["seed"])
+    settings, reported = meta["settings"], sweep_meta["settings"]
+    for key in ("models", "correlations", "steps", "batch_size", "eval_every", "eval_samples", "data"):
+        assert settings[key] == reported[key], key
+    assert {m: sorted(v) for m, v in settings["lrs"].items()} == {m: sorted(v) for m, v in reported["lrs"].items()}
+    assert sorted(sel["seed"].unique()) == list(range(settings["first_seed"],
+                                                      settings["first_seed"] + settings["seeds"]))
+    assert sel.groupby(["model", "lr", "correlation"])["seed"].nunique().eq(settings["seeds"]).all()
+    assert sel["step"].max() == settings["steps"]
+    # How it was made, enough to make it again.
+    assert meta["command"].startswith("python -m mmoe_annotated.experiments synthetic ")
+    assert f"--first-seed {settings['first_seed']}" in meta["command"]
+    assert meta["package_version"] and len(meta["git_commit"]) == 40
+    assert meta["machine"]["torch"] and meta["machine"]["device"] == "cpu" and meta["machine"]["processor"]
