@@ -172,7 +172,8 @@ def run_prediction(rows: int = 200_000, batch_sizes=(256, 4096), emb_dims=(4, 16
     result = {"meta": {"command": command or "python -m mmoe_annotated.bench --prediction", "date_utc": utc_now(),
                        **provenance(), "machine": machine_info(device), "device": device, "threads": int(threads),
                        "repeats": int(repeats), "train_rows": min(TRAIN_ROWS, meta["train_rows"]), "data": meta,
-                       "setups": {impl: SETUPS[impl] for impl in impls}, "load_average_before": load_before,
+                       "setups": {impl: SETUPS[impl] for impl in impls}, "niceness": os.nice(0),
+                       "load_average_before": load_before,
                        "load_average_after": os.getloadavg(), "wall_seconds": time.perf_counter() - started},
               "records": records}
     result["decision"] = decide(result)
