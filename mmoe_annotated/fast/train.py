@@ -23,7 +23,8 @@ import torch
 from tqdm import tqdm
 
 from ..features.encoder import FeatureEncoder
-from ..train.losses import FixedWeights, UncertaintyWeighting, task_balance, task_losses
+from ..train.losses import (FixedWeights, NormalizedUncertaintyWeighting, UncertaintyWeighting, task_balance,
+                            task_losses)
 from ..model.mmoe import MultiTaskModel
 from ..runtime import resolve_device
 from ..train.loop import (History, TrainConfig, batch_rows, check_finite, check_fit, check_weights, gate_record,
@@ -41,9 +42,9 @@ __all__ = ["fit", "CPU_BLOCK_ROWS", "BLOCKWISE", "LookedUpRows"]
 CPU_BLOCK_ROWS = 1024
 
 #: The task balancers whose batch objective :func:`_block_objective` splits into blocks. Any other
-#: (GradNorm: the gradient norm of a batch is not the sum of its blocks' norms) takes each batch in
-#: one pass.
-BLOCKWISE = (FixedWeights, UncertaintyWeighting)
+#: (GradNorm: the gradient norm of a batch is not the sum of its blocks' norms; a balancer this list
+#: does not name) takes each batch in one pass.
+BLOCKWISE = (FixedWeights, UncertaintyWeighting, NormalizedUncertaintyWeighting)
 
 
 def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, encoder: FeatureEncoder | None = None,
@@ -129,10 +130,12 @@ def _block_objective(balance: FixedWeights, losses: torch.Tensor, first: bool) -
     """``balance(losses)`` for one block of a batch, so that the blocks' objectives add up to the batch's.
     Fixed weights add up as they are. Uncertainty weighting's ``0.5 * log_vars.sum()`` (the
     ``log sigma_k``) belongs once per batch: the first block carries it, the later blocks only
-    their weighted losses. Other balancers never see blocks (:data:`BLOCKWISE`)."""
+    their weighted losses (``balance.weighted``; the normalised variant's weights are held constant
+    within a batch, so its blocks add up the same way). Other balancers never see blocks
+    (:data:`BLOCKWISE`)."""
     if first or not isinstance(balance, UncertaintyWeighting):
         return balance(losses)
-    return (balance.scale * torch.exp(-balance.log_vars) * losses).sum()
+    return balance.weighted(losses)
 
 
 def _regularization(model: MultiTaskModel, cfg: TrainConfig, ids: torch.Tensor | None,

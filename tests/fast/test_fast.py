@@ -601,3 +601,32 @@ def test_importing_the_taught_modules_never_loads_the_wing():
     code = "import mmoe_annotated as mm; mm.fast.predict; import sys; print('mmoe_annotated.fast' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "True"  # and mm.fast loads on first use
+
+
+# ---------------------------------------------------------------------------
+# The renormalised uncertainty weighting in the wing: blocks of a batch, and the taught numbers
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("block_rows", [16, None])
+def test_fast_fit_matches_fit_with_normalized_uncertainty(split, block_rows):
+    """``task_balancing="uncertainty_normalized"`` through ``mm.fast.fit``, in blocks of a batch
+    (its weights are held constant within a batch, so the blocks add up) or whole: the taught
+    weights, task weights and validation metrics."""
+    train, test, enc = split
+    assert mm.train.losses.NormalizedUncertaintyWeighting in fast_train.BLOCKWISE
+    cfg = mm.TrainConfig(batch_size=64, epochs=2, optimizer="adam", task_balancing="uncertainty_normalized",
+                         balance_lr=0.05, **QUIET)
+    a, b = small_model(enc), small_model(enc)
+    ha = mm.fit(a, train.iloc[:320], cfg, encoder=enc, valid=test.iloc[:200])
+    hb = mm.fast.fit(b, train.iloc[:320], cfg, encoder=enc, valid=test.iloc[:200], block_rows=block_rows)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    fa, fb = ha.to_frame(), hb.to_frame()
+    cols = [c for c in fa.columns if c.startswith("train_") or c.endswith("_logloss")]
+    assert any(c.endswith("_weight") for c in cols)
+    np.testing.assert_allclose(fb[cols].to_numpy(), fa[cols].to_numpy(), rtol=1e-4, atol=1e-6)
+    # AUC on 200 rows of a barely trained model: near-ties that float rounding may reorder
+    auc = [c for c in fa.columns if c.endswith("_auc")]
+    np.testing.assert_allclose(fb[auc].to_numpy(), fa[auc].to_numpy(), atol=5e-3)
+    weights = fa[[c for c in cols if c.endswith("_weight")]].to_numpy()
+    np.testing.assert_allclose(weights.sum(1), weights.shape[1], rtol=1e-5)

@@ -1,5 +1,5 @@
 """Task-loss balancing (mmoe_annotated.losses): fixed weights, uncertainty weighting (Kendall et
-al. 2018) and GradNorm (Chen et al. 2018), in fit and fast.fit."""
+al. 2018), its renormalised control and GradNorm (Chen et al. 2018), in fit and fast.fit."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import mmoe_annotated as mm
-from mmoe_annotated.train.losses import GradNorm, UncertaintyWeighting, shared_layer, task_balance
+from mmoe_annotated.train.losses import (BALANCING, GradNorm, NormalizedUncertaintyWeighting, UncertaintyWeighting,
+                                         shared_layer, task_balance)
 
 FEATURES = (mm.SparseFeature("a", 10, 4), mm.DenseFeature("d", 2))
 
@@ -51,7 +52,7 @@ def test_uncertainty_objective_is_the_published_form():
     np.testing.assert_allclose(u.weights().numpy(), [2.0, 1 / 8], rtol=1e-6)
 
 
-@pytest.mark.parametrize("balancing", ["fixed", "uncertainty"])
+@pytest.mark.parametrize("balancing", ["fixed", "uncertainty", "uncertainty_normalized"])
 def test_the_fast_wings_blocks_add_up_to_the_batch_objective(balancing):
     """The fast wing trains a large batch in blocks, each with its share of the loss: the blocks'
     objectives, and their gradients, add up to the taught objective of the whole batch, with
@@ -62,14 +63,14 @@ def test_the_fast_wings_blocks_add_up_to_the_batch_objective(balancing):
     cfg = mm.TrainConfig(task_balancing=balancing, task_weights=(2.0, 0.5) if balancing == "fixed" else None)
     balance = task_balance(model, cfg, "cpu")
     assert type(balance) in BLOCKWISE
-    if balancing == "uncertainty":
+    if balancing != "fixed":
         with torch.no_grad():
             balance.log_vars.copy_(torch.tensor([math.log(0.5), math.log(4.0)]))
     shares = [torch.tensor([0.2, 1.0]), torch.tensor([0.4, 1.5]), torch.tensor([0.1, 0.5])]  # (T,) per block
     whole = balance(sum(shares))
     blocks = sum(_block_objective(balance, share, first=i == 0) for i, share in enumerate(shares))
     assert float(blocks.detach()) == pytest.approx(float(whole.detach()), rel=1e-6)
-    if balancing == "uncertainty":  # the learned log variances get the batch's gradient
+    if balancing != "fixed":  # the learned log variances get the batch's gradient
         torch.testing.assert_close(torch.autograd.grad(blocks, balance.log_vars)[0],
                                    torch.autograd.grad(whole, balance.log_vars)[0])
     assert type(task_balance(model, mm.TrainConfig(task_balancing="gradnorm"), "cpu")) not in BLOCKWISE
@@ -132,7 +133,7 @@ def test_gradnorm_down_weights_a_task_with_large_gradients():
     assert w[-1, 1] < w[0, 1] < 1.0 and w[-1, 1] < 0.8  # falls epoch after epoch
 
 
-@pytest.mark.parametrize("balancing", ["uncertainty", "gradnorm"])
+@pytest.mark.parametrize("balancing", ["uncertainty", "uncertainty_normalized", "gradnorm"])
 @pytest.mark.parametrize("kind", ["mmoe", "ple"])
 def test_fit_and_fast_fit_agree(balancing, kind):
     x, y = data(scale=10.0)
@@ -140,13 +141,15 @@ def test_fit_and_fast_fit_agree(balancing, kind):
                          embedding_l2=1e-4)
     a, b = mm.build_model(kind, model_config()), mm.build_model(kind, model_config())
     ha = mm.fit(a, (x, y), cfg)
-    hb = mm.fast.fit(b, (x, y), cfg, block_rows=16)  # blocks: uncertainty adds up, GradNorm takes the batch
+    hb = mm.fast.fit(b, (x, y), cfg, block_rows=16)  # blocks: uncertainty (both) adds up, GradNorm takes the batch
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
     cols = ["train_click_weight", "train_watch_weight"]
     np.testing.assert_allclose(ha.to_frame()[cols].to_numpy(), hb.to_frame()[cols].to_numpy(), rtol=1e-4)
     w = ha.to_frame()[cols].to_numpy()
-    assert np.abs(w[-1] - [1.0, 0.5 if balancing == "uncertainty" else 1.0]).max() > 1e-3  # the weights learned
+    start = {"uncertainty": [1.0, 0.5], "uncertainty_normalized": [4 / 3, 2 / 3], "gradnorm": [1.0, 1.0]}[balancing]
+    # the weights learned (Adam moves both log variances about alike: the renormalised ratio, less)
+    assert np.abs(w[-1] - start).max() > (1e-5 if balancing == "uncertainty_normalized" else 1e-3)
 
 
 def test_fixed_weights_unchanged():
@@ -154,3 +157,59 @@ def test_fixed_weights_unchanged():
     bal = task_balance(model, mm.TrainConfig(task_weights=(2.0, 0.5)), "cpu")
     assert float(bal(torch.tensor([1.0, 4.0]))) == pytest.approx(4.0)
     assert "train_click_weight" not in mm.fit(model, data(), mm.TrainConfig(epochs=1, progress=False)).to_frame()
+
+
+# ---------------------------------------------------------------------------
+# Uncertainty weighting renormalised: the same noise scales, weights that sum to T
+# ---------------------------------------------------------------------------
+
+def test_normalized_uncertainty_is_listed_and_built():
+    assert "uncertainty_normalized" in BALANCING
+    model = mm.build_model("mmoe", model_config())
+    balance = task_balance(model, mm.TrainConfig(task_balancing="uncertainty_normalized"), "cpu")
+    assert type(balance) is NormalizedUncertaintyWeighting
+
+
+def test_normalized_uncertainty_weights_sum_to_the_number_of_tasks():
+    """The network's gradient is that of sum_k w_k L_k with w = T v / sum(v), v uncertainty
+    weighting's weights: the same ratios between the tasks, the scale of the plain sum."""
+    cfg = mm.TrainConfig(task_balancing="uncertainty_normalized")
+    n = NormalizedUncertaintyWeighting(("binary", "regression"), cfg, "cpu")
+    plain = UncertaintyWeighting(("binary", "regression"), cfg, "cpu")
+    for u in (n, plain):
+        with torch.no_grad():
+            u.log_vars.copy_(torch.tensor([math.log(0.05), math.log(4.0)]))  # v = (20, 1/8)
+    v = plain.weights()
+    assert float(n.weights().sum()) == pytest.approx(2.0)
+    torch.testing.assert_close(n.weights(), 2 * v / v.sum())
+    assert float(plain.weights().sum()) > 20  # the plain weights: a tenfold larger effective learning rate
+    losses = torch.tensor([0.1, 3.0], requires_grad=True)
+    grad = torch.autograd.grad(n(losses), losses)[0]  # what reaches the network: the renormalised weights
+    torch.testing.assert_close(grad, n.weights())
+    torch.testing.assert_close(torch.autograd.grad(plain(losses), losses)[0], v)
+
+
+def test_normalized_uncertainty_learns_the_log_variances_as_uncertainty_weighting():
+    """Given the same losses, step after step, the log variances of both follow the same updates."""
+    cfg = mm.TrainConfig(task_balancing="uncertainty", optimizer="adam", balance_lr=0.05)
+    plain = UncertaintyWeighting(("binary", "regression"), cfg, "cpu")
+    normed = NormalizedUncertaintyWeighting(("binary", "regression"), cfg, "cpu")
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        L = torch.rand(2, generator=g) * torch.tensor([0.5, 6.0]) + 0.05  # the same batch losses for both
+        for u in (plain, normed):
+            u(L.clone().requires_grad_()).backward()
+            u.step()
+    torch.testing.assert_close(normed.log_vars, plain.log_vars, rtol=0, atol=1e-6)
+    assert not torch.allclose(plain.log_vars, torch.zeros(2))  # they moved
+    np.testing.assert_allclose(float(normed.weights().sum()), 2.0, rtol=1e-6)
+
+
+def test_normalized_uncertainty_in_fit_keeps_its_weights_summing_to_t():
+    x, y = data(scale=10.0)
+    cfg = mm.TrainConfig(epochs=3, batch_size=32, optimizer="adam", task_balancing="uncertainty_normalized",
+                         balance_lr=0.05, progress=False)
+    frame = mm.fit(mm.build_model("mmoe", model_config()), (x, y), cfg).to_frame()
+    w = frame[["train_click_weight", "train_watch_weight"]].to_numpy()
+    np.testing.assert_allclose(w.sum(1), 2.0, rtol=1e-5)
+    assert w[-1, 1] < 2 / 3  # the regression task's large loss: a larger noise scale, a smaller weight
