@@ -12,8 +12,13 @@ positive weight on some row.
 
 Two failure patterns are named:
 
-* a **dead expert**: its mean share is near zero for *every* task, so it receives almost no
-  gradient and stops learning (a wasted expert, or a sign of collapse onto the others);
+* a **dead expert**: its mean share is near zero for *every* task whose gate can select it, so it
+  receives almost no gradient and stops learning (a wasted expert, or a sign of collapse onto the
+  others). Which gates can select which experts is the mask ``can_select`` ``(T, E)``: all True for
+  MMoE and OMoE (every gate weighs every expert); for CGC and PLE the last level's ``sees``
+  (:func:`selectable_experts` reads it off a model, :func:`extraction_mask` builds it from the
+  sizes), so a task expert is judged by its own task's gate alone, never by the gates that
+  cannot look at it;
 * a **polarized gate**: on most rows the gate puts (nearly) all weight on one expert, so the
   "mixture" is a hard switch; entropy near 0 (Ma et al. 2018, §6.4.2 and Figure 6, find the gate
   of their sparser-labelled task "more focused on a single expert"; Tang et al. 2020, §5.3, study
@@ -28,7 +33,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["expert_utilization", "gate_distance", "gate_entropy", "dead_experts", "polarized_gates", "gate_statistics"]
+__all__ = ["expert_utilization", "gate_distance", "gate_entropy", "dead_experts", "selectable_experts",
+           "extraction_mask", "polarized_gates", "gate_statistics"]
 
 
 def _gates(gates) -> np.ndarray:
@@ -74,12 +80,67 @@ def gate_entropy(gates: np.ndarray, normalized: bool = True) -> np.ndarray:
     return np.where(seen > 1, ent / np.log(np.maximum(seen, 2)), 0.0)
 
 
-def dead_experts(gates: np.ndarray, threshold: float = 0.01) -> list[int]:
-    """Experts whose mean share is below ``threshold`` for every task (indices into ``E``)."""
+def dead_experts(gates: np.ndarray, threshold: float = 0.01, can_select=None) -> list[int]:
+    """Experts whose mean share is below ``threshold`` for every task whose gate can select them
+    (indices into ``E``).
+
+    ``can_select``: a ``(T, E)`` mask, True where task ``t``'s gate can give weight to expert ``e``;
+    None means every gate can select every expert (MMoE, OMoE). For CGC and PLE pass
+    :func:`selectable_experts` ``(model)`` or :func:`extraction_mask`: a task expert is then dead
+    when its own task leaves it, whatever the other tasks (which cannot look at it) do. An expert
+    no gate can select is never counted. A gate that weighs an expert the mask says it cannot
+    select is an error (the mask belongs to another model)."""
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     share = _gates(gates).mean(axis=0)  # (T, E)
-    return [int(e) for e in np.flatnonzero((share < threshold).all(axis=0))]
+    mask = _mask(can_select, share.shape)  # (T, E)
+    if (share[~mask] > 1e-6).any():
+        t, e = np.argwhere(~mask & (share > 1e-6))[0]
+        raise ValueError(f"can_select says task {t} cannot select expert {e}, but its gate gives it a mean "
+                         f"weight of {share[t, e]:.3g}: the mask does not belong to these gates")
+    dead = ((share < threshold) | ~mask).all(axis=0) & mask.any(axis=0)  # (E,)
+    return [int(e) for e in np.flatnonzero(dead)]
+
+
+def _mask(can_select, shape: tuple[int, int]) -> np.ndarray:
+    if can_select is None:
+        return np.ones(shape, dtype=bool)
+    mask = np.asarray(can_select)
+    if mask.shape != shape or mask.dtype != bool:
+        raise ValueError(f"can_select must be a boolean mask of shape (T, E) = {shape}, got "
+                         f"{mask.dtype} of shape {mask.shape}")
+    return mask
+
+
+def extraction_mask(num_tasks: int, task_experts: int, shared_experts: int) -> np.ndarray:
+    """``can_select`` ``(T, E)`` of a CGC or PLE level with ``E = T * task_experts + shared_experts``
+    experts in the order ``[task 0's, task 1's, ..., shared]`` (:mod:`mmoe_annotated.model.ple`):
+    task ``t`` selects its own ``task_experts`` and every shared one."""
+    for name, v in (("num_tasks", num_tasks), ("task_experts", task_experts), ("shared_experts", shared_experts)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (1 if name == "num_tasks" else 0):
+            raise ValueError(f"{name} must be a whole number >= {1 if name == 'num_tasks' else 0}, got {v!r}")
+    T, mk = int(num_tasks), int(task_experts)
+    mask = np.zeros((T, T * mk + int(shared_experts)), dtype=bool)
+    for t in range(T):
+        mask[t, t * mk:(t + 1) * mk] = True
+    mask[:, T * mk:] = True
+    return mask
+
+
+def selectable_experts(model) -> np.ndarray:
+    """``can_select`` ``(T, E)`` of a model's gates as ``predict(..., return_gates=True)`` returns
+    them: every expert for MMoE and OMoE; for CGC and PLE the last level's ``sees`` (each task's own
+    experts and the shared ones). Shared-Bottom has no gates."""
+    from .ple import PLE
+
+    if isinstance(model, PLE):
+        level = model.levels[-1]
+        mask = np.zeros((level.num_tasks, level.num_experts), dtype=bool)
+        np.put_along_axis(mask, level.sees.cpu().numpy(), True, axis=1)
+        return mask
+    if getattr(model, "gating", "none") == "none":
+        raise ValueError(f"{type(model).__name__} has no gates: no expert to select")
+    return np.ones((model.num_tasks, model.num_experts), dtype=bool)
 
 
 def polarized_gates(gates: np.ndarray, task_names: Sequence[str] | None = None, *, near_one: float = 0.95,
@@ -96,10 +157,11 @@ def polarized_gates(gates: np.ndarray, task_names: Sequence[str] | None = None, 
 
 
 def gate_statistics(gates: np.ndarray, task_names: Sequence[str] | None = None, *,
-                    dead_threshold: float = 0.01, near_one: float = 0.95) -> dict[str, float]:
+                    dead_threshold: float = 0.01, near_one: float = 0.95, can_select=None) -> dict[str, float]:
     """One flat record of gate health (what ``fit`` adds to each epoch's history record):
     ``gate_{task}_entropy``, ``gate_{task}_top_weight``, ``gate_{task}_expert_{e}`` (the mean
-    share), and ``gate_dead_experts`` and ``gate_polarized_tasks`` (counts)."""
+    share), and ``gate_dead_experts`` (counted with ``can_select``, see :func:`dead_experts`) and
+    ``gate_polarized_tasks`` (counts)."""
     gates = _gates(gates)
     names = _names(task_names, gates.shape[1])
     record: dict[str, float] = {}
@@ -109,6 +171,6 @@ def gate_statistics(gates: np.ndarray, task_names: Sequence[str] | None = None, 
         record[f"gate_{name}_entropy"] = float(ent)
         record[f"gate_{name}_top_weight"] = float(pol["mean_top_weight"].iloc[t])
         record.update({f"gate_{name}_expert_{e}": float(u) for e, u in enumerate(util[t])})
-    record["gate_dead_experts"] = len(dead_experts(gates, dead_threshold))
+    record["gate_dead_experts"] = len(dead_experts(gates, dead_threshold, can_select))
     record["gate_polarized_tasks"] = int(pol["polarized"].sum())
     return record

@@ -92,3 +92,59 @@ def test_gate_distance_by_hand():
     assert mm.gate_distance(g) == 0.0
     h = np.tile(np.array([[0.5, 0.5, 0.0], [0.5, 0.0, 0.5]]), (3, 1, 1))
     assert mm.gate_distance(h) == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------------------
+# Dead experts judged only by the gates that can select them (CGC and PLE)
+# ---------------------------------------------------------------------------
+
+def test_dead_experts_count_only_the_gates_that_can_select_an_expert():
+    # CGC, 2 tasks x 2 task experts + 1 shared: [t0's 0, 1 | t1's 2, 3 | shared 4]
+    mask = mm.model.health.extraction_mask(2, 2, 1)
+    assert mask.tolist() == [[True, True, False, False, True], [False, False, True, True, True]]
+    g = np.zeros((20, 2, 5))
+    g[:, 0, [0, 1, 4]] = [0.995, 0.002, 0.003]  # t0 leaves its expert 1 and the shared one
+    g[:, 1, [2, 3, 4]] = [0.3, 0.3, 0.4]  # t1 uses all it can see
+    assert mm.dead_experts(g, can_select=mask) == [1]  # the shared expert lives on t1's gate
+    assert mm.dead_experts(g) == [1]  # the default (every gate, MMoE) on exact zeros: the same here
+    # the mask decides, not the zeros: a small leak into another task's expert is an error ...
+    leak = g.copy()
+    leak[:, 1, 1], leak[:, 1, 2] = 0.02, 0.28
+    assert mm.dead_experts(leak) == []  # without the mask t1's leak would keep t0's expert alive
+    with pytest.raises(ValueError, match="task 1 cannot select expert 1"):
+        mm.dead_experts(leak, can_select=mask)
+    # ... and an expert that no gate can select is never counted
+    none, unused = mask.copy(), g.copy()
+    none[:, 1] = False
+    unused[:, 0, [0, 1, 4]] = [0.997, 0.0, 0.003]
+    assert mm.dead_experts(unused, can_select=none) == [] and mm.dead_experts(unused) == [1]
+    rec = mm.gate_statistics(g, TASKS, can_select=mask)
+    assert rec["gate_dead_experts"] == 1
+    with pytest.raises(ValueError, match=r"can_select must be a boolean mask of shape \(T, E\) = \(2, 5\)"):
+        mm.dead_experts(g, can_select=mask[:, :4])
+    with pytest.raises(ValueError, match="can_select must be a boolean"):
+        mm.dead_experts(g, can_select=mask.astype(int))
+    with pytest.raises(ValueError, match="task_experts must be a whole number"):
+        mm.model.health.extraction_mask(2, -1, 1)
+
+
+@pytest.mark.parametrize("kind, levels", [("mmoe", 1), ("omoe", 1), ("cgc", 1), ("ple", 2)])
+def test_selectable_experts_reads_the_models_gates(kind, levels):
+    from mmoe_annotated.model.health import extraction_mask, selectable_experts
+
+    cfg = mm.ModelConfig(features=(mm.SparseFeature("a", 10, 4), mm.DenseFeature("d", 2)), task_names=TASKS,
+                         num_experts=3, num_task_experts=2, num_shared_experts=1, num_levels=levels,
+                         expert_hidden=(8,), gate_hidden=(), tower_hidden=(4,), init_std=1e-2)
+    model = mm.build_model(kind, cfg)
+    mask = selectable_experts(model)
+    x, _ = _data()
+    _, gates = mm.predict(model, x, return_gates=True)  # (M, T, E)
+    assert mask.shape == gates.shape[1:]
+    np.testing.assert_array_equal(mask, gates.mean(axis=0) > 0)  # exactly the experts each gate weighs
+    if kind in ("cgc", "ple"):
+        np.testing.assert_array_equal(mask, extraction_mask(2, 2, 1))
+    else:
+        assert mask.all()
+    assert mm.dead_experts(gates, can_select=mask) == []
+    with pytest.raises(ValueError, match="has no gates"):
+        selectable_experts(mm.build_model("shared_bottom", cfg))
