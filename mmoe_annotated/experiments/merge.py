@@ -1,12 +1,17 @@
-"""Merge Census run folders into one shipped run: ``NAME.csv.gz``, ``NAME_gates.csv.gz``, ``NAME.json``.
+"""Census runs made in parts, merged into one shipped run.
 
-Explained in chapter 10, "Beyond MMoE: CGC, PLE and the seesaw" (``book/10_beyond_mmoe.ipynb``),
-whose Census-Income runs were made in parts (one process per task group, or per task-loss
-weighting) and merged with ``python -m mmoe_annotated.experiments merge --name NAME --out DIR FOLDER...``.
-Each folder is one ``census`` command's output. Where the folders differ in
-``--balancing``, the merged tables get a ``balancing`` column; the JSON keeps every part's
-command, settings and search, and the hyper-parameters of all parts together.
-:func:`~mmoe_annotated.experiments.census_report.load_census_run` reads the result.
+Explained in chapter 9, "The paper on real data: Census-Income" (``book/09_census.ipynb``) and
+chapter 10, "Beyond MMoE" (``book/10_beyond_mmoe.ipynb``), whose Census-Income runs are made in
+parts (per model and group, per range of seeds, per task-loss weighting) and merged with
+``python -m mmoe_annotated.experiments merge --name NAME --out DIR FOLDER...``. Each folder is one
+``census`` command's output, and must have finished (``run.json``'s ``finished``). The parts must
+share their data and their training settings (:data:`TRAINING_SETTINGS`) and give a family the
+same hyper-parameters; they may differ in seeds, models and groups, and in how the task losses are
+weighted: then the merged tables get a ``balancing`` column (and ``gradnorm_alpha`` or
+``balance_lr`` where those differ). The JSON keeps every part's command, provenance, settings and
+search; the parts' search tables go to ``NAME_search.csv.gz`` and their learning curves to
+``NAME_curves.csv.gz``. :func:`~mmoe_annotated.experiments.census_report.load_census_run` reads the
+result.
 """
 from __future__ import annotations
 
@@ -16,15 +21,28 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["merge_census_runs"]
+from .census_protocol import CensusExperiment
+
+__all__ = ["TRAINING_SETTINGS", "merge_census_runs", "read_searches"]
+
+#: What every part of one run must share: how each model is trained and on which rows.
+TRAINING_SETTINGS = ("epochs", "patience", "batch_size", "emb_dim", "tower_units", "split_seed", "max_train_rows")
+#: How the task losses are weighted: parts may differ here; the merged tables then say how.
+_BALANCING = {"task_balancing": "balancing", "gradnorm_alpha": "gradnorm_alpha", "balance_lr": "balance_lr"}
+_PROVENANCE = ("package_version", "commit", "torch_version", "device")
 
 
-def _part(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def _part(folder: Path) -> tuple[dict, dict]:
     missing = [f for f in ("results.csv", "gates.csv", "run.json") if not (folder / f).is_file()]
     if missing:
         raise ValueError(f"{folder} is not a finished census run: {', '.join(missing)} missing")
     meta = json.loads((folder / "run.json").read_text())
-    return pd.read_csv(folder / "results.csv"), pd.read_csv(folder / "gates.csv"), meta
+    if meta.get("finished") is not True:
+        raise ValueError(f"{folder} did not finish: its run.json has no \"finished\": true ({meta.get('seeds_done')} "
+                         f"of {meta.get('settings', {}).get('seeds')} seeds written); finish it with --resume")
+    tables = {n: pd.read_csv(folder / f"{n}.csv") for n in ("results", "gates", "curves", "search")
+              if (folder / f"{n}.csv").is_file()}
+    return tables, meta
 
 
 def _portable(command: str) -> str:
@@ -36,36 +54,94 @@ def _portable(command: str) -> str:
     return shlex.join(words)
 
 
-def merge_census_runs(folders, out: Path, name: str, note: str = "") -> dict:
-    """Write the merged run ``name`` into ``out`` and return its JSON record. Refuses folders
-    that overlap (the same model, group, seed and weighting twice) or come from different data."""
-    parts = [_part(Path(f)) for f in folders]
-    if not parts:
-        raise ValueError("no run folders to merge")
-    if len({json.dumps(m["rows"], sort_keys=True) for _, _, m in parts}) > 1:
+def _setting(meta: dict, name: str):
+    return meta["settings"].get(name, getattr(CensusExperiment, name))
+
+
+def _check_alike(folders, metas) -> dict:
+    """The training settings the parts share, and the hyper-parameters of every family; refuses parts
+    that differ in either."""
+    if len({json.dumps(m["rows"], sort_keys=True) for m in metas}) > 1:
         raise ValueError("the folders were run on different data (their 'rows' differ)")
-    weightings = [m["settings"].get("task_balancing", "fixed") for _, _, m in parts]
-    results, gates = [], []
-    for (r, g, _), how in zip(parts, weightings):
-        if len(set(weightings)) > 1:
-            r, g = r.assign(balancing=how), g.assign(balancing=how)
-        results.append(r)
-        gates.append(g)
-    results, gates = pd.concat(results, ignore_index=True), pd.concat(gates, ignore_index=True)
-    key = ["model", "group", "seed", "task", "split"] + (["balancing"] if "balancing" in results else [])
+    shared = {}
+    for name in TRAINING_SETTINGS:
+        values = {json.dumps(_setting(m, name)): f for f, m in zip(folders, metas)}
+        if len(values) > 1:
+            raise ValueError(f"the parts differ in the training setting {name!r}: "
+                             + ", ".join(f"{v} ({f})" for v, f in values.items()) + "; merge parts made alike")
+        shared[name] = _setting(metas[0], name)
+    hparams: dict = {}
+    for f, m in zip(folders, metas):
+        for key, hp in m["settings"]["hparams"].items():
+            if hparams.setdefault(key, (hp, f))[0] != hp:
+                raise ValueError(f"{key} was trained with other hyper-parameters in {hparams[key][1]} "
+                                 f"({hparams[key][0]}) than in {f} ({hp})")
+    return {**shared, "hparams": {k: v for k, (v, _) in hparams.items()}}
+
+
+def _label(tables: dict, meta: dict, differ: list[str]) -> dict:
+    """The part's tables with a column per weighting setting the parts differ in."""
+    how = {_BALANCING[s]: _setting(meta, s) for s in differ}
+    if "gradnorm_alpha" in how and _setting(meta, "task_balancing") != "gradnorm":
+        how["gradnorm_alpha"] = float("nan")  # alpha means nothing to the other weightings
+    return {n: (t.assign(**how) if n != "search" else t) for n, t in tables.items()}
+
+
+def merge_census_runs(folders, out: Path, name: str, note: str = "") -> dict:
+    """Write the merged run ``name`` into ``out`` and return its JSON record. Refuses folders that
+    did not finish, overlap (the same model, group, seed and weighting twice), come from different
+    data, or differ in their training settings or a family's hyper-parameters."""
+    folders = [Path(f) for f in folders]
+    if not folders:
+        raise ValueError("no run folders to merge")
+    parts = [_part(f) for f in folders]
+    metas = [m for _, m in parts]
+    settings = _check_alike(folders, metas)
+    differ = [s for s in _BALANCING if len({json.dumps(_setting(m, s)) for m in metas}) > 1]
+    labelled = [_label(t, m, differ) for t, m in parts]
+    merged = {n: pd.concat([t[n] for t in labelled if n in t], ignore_index=True)
+              for n in ("results", "gates", "curves", "search") if any(n in t for t in labelled)}
+    results = merged["results"]
+    key = ["model", "group", "seed", "task", "split"] + [_BALANCING[s] for s in differ]
     if results.duplicated(key).any():
         raise ValueError(f"the folders overlap: {results[results.duplicated(key)][key].iloc[0].to_dict()}")
-    for _, _, m in parts:
+    if "search" in merged:
+        from .census_search import HPARAM_COLUMNS
+        cols = ["family", *[c for c in HPARAM_COLUMNS if c in merged["search"]], "seed"]
+        merged["search"] = merged["search"].drop_duplicates(cols).reset_index(drop=True)
+    for m in metas:
         m["command"] = _portable(m["command"])
-    record = {"command": " ; ".join(m["command"] for _, _, m in parts), "note": note,
-              "machine": parts[0][2]["machine"], "rows": parts[0][2]["rows"],
-              "seconds": round(sum(m["seconds"] for _, _, m in parts), 1),
-              "settings": {"hparams": {k: v for _, _, m in parts for k, v in m["settings"]["hparams"].items()}},
-              "parts": [{k: m[k] for k in ("command", "seconds", "finished_utc", "seeds_done", "settings", "search")
-                         if k in m} for _, _, m in parts]}
+    record = {"command": " ; ".join(m["command"] for m in metas), "note": note, "machine": metas[0]["machine"],
+              **{k: _agreed([m.get(k) for m in metas]) for k in _PROVENANCE}, "rows": metas[0]["rows"],
+              "seconds": round(sum(m["seconds"] for m in metas), 1), "finished": True, "settings": settings,
+              "parts": [{k: m[k] for k in ("command", "commands", *_PROVENANCE, "machine", "seconds", "finished_utc",
+                                           "seeds_done", "settings", "search") if k in m} for m in metas]}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results.to_csv(out / f"{name}.csv.gz", index=False, compression="gzip", float_format="%.7g")
-    gates.to_csv(out / f"{name}_gates.csv.gz", index=False, compression="gzip", float_format="%.7g")
+    for n, table in merged.items():
+        suffix = "" if n == "results" else f"_{n}"
+        table.to_csv(out / f"{name}{suffix}.csv.gz", index=False, compression="gzip", float_format="%.7g")
     (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def _agreed(values: list):
+    """One value where the parts agree, else every value, in the parts' order."""
+    return values[0] if len({json.dumps(v) for v in values}) == 1 else values
+
+
+def read_searches(folders) -> pd.DataFrame:
+    """The search tables of finished search parts as one table (a training listed twice counts once)."""
+    from .census_search import HPARAM_COLUMNS
+    tables = []
+    for folder in map(Path, folders):
+        meta = folder / "run.json"
+        if not (folder / "search.csv").is_file() or not meta.is_file():
+            raise ValueError(f"{folder} holds no census search (search.csv and run.json)")
+        if not json.loads(meta.read_text()).get("finished"):
+            raise ValueError(f"{folder}: its search did not finish (run.json has no \"finished\": true); "
+                             "finish it with --resume")
+        tables.append(pd.read_csv(folder / "search.csv"))
+    table = pd.concat(tables, ignore_index=True)
+    key = ["family", *[c for c in HPARAM_COLUMNS if c in table], "seed"]
+    return table.drop_duplicates(key).reset_index(drop=True)
