@@ -31,6 +31,7 @@ from ..model.health import gate_distance
 from ..train.inference import evaluate, predict
 from ..train.loop import fit
 from .census_protocol import CensusData, CensusExperiment, _configs, family, prepare
+from .provenance import git_commit, machine
 
 __all__ = ["FORMAT_VERSION", "PAIRS", "CONTROL_COLUMNS", "pair_labels", "train_pair", "run_gate_control",
            "load_gate_control"]
@@ -105,23 +106,9 @@ def load_gate_control(name: str = "census_gate_control") -> tuple[pd.DataFrame, 
     return df, meta
 
 
-def _commit() -> str:
-    """The git commit of the source tree that ran the control ("unknown" outside a checkout)."""
-    import subprocess
-    from pathlib import Path
-
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-    except OSError:
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
-
-
 def _main(argv=None) -> None:
     """``python -m mmoe_annotated.experiments.census_control --out DIR``: the control chapter 9 loads."""
     import argparse
-    import platform
     import shlex
     import sys
     from pathlib import Path
@@ -140,7 +127,7 @@ def _main(argv=None) -> None:
     p.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=PAIRS)
     p.add_argument("--data", type=Path, default=None, help="a folder with the Census files (else the cache)")
     a = p.parse_args(argv)
-    commit = _commit()  # the source that runs, read before the long run
+    commit = git_commit()  # the source that runs, read before the long run
     torch.set_num_threads(1)
     exp = CensusExperiment(groups=tuple(a.group), models=("mmoe",), seeds=a.seeds, first_seed=a.first_seed,
                            epochs=a.epochs)
@@ -156,9 +143,7 @@ def _main(argv=None) -> None:
     meta = {"format_version": FORMAT_VERSION,
             "command": "python -m mmoe_annotated.experiments.census_control " + shlex.join(args),
             "package_version": package_version(), "commit": commit, "torch": torch.__version__,
-            "device": exp.device, "machine": {"platform": platform.platform(),
-                                              "processor": platform.processor() or platform.machine(),
-                                              "torch_threads": torch.get_num_threads()},
+            "device": exp.device, "machine": machine(exp.device),
             "seconds": round(time.perf_counter() - started, 1), "rows": data.rows,
             "settings": {**exp.to_dict(), "model": "mmoe", "pairs": list(a.pairs),
                          "hparams": {family("mmoe", group=g): exp.hparams_of(family("mmoe", group=g))
