@@ -1,0 +1,106 @@
+"""The shipped Census runs are what their records say: seed 0 of one small part of each shipped
+study, trained again from the run's JSON record (:func:`mmoe_annotated.experiments.census.rerun`),
+gives the shipped numbers.
+
+:data:`SHIPPED_RERUNS` lists one family per shipped study; the runs of the protocol that trains to
+convergence add their names here when they land. The full training file is read once (about 15 s)
+and each family trains a few epochs on one torch thread, as the shipped runs did. The mechanism
+itself is checked end to end on a tiny run made and merged here."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mmoe_annotated.data import census
+from mmoe_annotated.experiments import census as study
+from mmoe_annotated.experiments.cli import main
+from mmoe_annotated.experiments.merge import merge_census_runs
+
+from tests.experiments.test_census import write_pair
+
+#: (shipped run, family, task-loss weighting of the part to rerun or None): the smallest part of each
+#: study. Every entry reruns seed 0 on the full data.
+SHIPPED_RERUNS = [
+    ("census", "single_task/never_married", None),
+    ("census_ple", "cgc/group1", None),
+    ("census_balancing", "shared_bottom/group1", "uncertainty"),
+]
+#: AUC and log loss: the shipped tables keep 6 or 7 significant digits; training again on one
+#: thread of the same CPU build repeats every float operation, so what is left is that rounding.
+TOLERANCE = 2e-6
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def full_data():
+    train, test = census.load_census()
+    return study.prepare(train, test, study.CensusExperiment())
+
+
+def _shipped_rows(results: pd.DataFrame, key: str, seed: int, balancing: str | None) -> pd.DataFrame:
+    model, _, rest = key.partition("/")
+    rows = results[(results["model"] == model) & (results["seed"] == seed)]
+    if model == "single_task":
+        rows = rows[rows["task"] == rest]
+    else:
+        rows = rows[rows["group"] == int(rest.removeprefix("group"))]
+    if balancing is not None:
+        rows = rows[rows["balancing"] == balancing]
+    return rows
+
+
+def _compare(again: pd.DataFrame, shipped: pd.DataFrame, tolerance: float) -> None:
+    key = ["model", "group", "seed", "task", "split"]
+    assert len(again) == len(shipped) > 0
+    a, b = again.set_index(key).sort_index(), shipped.set_index(key).sort_index()
+    assert a.index.equals(b.index)
+    for column in ("auc", "logloss"):
+        np.testing.assert_allclose(a[column], b[column], rtol=0, atol=tolerance, err_msg=column)
+    for column in study.TRAINING_COLUMNS:
+        if column in b:  # the first protocol's runs lack them
+            np.testing.assert_array_equal(a[column], b[column], err_msg=column)
+
+
+@pytest.mark.parametrize("name, key, balancing", SHIPPED_RERUNS)
+def test_seed_0_of_a_shipped_run_trains_again_to_the_same_numbers(name, key, balancing, full_data, one_thread):
+    results, _, meta = study.load_census_run(name)
+    exp = study.experiment_of(meta, key, balancing)
+    assert exp.max_train_rows is None and exp.hparams[key] == meta["settings"]["hparams"][key]
+    _compare(study.rerun(meta, key, 0, full_data, balancing), _shipped_rows(results, key, 0, balancing), TOLERANCE)
+
+
+def test_a_new_run_reruns_from_its_merged_record(tmp_path, one_thread):
+    """The mechanism on a run of the new protocol (early stopping, learned weights, a matched MMoE),
+    made in two parts and merged: its record alone trains seed 0 again to the same numbers."""
+    data_dir = tmp_path / "data"
+    write_pair(data_dir, train_rows=300, test_rows=200)
+    common = ["--data", str(data_dir), "--seeds", "2", "--epochs", "6", "--patience", "2", "--group", "1",
+              "--max-train-rows", "250", "--no-progress"]
+    assert main(["census", "--out", str(tmp_path / "a"), *common, "--models", "single_task", "mmoe"]) == 0
+    assert main(["census", "--out", str(tmp_path / "b"), *common, "--models", "mmoe", "ple", "mmoe_matched",
+                 "--balancing", "gradnorm", "--gradnorm-alpha", "0.12"]) == 0
+    merge_census_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "merged", "tiny")
+    results = pd.read_csv(tmp_path / "merged" / "tiny.csv.gz")
+    meta = json.loads((tmp_path / "merged" / "tiny.json").read_text())
+    train, test = census.load_census(path=data_dir)
+    data = study.prepare(train, test, study.experiment_of(meta, "mmoe/group1", "fixed"))
+    for key, balancing in (("single_task/income", "fixed"), ("mmoe/group1", "gradnorm"),
+                           ("mmoe_matched/group1", "gradnorm")):
+        exp = study.experiment_of(meta, key, balancing)
+        assert exp.patience == 2 and exp.max_train_rows == 250 and exp.task_balancing == balancing
+        assert exp.gradnorm_alpha == (0.12 if balancing == "gradnorm" else 1.5)
+        again = study.rerun(meta, key, 0, data, balancing)
+        _compare(again, _shipped_rows(results, key, 0, balancing), 1e-6)
+    with pytest.raises(ValueError, match="no part that trained 'ple/group2'"):
+        study.experiment_of(meta, "ple/group2")
