@@ -175,6 +175,7 @@ def _check_resumed(meta: dict, settings: dict, search_only: bool) -> None:
     if before is None:
         return
     ignore = {"seeds"} | ({"hparams"} if search_only else set())
+    settings = json.loads(json.dumps(settings))  # as the record has it: lists for tuples
     differ = sorted(k for k in set(before) | set(settings) if k not in ignore and before.get(k) != settings.get(k))
     if differ:
         raise SystemExit(f"error: --resume: the run in --out was made with other settings ({', '.join(differ)}); "

@@ -55,8 +55,7 @@ _GATED = ("omoe", "mmoe") + EXTRACTION_MODELS + (MATCHED_MODEL,)
 #: How close the matched MMoE's parameter count must come to its PLE's (a share of PLE's).
 MATCH_TOLERANCE = 0.05
 
-#: Hyper-parameters used without ``--search``: what the committed run's search chose
-#: (``census.json`` in the package results records the whole search).
+#: Hyper-parameters used without ``--search``: what the committed run's search chose (``census.json``).
 DEFAULT_HPARAMS: dict[str, dict] = {
     "single_task/income": {"lr": 3e-3, "experts": 1, "units": 128},
     "single_task/education": {"lr": 3e-3, "experts": 1, "units": 64},
@@ -68,9 +67,8 @@ DEFAULT_HPARAMS: dict[str, dict] = {
     "mmoe/group1": {"lr": 3e-3, "experts": 4, "units": 32},
     "mmoe/group2": {"lr": 3e-3, "experts": 4, "units": 16},
 }
-#: CGC and PLE without ``--search``: what the committed run's search chose (``census_ple.json`` in the
-#: package results records it). "experts" counts each task's own experts, "shared" the shared ones,
-#: per level.
+#: CGC and PLE without ``--search``: what the committed run's search chose (``census_ple.json``).
+#: "experts" counts each task's own experts, "shared" the shared ones, per level.
 EXTRACTION_HPARAMS: dict[str, dict] = {
     "cgc/group1": {"lr": 3e-3, "experts": 2, "shared": 2, "units": 16},
     "cgc/group2": {"lr": 3e-3, "experts": 2, "shared": 2, "units": 16},
@@ -113,7 +111,8 @@ class CensusExperiment:
     #: Seeds per setting of the search (``search_seed``, ``search_seed + 1``, ...); their mean decides.
     search_seeds: int = 2
     #: Per family key (see :func:`family`): {"lr", "experts", "units"}; missing keys fall back to
-    #: :data:`DEFAULT_HPARAMS`, then to lr 3e-3 and 4 x 32 (one bottom of 128).
+    #: :data:`DEFAULT_HPARAMS`, then to lr 3e-3 and 4 x 32 (one bottom of 128); "mmoe_matched"'s
+    #: are computed (:func:`matched_hparams`).
     hparams: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -131,9 +130,9 @@ class CensusExperiment:
             raise ValueError(f"task_balancing must be one of {BALANCING}, got {self.task_balancing!r}")
         if self.task_balancing != "fixed" and "single_task" in self.models:
             raise ValueError(f"task_balancing={self.task_balancing!r} weighs two tasks; Single-Task trains one")
-        if isinstance(self.gradnorm_alpha, bool) or not (math.isfinite(self.gradnorm_alpha) and self.gradnorm_alpha >= 0):
+        if not _number(self.gradnorm_alpha) or self.gradnorm_alpha < 0:
             raise ValueError(f"gradnorm_alpha must be a non-negative number, got {self.gradnorm_alpha!r}")
-        if self.balance_lr is not None and not (math.isfinite(self.balance_lr) and self.balance_lr > 0):
+        if self.balance_lr is not None and not (_number(self.balance_lr) and self.balance_lr > 0):
             raise ValueError(f"balance_lr must be None or a positive number, got {self.balance_lr!r}")
         if self.max_train_rows is not None and self.max_train_rows < 10:
             raise ValueError(f"max_train_rows must be None or >= 10, got {self.max_train_rows}")
@@ -176,6 +175,10 @@ def _whole(name: str, v) -> None:
         raise ValueError(f"{name} must be a whole number >= 1, got {v!r}")
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def family(model: str, group: int | None = None, task: str | None = None) -> str:
     """Key of one training: ``"mmoe/group1"`` or ``"single_task/income"``."""
     return f"{model}/{task}" if model == "single_task" else f"{model}/group{group}"
@@ -191,10 +194,6 @@ def tasks_of(key: str) -> tuple[str, ...]:
     model, _, rest = key.partition("/")
     return (rest,) if model == "single_task" else census.GROUPS[int(rest.removeprefix("group"))]
 
-
-# ---------------------------------------------------------------------------
-# Sizes: parameters outside the embedding table, and MMoE matched to PLE
-# ---------------------------------------------------------------------------
 
 def _features(exp: CensusExperiment) -> tuple:
     """The encoder's feature specs without the data: the vocabularies only size the embedding
@@ -234,10 +233,6 @@ def matched_hparams(exp: CensusExperiment, group: int) -> dict:
             "target_params": target}
 
 
-# ---------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------
-
 @dataclass
 class CensusData:
     """Encoded splits: features and the three labels of each, plus the fitted encoder."""
@@ -260,10 +255,6 @@ def prepare(train: pd.DataFrame, test: pd.DataFrame, exp: CensusExperiment) -> C
                       {k: v[list(census.TASKS)].reset_index(drop=True) for k, v in splits.items()},
                       {k: len(v) for k, v in splits.items()})
 
-
-# ---------------------------------------------------------------------------
-# One training
-# ---------------------------------------------------------------------------
 
 def _model_config(key: str, exp: CensusExperiment, hp: dict, seed: int, features) -> tuple[str, ModelConfig]:
     model = key.partition("/")[0]

@@ -214,8 +214,8 @@ def _read_grid(path) -> dict:
         texts = ["x".join(map(str, s)) if isinstance(s, list) else str(s) for s in given[kind]]
         sizes = _sizes(texts, f"--grid {path}: {kind}")
         if set(sizes) != {kind}:
-            raise ValueError(f"--grid {path}: every size of {kind!r} must have {len(SEARCH_GRID[kind][0]) - (kind == 'bottom')} "
-                             f"part(s), got {given[kind]!r}")
+            parts = {"bottom": 1, "moe": 2, "extraction": 3}[kind]
+            raise ValueError(f"--grid {path}: every size of {kind!r} must have {parts} part(s), got {given[kind]!r}")
         out[kind] = sizes[kind]
     return out
 

@@ -138,11 +138,12 @@ class NormalizedUncertaintyWeighting(UncertaintyWeighting):
 
     A control for one reading of :class:`UncertaintyWeighting`. On binary tasks whose losses are
     small (on Census-Income, income's test log loss is about 0.13, never married's 0.09), its
-    minimiser ``exp(s_k) = 2 c_k L_k`` gives weights ``c_k exp(-s_k) = 1 / (2 L_k)`` of 4 to 5, so the
-    network trains as if its learning rate were several times larger (exactly so for plain SGD;
-    Adam divides a constant scale away, but not one that grows while its moment estimates lag). If uncertainty weighting's gain on income came from that larger
-    *effective learning rate* rather than from the *relative* weights of the tasks, this variant,
-    which keeps the relative weights and drops the scale, loses the gain.
+    minimiser ``exp(s_k) = 2 c_k L_k`` gives weights ``c_k exp(-s_k) = 1 / (2 L_k)`` of 4 to 5, so
+    the network trains as if its learning rate were several times larger (exactly so for plain SGD;
+    Adam divides a constant scale away, but not one that grows while its moment estimates lag). If
+    uncertainty weighting's gain on income came from that larger *effective learning rate* rather
+    than from the *relative* weights of the tasks, this variant, which keeps the relative weights
+    and drops the scale, loses the gain.
 
     The noise scales ``s_k = log sigma_k^2`` are learned exactly as in uncertainty weighting: their
     gradient is that of ``sum_k c_k exp(-s_k) L_k + s_k / 2`` with the losses held constant. The
