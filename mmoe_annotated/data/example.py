@@ -113,8 +113,11 @@ def make_byterec(n_rows: int = 20_000, seed: int = 0, sizes: ByteRecSizes | None
 
     What it imitates, and how:
 
-    * long-tail popularity: users, authors and music are drawn Zipf-like, so a few IDs
-      appear often and most appear once or twice;
+    * long-tail popularity: users, items, authors and music are drawn Zipf-like, so a few
+      IDs take a large share of the rows and many are rare. In the default 20,000 rows
+      the most frequent tenth of the IDs holds about half the rows (users, items) to
+      three quarters (music), and 59 % of the items, 39 % of the music IDs, 35 % of the
+      authors and 21 % of the users appear at most twice;
     * time: rows are in time order and items are *released over time* (item ``i`` can
       appear only once it is released), so later rows hold item (and author) IDs that
       earlier rows never showed, which is what an encoder fit on an 80/20 split by row
