@@ -46,6 +46,7 @@ module                what
 from __future__ import annotations
 
 from dataclasses import replace
+from importlib.resources import files
 from typing import Callable
 
 import numpy as np
@@ -64,7 +65,8 @@ __all__ = ["CENSUS_MODELS", "EXTRACTION_MODELS", "EXTRACTION_HPARAMS", "MATCHED_
            "PAPER_TABLES", "DEFAULT_HPARAMS", "SEARCH_GRID", "CensusExperiment", "family",
            "CensusData", "prepare", "run_census", "search", "choose", "grid_edges", "summarize", "paired",
            "gate_table", "load_census_run", "plot_auc", "plot_gates", "RESULT_COLUMNS", "GATE_COLUMNS",
-           "TRAINING_COLUMNS", "CURVE_COLUMNS", "train_family", "with_result_columns", "experiment_of", "rerun"]
+           "TRAINING_COLUMNS", "CURVE_COLUMNS", "train_family", "with_result_columns", "experiment_of", "rerun",
+           "rerun_curve", "load_census_curves"]
 
 #: The columns of every results table, the first protocol's runs included.
 RESULT_COLUMNS = ["model", "group", "seed", "task", "role", "split", "auc", "logloss", "seconds"]
@@ -167,7 +169,26 @@ def experiment_of(meta: dict, key: str, balancing: str | None = None) -> CensusE
 
 def rerun(meta: dict, key: str, seed: int, data: CensusData, balancing: str | None = None) -> pd.DataFrame:
     """Family ``key`` of a run trained again with ``seed`` on its recorded settings: its
-    results rows, to compare with the run's own (``data`` from :func:`prepare` with
-    the run's ``max_train_rows``)."""
+    results rows, to compare with the run's own (``data`` from :func:`prepare` with the run's
+    ``max_train_rows``)."""
     exp = replace(experiment_of(meta, key, balancing), groups=tuple(census.GROUPS))
     return pd.DataFrame(train_family(key, exp, seed, data)[0], columns=RESULT_COLUMNS + TRAINING_COLUMNS)
+
+
+def rerun_curve(meta: dict, key: str, seed: int, data: CensusData, epochs: int,
+                balancing: str | None = None) -> pd.DataFrame:
+    """The first ``epochs`` epochs of family ``key``'s run with ``seed``, trained again: their
+    learning-curve rows (:data:`CURVE_COLUMNS`). Early stopping only chooses which epoch to keep
+    once training ends, so a run's first epochs are these, however long it trained."""
+    exp = replace(experiment_of(meta, key, balancing), groups=tuple(census.GROUPS), epochs=epochs, patience=None)
+    return pd.DataFrame(train_family(key, exp, seed, data)[2], columns=CURVE_COLUMNS)
+
+
+def load_census_curves(name: str) -> pd.DataFrame:
+    """The learning curves of a run shipped with the package (``NAME_curves.csv.gz``; runs of the
+    first protocol have none)."""
+    table = files("mmoe_annotated.experiments") / "results" / f"{name}_curves.csv.gz"
+    if not table.is_file():
+        raise ValueError(f"the shipped Census run {name!r} has no learning curves ({name}_curves.csv.gz)")
+    with table.open("rb") as f:
+        return pd.read_csv(f, compression="gzip")
