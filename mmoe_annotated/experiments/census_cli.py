@@ -60,6 +60,8 @@ def add_census_parser(sub) -> None:
                    "first (else --search-from, --hparams or the committed run's choices)")
     c.add_argument("--search-only", action="store_true", help="stop after the search (a search part)")
     c.add_argument("--search-seeds", type=int, default=C.search_seeds, help="seeds per setting of the search")
+    c.add_argument("--search-seed", type=int, default=C.search_seed, help="the search's first seed (a part may "
+                   "run one seed: --search-seeds 1 --search-seed 10001)")
     c.add_argument("--search-from", nargs="+", type=Path, default=None, metavar="FOLDER",
                    help="take the hyper-parameters from these search parts' search.csv")
     c.add_argument("--hparams", type=Path, default=None, help="JSON file: family -> hyper-parameters")
@@ -142,6 +144,7 @@ def _setup(args: argparse.Namespace):
                                first_seed=args.first_seed, epochs=args.epochs, patience=args.patience,
                                task_balancing=args.balancing, gradnorm_alpha=args.gradnorm_alpha,
                                balance_lr=args.balance_lr, search_seeds=args.search_seeds,
+                               search_seed=args.search_seed,
                                max_train_rows=args.max_train_rows, device=args.device)
         resolve_device(exp.device)
         train, test = census_data.load_census(cache_dir=args.cache_dir, path=args.data)
@@ -213,19 +216,8 @@ def _hparams(args, exp, data, out: Path, meta: dict, start: float):
         hparams.update(chosen)
         _print_edges(edges)
     if args.hparams is not None:
-        hparams.update(_read_hparams(args.hparams))
+        hparams.update(cs.read_hparams(args.hparams))
     return replace(exp, hparams=hparams)
-
-
-def _read_hparams(path: Path) -> dict:
-    try:
-        given = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"--hparams {path}: cannot read JSON: {e}") from None
-    if not isinstance(given, dict) or not all(isinstance(v, dict) and "/" in k for k, v in given.items()):
-        raise ValueError(f"--hparams {path}: expected an object FAMILY -> {{lr, experts, units, ...}}, "
-                         "e.g. {\"mmoe/group1\": {\"lr\": 0.003, \"experts\": 8, \"units\": 64}}")
-    return given
 
 
 def _print_edges(edges: pd.DataFrame) -> None:

@@ -26,7 +26,7 @@ from .census_protocol import (EXTRACTION_MODELS, MATCHED_MODEL, CensusData, Cens
                               train_one)
 
 __all__ = ["SEARCH_GRID", "HPARAM_COLUMNS", "SEARCH_COLUMNS", "search", "choose", "grid_of", "kind_of",
-           "check_budget", "grid_edges", "make_grid", "load_search", "best_epoch"]
+           "check_budget", "grid_edges", "make_grid", "read_hparams", "load_search", "best_epoch"]
 
 #: The grid searched per model and group (per label for Single-Task): learning rate times size.
 #: Sizes are (experts, units per expert) for OMoE and MMoE and (1, units) for the one-bottom models,
@@ -230,6 +230,18 @@ def make_grid(lrs=None, sizes=None, grid_file=None, base: dict | None = None) ->
         grid["lr"] = _lrs(lrs, "--lrs")
     grid.update(_sizes(sizes or []))
     return grid
+
+
+def read_hparams(path) -> dict:
+    """A JSON file of hyper-parameters per family, as ``hparams.json`` of a run writes it."""
+    try:
+        given = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--hparams {path}: cannot read JSON: {e}") from None
+    if not isinstance(given, dict) or not all(isinstance(v, dict) and "/" in k for k, v in given.items()):
+        raise ValueError(f"--hparams {path}: expected an object FAMILY -> {{lr, experts, units, ...}}, "
+                         "e.g. {\"mmoe/group1\": {\"lr\": 0.003, \"experts\": 8, \"units\": 64}}")
+    return given
 
 
 def load_search(name: str) -> pd.DataFrame:

@@ -330,3 +330,27 @@ def test_merge_labels_weightings_and_ships_curves_search_and_provenance(sample, 
     assert "--out DIR" in record["command"] and str(tmp_path / "u") not in record["command"]
     loaded = pd.read_csv(tmp_path / "m" / "bal_gates.csv.gz")
     assert set(loaded["balancing"]) == set(results["balancing"])
+
+
+def test_a_search_split_by_seed_into_parts_chooses_on_both(sample, tmp_path):
+    base = ["--epochs", 1, "--group", 2, "--models", "shared_bottom", "--search", "--search-only", "--lrs", 1e-2,
+            3e-2, "--sizes", 8, 16, "--search-seeds", 1]
+    for seed in (10_000, 10_001):
+        assert run(sample, tmp_path / f"s{seed}", *base, "--search-seed", seed) == 0
+    parts = [tmp_path / "s10000", tmp_path / "s10001"]
+    table = pd.concat([pd.read_csv(p / "search.csv") for p in parts], ignore_index=True)
+    assert cs.check_budget(table, 2) == []
+    final = tmp_path / "final"
+    assert run(sample, final, "--seeds", 1, "--epochs", 1, "--group", 2, "--models", "shared_bottom",
+               "--search-from", *parts) == 0
+    assert json.loads((final / "hparams.json").read_text())["shared_bottom/group2"] == \
+        study.choose(table)["shared_bottom/group2"]
+    # one seed alone breaks the rule of two seeds per setting: the final runs refuse it
+    with pytest.raises(SystemExit, match="fewer than 2"):
+        run(sample, tmp_path / "one", "--seeds", 1, "--epochs", 1, "--group", 2, "--models", "shared_bottom",
+            "--search-from", parts[0])
+    (tmp_path / "bad.json").write_text(json.dumps({"mmoe": 3}))
+    with pytest.raises(SystemExit, match=r"--hparams .*bad\.json: expected an object FAMILY"):
+        run(sample, tmp_path / "bad", "--seeds", 1, "--epochs", 1, "--hparams", tmp_path / "bad.json")
+    with pytest.raises(SystemExit, match="--search-only stops after the search: give --search too"):
+        run(sample, tmp_path / "x", "--search-only")
