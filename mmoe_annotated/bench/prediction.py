@@ -205,23 +205,28 @@ def format_prediction(result: dict) -> str:
     wing, compile seconds and the largest difference from the taught predictions; then the decision."""
     m = result["meta"]
     impls = [i for i in PREDICTION_IMPLS if any(r["impl"] == i for r in result["records"])]
-    lines = [f"MMoE prediction of {m['data']['rows']:,} rows; {m['threads']} threads on {m['device']}; median of "
-             f"{m['repeats']} rounds in one process per configuration, the implementations interleaved",
+    others = [i for i in impls if i != "taught"]
+    threads = f"{m['threads']} thread{'s' if m['threads'] != 1 else ''}"
+    lines = [f"MMoE prediction of {m['data']['rows']:,} rows; {threads} on {m['device']}; median of "
+             f"{m['repeats']} turns in one process per configuration, the implementations taking turns",
              f"machine: {m['machine']['cpu']}{'; GPU ' + m['machine']['gpu'] if 'gpu' in m['machine'] else ''}; "
              f"torch {m['torch']}; mmoe-annotated {m['package_version']} ({(m['git_commit'] or 'no git')[:10]}); "
              f"{m['date_utc']}; load average {m['load_average_before'][0]:.2f} before, "
              f"{m['load_average_after'][0]:.2f} after", "",
-             f"{'batch':>5} {'dim':>3} | " + " ".join(f"{i:>9}" for i in impls) + " | samples/s over taught | "
-             "compiled/fast | compile s | max |diff| vs taught"]
+             f"{'':9} | {'samples/s':^{10 * len(impls) - 1}} | {'over taught':^{9 * len(others) - 1}} |"
+             f" {'compiled':>8} | {'compile':>7} | max |diff| vs taught",
+             f"{'batch':>5} {'K':>3} | " + " ".join(f"{i:>9}" for i in impls) + " | "
+             + " ".join(f"{i:>8}" for i in others) + f" | {'/ fast':>8} | {'seconds':>7} | "
+             + " ".join(f"{i:>8}" for i in others)]
     for key in sorted({(r["batch_size"], r["emb_dim"]) for r in result["records"]}):
         runs = {r["impl"]: r for r in result["records"] if (r["batch_size"], r["emb_dim"]) == key}
-        over = " ".join(f"{runs[i]['over']['taught']:5.2f}x" for i in impls if "taught" in runs[i]["over"])
-        comp = runs.get("compiled", {})
         rates = " ".join(f"{runs[i]['predict_samples_per_s']:9,.0f}" for i in impls)
-        lines.append(f"{key[0]:>5} {key[1]:>3} | {rates}"
-                     + f" | {over:>21} | {comp.get('over', {}).get('fast', float('nan')):12.2f}x |"
-                     f" {comp.get('compile_seconds') or float('nan'):9.1f} | "
-                     + " ".join(f"{runs[i]['max_abs_diff_vs_taught']:.1e}" for i in impls if i != "taught"))
+        over = " ".join(f"{runs[i]['over'].get('taught', float('nan')):7.2f}x" for i in others)
+        comp = runs.get("compiled")
+        versus = f"{comp['over']['fast']:7.2f}x" if comp and "fast" in comp["over"] else f"{'-':>8}"
+        seconds = f"{comp['compile_seconds']:7.1f}" if comp else f"{'-':>7}"
+        diffs = " ".join(f"{runs[i]['max_abs_diff_vs_taught'] or 0:8.1e}" for i in others)
+        lines.append(f"{key[0]:>5} {key[1]:>3} | {rates} | {over} | {versus} | {seconds} | {diffs}")
     decision = result.get("decision")
     if decision:
         lines += ["", f"decision: {decision['rule']}: "
