@@ -151,23 +151,24 @@ def with_result_columns(results: pd.DataFrame) -> pd.DataFrame:
 # Reruns: one family and seed of a shipped run, trained again from its record
 # ---------------------------------------------------------------------------
 
-def experiment_of(meta: dict, key: str, balancing: str | None = None) -> CensusExperiment:
+def experiment_of(meta: dict, key: str, balancing: str | dict | None = None) -> CensusExperiment:
     """The settings that trained family ``key`` of a run, read from its JSON record (a merged
-    run's parts, or one run's ``settings``); ``balancing`` picks the part of a merged run with that
-    task-loss weighting. Runs of the first protocol record no ``patience``: fixed epochs."""
-    parts = meta.get("parts") or [meta]
-    for part in parts:
+    run's parts, or one run's ``settings``). ``balancing`` picks the part of a merged run by how it
+    weighted the task losses: a name ("uncertainty") or the settings it must have
+    (``{"task_balancing": "gradnorm", "gradnorm_alpha": 0.12}``). Runs of the first protocol record
+    no ``patience``: fixed epochs."""
+    want = {"task_balancing": balancing} if isinstance(balancing, str) else dict(balancing or {})
+    for part in meta.get("parts") or [meta]:
         settings = dict(part.get("settings") or meta.get("settings") or {})
         hparams = settings.pop("hparams", None) or meta.get("settings", {}).get("hparams", {})
-        if key not in hparams or (balancing is not None and settings.get("task_balancing", "fixed") != balancing):
+        if key not in hparams or any(settings.get(k, getattr(CensusExperiment, k)) != v for k, v in want.items()):
             continue
         known = {k: v for k, v in settings.items() if k in CensusExperiment.__dataclass_fields__}
         return replace(CensusExperiment(**{**known, "models": (key.partition("/")[0],)}), hparams={key: hparams[key]})
-    raise ValueError(f"the run's record has no part that trained {key!r}"
-                     + (f" with balancing {balancing!r}" if balancing else ""))
+    raise ValueError(f"the run's record has no part that trained {key!r}" + (f" with {want}" if want else ""))
 
 
-def rerun(meta: dict, key: str, seed: int, data: CensusData, balancing: str | None = None) -> pd.DataFrame:
+def rerun(meta: dict, key: str, seed: int, data: CensusData, balancing: str | dict | None = None) -> pd.DataFrame:
     """Family ``key`` of a run trained again with ``seed`` on its recorded settings: its
     results rows, to compare with the run's own (``data`` from :func:`prepare` with the run's
     ``max_train_rows``)."""
@@ -176,7 +177,7 @@ def rerun(meta: dict, key: str, seed: int, data: CensusData, balancing: str | No
 
 
 def rerun_curve(meta: dict, key: str, seed: int, data: CensusData, epochs: int,
-                balancing: str | None = None) -> pd.DataFrame:
+                balancing: str | dict | None = None) -> pd.DataFrame:
     """The first ``epochs`` epochs of family ``key``'s run with ``seed``, trained again: their
     learning-curve rows (:data:`CURVE_COLUMNS`). Early stopping only chooses which epoch to keep
     once training ends, so a run's first epochs are these, however long it trained."""

@@ -98,6 +98,7 @@ def merge_census_runs(folders, out: Path, name: str, note: str = "") -> dict:
     metas = [m for _, m in parts]
     settings = _check_alike(folders, metas)
     differ = [s for s in _BALANCING if len({json.dumps(_setting(m, s)) for m in metas}) > 1]
+    differ = ["task_balancing", *[s for s in differ if s != "task_balancing"]] if differ else []  # always named
     labelled = [_label(t, m, differ) for t, m in parts]
     merged = {n: pd.concat([t[n] for t in labelled if n in t], ignore_index=True)
               for n in ("results", "gates", "curves", "search") if any(n in t for t in labelled)}

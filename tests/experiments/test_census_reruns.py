@@ -55,16 +55,24 @@ def full_data():
     return study.prepare(train, test, study.CensusExperiment())
 
 
-def _shipped_rows(results: pd.DataFrame, key: str, seed: int, balancing: str | None) -> pd.DataFrame:
+def _pick(table: pd.DataFrame, balancing) -> pd.DataFrame:
+    """The rows of one task-loss weighting: a name, or settings such as {"gradnorm_alpha": 0.12}."""
+    want = {"task_balancing": balancing} if isinstance(balancing, str) else dict(balancing or {})
+    for setting, value in want.items():
+        column = {"task_balancing": "balancing"}.get(setting, setting)
+        if column in table:
+            table = table[table[column] == value]
+    return table
+
+
+def _shipped_rows(results: pd.DataFrame, key: str, seed: int, balancing) -> pd.DataFrame:
     model, _, rest = key.partition("/")
     rows = results[(results["model"] == model) & (results["seed"] == seed)]
     if model == "single_task":
         rows = rows[rows["task"] == rest]
     else:
         rows = rows[rows["group"] == int(rest.removeprefix("group"))]
-    if balancing is not None:
-        rows = rows[rows["balancing"] == balancing]
-    return rows
+    return _pick(rows, balancing)
 
 
 def _compare(again: pd.DataFrame, shipped: pd.DataFrame, tolerance: float) -> None:
@@ -87,8 +95,7 @@ def _compare_curves(again: pd.DataFrame, shipped: pd.DataFrame, key: str, balanc
         curve = curve[curve["group"] == int(rest.removeprefix("group"))]
     else:
         curve = curve[curve["column"] == f"valid_{rest}_auc"]
-    if balancing is not None:
-        curve = curve[curve["balancing"] == balancing]
+    curve = _pick(curve, balancing)
     index = ["group", "epoch", "column"]
     a, b = again.set_index(index).sort_index(), curve.set_index(index).sort_index()
     assert len(a) > 0 and a.index.equals(b.index)
@@ -126,17 +133,19 @@ def test_a_new_run_reruns_from_its_merged_record(tmp_path, one_thread):
     assert main(["census", "--out", str(tmp_path / "a"), *common, "--models", "single_task", "mmoe"]) == 0
     assert main(["census", "--out", str(tmp_path / "b"), *common, "--models", "mmoe", "ple", "mmoe_matched",
                  "--balancing", "gradnorm", "--gradnorm-alpha", "0.12"]) == 0
-    merge_census_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "merged", "tiny")
+    assert main(["census", "--out", str(tmp_path / "c"), *common, "--models", "mmoe", "--balancing", "gradnorm"]) == 0
+    merge_census_runs([tmp_path / "a", tmp_path / "b", tmp_path / "c"], tmp_path / "merged", "tiny")
     results = pd.read_csv(tmp_path / "merged" / "tiny.csv.gz")
     curves = pd.read_csv(tmp_path / "merged" / "tiny_curves.csv.gz")
     meta = json.loads((tmp_path / "merged" / "tiny.json").read_text())
     train, test = census.load_census(path=data_dir)
     data = study.prepare(train, test, study.experiment_of(meta, "mmoe/group1", "fixed"))
-    for key, balancing in (("single_task/income", "fixed"), ("mmoe/group1", "gradnorm"),
-                           ("mmoe_matched/group1", "gradnorm")):
+    small, large = ({"task_balancing": "gradnorm", "gradnorm_alpha": a} for a in (0.12, 1.5))
+    for key, balancing in (("single_task/income", "fixed"), ("mmoe/group1", small), ("mmoe/group1", large),
+                           ("mmoe_matched/group1", small)):
         exp = study.experiment_of(meta, key, balancing)
-        assert exp.patience == 2 and exp.max_train_rows == 250 and exp.task_balancing == balancing
-        assert exp.gradnorm_alpha == (0.12 if balancing == "gradnorm" else 1.5)
+        assert exp.patience == 2 and exp.max_train_rows == 250
+        assert exp.gradnorm_alpha == (1.5 if balancing == "fixed" else balancing["gradnorm_alpha"])
         again = study.rerun(meta, key, 0, data, balancing)
         _compare(again, _shipped_rows(results, key, 0, balancing), 1e-6)
         first = study.rerun_curve(meta, key, 0, data, 2, balancing)  # the first two epochs of that training
