@@ -1,4 +1,4 @@
-"""The command line of the experiments: ``python -m mmoe_annotated.experiments synthetic|census|merge``.
+"""The command line of the experiments: ``python -m mmoe_annotated.experiments synthetic|census|merge|edges``.
 
 Explained in chapter 8, "Reproducing the paper" (``book/08_reproducing_paper.ipynb``).
 
