@@ -101,6 +101,7 @@ def run_census_command(args: argparse.Namespace, argv: list[str]) -> int:
     start = time.perf_counter()
     out = args.out
     meta = _start_record(args, argv, exp)
+    _check_resumed(meta, exp.to_dict(), ignore={"seeds", "hparams"})  # before anything trains
     data = census.prepare(train, test, exp)
     meta["rows"] = data.rows
     try:
@@ -108,8 +109,9 @@ def run_census_command(args: argparse.Namespace, argv: list[str]) -> int:
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     hparams = {k: exp.hparams_of(k) for k in exp.families()}
+    if not args.search_only:  # a search part may extend its grid and choose again
+        _check_resumed(meta, {**exp.to_dict(), "hparams": hparams}, ignore={"seeds"})
     (out / "hparams.json").write_text(json.dumps(hparams, indent=2) + "\n")
-    _check_resumed(meta, {**exp.to_dict(), "hparams": hparams}, args.search_only)
     meta["settings"] = {**exp.to_dict(), "hparams": hparams}
     if args.search_only:
         _write_record(out, meta, start, finished=True)
@@ -172,12 +174,11 @@ def _start_record(args: argparse.Namespace, argv: list[str], exp) -> dict:
     return {**record, "finished": False}
 
 
-def _check_resumed(meta: dict, settings: dict, search_only: bool) -> None:
-    """A resumed run keeps its settings (more seeds allowed; a search part may extend its grid)."""
+def _check_resumed(meta: dict, settings: dict, ignore: set) -> None:
+    """A resumed run keeps its settings but those in ``ignore`` (more seeds are allowed)."""
     before = meta.get("resumed_from", {}).get("settings")
     if before is None:
         return
-    ignore = {"seeds"} | ({"hparams"} if search_only else set())
     settings = json.loads(json.dumps(settings))  # as the record has it: lists for tuples
     differ = sorted(k for k in set(before) | set(settings) if k not in ignore and before.get(k) != settings.get(k))
     if differ:

@@ -215,6 +215,11 @@ def test_search_parts_resume_extend_and_feed_the_final_runs(sample, tmp_path):
     assert len(extended) == 24 and extended.iloc[:16].equals(table)
     meta = json.loads((s / "run.json").read_text())
     assert len(meta["commands"]) == 2 and meta["search"]["grid"]["lr"] == [1e-3, 3e-2, 1e-1]
+    changed = [*base[:5], 2, *base[6:]]  # --patience 2: refused before anything trains
+    assert changed[4:6] == ["--patience", 2]
+    with pytest.raises(SystemExit, match=r"other settings \(patience\)"):
+        run(sample, s, *changed, "--models", "mmoe", "omoe", "--lrs", 1e-1, "--sizes", "4x8", "8x8", "--resume")
+    assert len(pd.read_csv(s / "search.csv")) == 24
     edges = pd.read_csv(s / "edges.csv")
     assert list(edges.columns) == ["family", "hparam", "chosen", "low", "high", "edge"]
     # the final runs read the search's choices, and keep its table
