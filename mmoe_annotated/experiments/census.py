@@ -26,7 +26,9 @@ models, so differences between models can be taken seed by seed (:func:`~.census
 
 CGC and PLE (chapter 10, ``book/10_beyond_mmoe.ipynb``) run on the same protocol with
 ``--models cgc ple``: same data, split, batch order per seed and training settings, so their runs
-pair seed by seed with the committed Shared-Bottom and MMoE runs (the seesaw on real data).
+pair seed by seed with the committed Shared-Bottom and MMoE runs (the seesaw on real data);
+``mmoe_matched`` is MMoE at PLE's parameter count, so that PLE against MMoE is not one of sizes.
+:func:`rerun` and :func:`rerun_curve` train one family and seed of a shipped run again from its record.
 
 The runs go one after another through the ordinary ``fit``: :class:`~.batched.StackedRuns`, which
 trains many seeds as one batched model in the synthetic study, takes dense inputs and a squared
