@@ -1,5 +1,6 @@
-"""Measure each book page's reading time: prose at 200 words a minute, code at 10 lines a
-minute, one minute per figure.
+"""Estimate each book page's reading time from a formula: prose at 200 words a minute, code at
+10 lines a minute, one minute per figure. The result is an estimate, not a measurement of readers:
+it counts what a page holds, not how long anyone took to read it.
 
 What counts:
 - prose: the words of markdown cells (and of ``.md`` pages), outside code fences and without
@@ -11,8 +12,8 @@ What counts:
 - figures: one per ``plt.show()`` in a read code cell, or one per cell that draws without it
   (``mm.plot_...``, ``.plot(``, ``plt.subplots``), and one per image in markdown.
 
-``python tools/reading_time.py`` prints a table: page, stated minutes, measured minutes.
-``tests/book/test_book.py`` keeps every stated time within 25 % of the measured one.
+``python tools/reading_time.py`` prints a table: page, stated minutes, estimated minutes, and the
+totals. ``tests/book/test_book.py`` keeps every stated time within 25 % of the estimate.
 """
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ def _shown_source_lines(source: str, ns: dict) -> int:
 
 
 def measure(path: Path) -> dict:
-    """Words, code lines, figures, stated and measured minutes of one page."""
+    """Words, code lines, figures, stated and estimated minutes of one page (``"estimate"``;
+    ``"measured"`` holds the same number, the name older callers use)."""
     words = code = figures = 0
     stated = None
     if path.suffix == ".md":
@@ -121,7 +123,7 @@ def measure(path: Path) -> dict:
             figures += shows if shows else int(bool(DRAWS.search(cell.source)))
     minutes = words / WORDS_PER_MINUTE + code / CODE_LINES_PER_MINUTE + figures * MINUTES_PER_FIGURE
     return {"page": path.name, "words": words, "code_lines": code, "figures": figures,
-            "stated": stated, "measured": minutes}
+            "stated": stated, "estimate": minutes, "measured": minutes}
 
 
 def pages(root: Path = ROOT) -> list[Path]:
@@ -133,8 +135,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", type=Path, help="pages (default: every page of book/)")
     args = parser.parse_args(argv)
-    print(f"{'page':34s} {'words':>6s} {'code':>5s} {'figs':>4s} {'stated':>6s} {'measured':>8s}")
-    failed = 0
+    print(f"{'page':34s} {'words':>6s} {'code':>5s} {'figs':>4s} {'stated':>6s} {'estimate':>8s}")
+    failed, stated_total, estimate_total = 0, 0, 0.0
     for path in args.paths or pages():
         try:
             r = measure(path)
@@ -144,7 +146,12 @@ def main(argv=None) -> int:
             continue
         stated = "-" if r["stated"] is None else str(r["stated"])
         print(f"{r['page']:34s} {r['words']:6d} {r['code_lines']:5d} {r['figures']:4d} {stated:>6s} "
-              f"{r['measured']:8.1f}")
+              f"{r['estimate']:8.1f}")
+        if r["stated"] is not None:
+            stated_total += r["stated"]
+            estimate_total += r["estimate"]
+    print(f"{'pages that state a time, in all':34s} {'':6s} {'':5s} {'':4s} {stated_total:6d} "
+          f"{estimate_total:8.1f}  minutes ({stated_total / 60:.1f} h stated)")
     return 1 if failed else 0
 
 
