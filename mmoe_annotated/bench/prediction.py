@@ -231,4 +231,9 @@ def format_prediction(result: dict) -> str:
     if decision:
         lines += ["", f"decision: {decision['rule']}: "
                   + ("replace" if decision["replace"] else "keep the fused pass")]
+    load = max(m["load_average_before"][0], m["load_average_after"][0])
+    if m["device"] == "cpu" and load > 0.5 * m["threads"]:
+        lines.append(f"note: the load average reached {load:.2f}, so other work shared the CPU; absolute figures are "
+                     "low and noisy" + (", and operators split over several threads suffer most" if m["threads"] > 1
+                                        else ""))
     return "\n".join(lines)

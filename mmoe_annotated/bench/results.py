@@ -16,8 +16,9 @@ def load_committed(name: str = "bench_cpu") -> dict:
     fast wing and DeepCTR-Torch, tables sized for the catalog), ``bench_cpu_one_pass`` (the fast
     wing at batch 4096 with ``--block-rows 4096``: training without blocks), ``bench_cuda`` (the
     comparison on a GPU, ``--device cuda``, from before the taught path was timed: its ``"ours"``
-    records are the fast wing's code), ``bench_ablation`` or ``prediction_cpu`` (prediction alone by
-    the taught path, the fast wing and ``torch.compile``: ``--prediction``)."""
+    records are the fast wing's code), ``bench_ablation``, or ``prediction_cpu`` and
+    ``prediction_cpu_1thread`` (prediction alone by the taught path, the fast wing and
+    ``torch.compile``, on two threads and on one: ``--prediction``)."""
     folder = files("mmoe_annotated.bench") / "results"
     path = folder / f"{name.removesuffix('.json')}.json"
     if not path.is_file():

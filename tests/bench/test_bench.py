@@ -267,6 +267,26 @@ def test_committed_results_ship_with_the_package():
         bench.load_committed("nope")
 
 
+@pytest.mark.parametrize("name,threads", [("prediction_cpu", 2), ("prediction_cpu_1thread", 1)])
+def test_shipped_prediction_runs_say_how_they_were_made(name, threads):
+    """The runs behind the appendix's choice between the fused pass and torch.compile: every
+    configuration and implementation, the command, the code (version, commit) and torch, and the
+    decision the rule's code makes from the records."""
+    result = bench.load_committed(name)
+    meta = result["meta"]
+    assert meta["command"].startswith("python -m mmoe_annotated.bench --prediction")
+    assert meta["threads"] == threads and meta["device"] == "cpu" and meta["data"]["rows"] == 200_000
+    assert meta["package_version"] and len(meta["git_commit"]) == 40 and meta["torch"].startswith("2.")
+    assert meta["machine"]["cpu"] and meta["repeats"] == 7
+    configs = {(r["batch_size"], r["emb_dim"], r["impl"]) for r in result["records"]}
+    assert configs == {(b, k, i) for b in (256, 4096) for k in (4, 16) for i in bench.PREDICTION_IMPLS}
+    for r in result["records"]:
+        assert len(r["predict_seconds"]) == 7 and r["max_abs_diff_vs_taught"] < 1e-6
+        assert (r["compile_seconds"] is not None) == (r["impl"] == "compiled")
+    assert result["decision"] == bench.decide(result)
+    assert "decision" in bench.format_prediction(result)
+
+
 def test_a_gpu_run_is_judged_against_the_gpu_targets_and_says_which_gpu():
     from mmoe_annotated import bench
     gpu = bench.load_committed("bench_cuda")
