@@ -14,21 +14,22 @@ DeepCTR-Torch, peak RSS, one-epoch AUC and the benchmark's targets. ``--predicti
 times prediction alone by the taught path, the fast wing and ``"compiled"`` (``torch.compile``);
 ``--ablation`` measures which design choice buys which speedup.
 
-==============  ==================================================================
-module          what
-==============  ==================================================================
-``spec``        the implementations, configurations and targets (``BenchSpec``)
-``data``        the generated data, encoded once for every worker
-``machine``     peak memory, matrix-multiply speed, the machine and the code that ran
-``core``        one implementation at one configuration, in one worker process
-``run``         the benchmark: workers interleaved, their runs merged
-``report``      targets and printed tables
-``compiled``    ``mm.predict`` through ``torch.compile``
-``prediction``  prediction alone: taught, fast and compiled, and the choice between the last two
-``ablation``    leave-one-out variants of the taught path
-``results``     the shipped results
-``scaling``     the measurements of the appendix "Scaling out"
-==============  ==================================================================
+==================  ==============================================================
+module              what
+==================  ==============================================================
+``spec``            the implementations, configurations and targets (``BenchSpec``)
+``data``            the generated data, encoded once for every worker
+``machine``         peak memory, matrix-multiply speed, the machine and the code that ran
+``core``            one implementation at one configuration, in one worker process
+``run``             the benchmark: workers interleaved, their runs merged
+``report``          targets and printed tables
+``compiled``        ``mm.predict`` through ``torch.compile``
+``prediction``      prediction alone: taught, fast and compiled, and the choice between the last two
+``ablation``        leave-one-out variants of the taught path
+``results``         the shipped results
+``scaling``         the measurements of the appendix "Scaling out"
+``step_breakdown``  one data-parallel training step taken apart (appendix "Scaling out")
+==================  ==============================================================
 
 This sits on top of the package and uses its public API; nothing in the package imports it.
 """
