@@ -48,7 +48,9 @@ _moved.install()  # release 0.1's module paths, for one release
 
 # The fast wing loads on first use (PEP 562), so that `import mmoe_annotated` runs the taught code only.
 _LAZY = {"fast": ("mmoe_annotated.fast", None), "fused": ("mmoe_annotated.fast.fused", None),
-         "RowAdagrad": ("mmoe_annotated.fast.optim", "RowAdagrad")}
+         "RowAdagrad": ("mmoe_annotated.fast.optim", "RowAdagrad"),
+         # the serving stage, on first use too: ONNX export needs the extras of `pip install mmoe-annotated[serve]`
+         "export": ("mmoe_annotated.serve.export", "export")}
 
 
 def __getattr__(name: str):

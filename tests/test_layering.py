@@ -22,7 +22,7 @@ ROOT = PACKAGE.parent
 #: The stages in the book's order. A module may import its own stage and the stages before it.
 #: ``fast`` sits beside the taught stages: it imports them and none of them imports it.
 RANK = {"_moved": 0, "runtime": 0, "source": 0, "data": 1, "features": 2, "model": 3, "train": 4,
-        "checkpoint": 5, "scale": 6, "fast": 7, "experiments": 8, "bench": 9}
+        "checkpoint": 5, "scale": 6, "fast": 7, "experiments": 8, "serve": 8, "bench": 9}
 TAUGHT = {name for name, rank in RANK.items() if rank < RANK["fast"]}
 
 
