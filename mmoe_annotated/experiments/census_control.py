@@ -12,7 +12,8 @@ need not agree. The control trains, for every seed, two MMoEs exactly alike:
 Both go through the protocol of :func:`~.census_protocol.train_one` (the same configuration,
 seed, batch order and training settings as the shipped run of that family), then each task's
 gate is averaged over the test rows and the two averages are compared. Run from a shell with
-``python -m mmoe_annotated.experiments.census_control --out DIR``; the package ships one such
+``python -m mmoe_annotated.experiments.census_control --out DIR`` (with ``--patience`` and
+``--hparams HPARAMS.json`` it follows a run that trains to convergence); the package ships one such
 run (:func:`load_gate_control`).
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..model.health import gate_distance
 from ..train.inference import evaluate, predict
 from ..train.loop import fit
 from .census_protocol import CensusData, CensusExperiment, _configs, family, prepare
+from .census_search import read_hparams
 from .provenance import git_commit, machine
 
 __all__ = ["FORMAT_VERSION", "PAIRS", "CONTROL_COLUMNS", "pair_labels", "train_pair", "run_gate_control",
@@ -63,9 +65,10 @@ def train_pair(data: CensusData, exp: CensusExperiment, group: int, seed: int, p
     kind, mc, tc = _configs(key, exp, exp.hparams_of(key), seed, data)  # the shipped run's protocol
     names = labels if pair == "tasks" else (labels[0], f"{labels[0]}_copy")
     net = build_model(kind, replace(mc, task_names=names))
-    y = {s: data.y[s][list(labels)].to_numpy(np.float32) for s in ("train", "test")}
+    y = {s: data.y[s][list(labels)].to_numpy(np.float32) for s in ("train", "valid", "test")}
     started = time.perf_counter()
-    fit(net, (data.x["train"], y["train"]), tc)
+    valid = (data.x["valid"], y["valid"]) if exp.patience is not None else None  # stops on the main task
+    fit(net, (data.x["train"], y["train"]), tc, valid=valid)
     seconds = time.perf_counter() - started
     metrics = evaluate(net, (data.x["test"], y["test"]), device=exp.device)
     _, gates = predict(net, data.x["test"], return_gates=True, device=exp.device)  # (M, T, E)
@@ -124,13 +127,15 @@ def _main(argv=None) -> None:
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=CensusExperiment().epochs)
+    p.add_argument("--patience", type=int, default=None, help="early stopping on the main task (census --patience)")
+    p.add_argument("--hparams", type=Path, default=None, help="JSON: family -> hyper-parameters (a run's hparams.json)")
     p.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=PAIRS)
     p.add_argument("--data", type=Path, default=None, help="a folder with the Census files (else the cache)")
     a = p.parse_args(argv)
     commit = git_commit()  # the source that runs, read before the long run
     torch.set_num_threads(1)
     exp = CensusExperiment(groups=tuple(a.group), models=("mmoe",), seeds=a.seeds, first_seed=a.first_seed,
-                           epochs=a.epochs)
+                           epochs=a.epochs, patience=a.patience, hparams=read_hparams(a.hparams) if a.hparams else {})
     train, test = census.load_census(path=a.data)
     data = prepare(train, test, exp)
     started = time.perf_counter()

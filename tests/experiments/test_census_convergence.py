@@ -359,3 +359,20 @@ def test_a_search_split_by_seed_into_parts_chooses_on_both(sample, tmp_path):
         run(sample, tmp_path / "bad", "--seeds", 1, "--epochs", 1, "--hparams", tmp_path / "bad.json")
     with pytest.raises(SystemExit, match="--search-only stops after the search: give --search too"):
         run(sample, tmp_path / "x", "--search-only")
+
+
+def test_gate_control_follows_the_new_protocol(sample, tmp_path):
+    """The identical-task control takes the runs' early stopping and chosen sizes: its real pair is
+    the census run of the same family and seed."""
+    from mmoe_annotated.experiments import census_control as control
+
+    (tmp_path / "hp.json").write_text(json.dumps({"mmoe/group1": {"lr": 0.01, "experts": 2, "units": 8}}))
+    control._main(["--out", str(tmp_path / "c"), "--data", str(sample), "--group", "1", "--seeds", "1",
+                   "--epochs", "6", "--patience", "2", "--hparams", str(tmp_path / "hp.json"), "--pairs", "tasks"])
+    meta = json.loads((tmp_path / "c" / "census_gate_control.json").read_text())
+    assert meta["settings"]["patience"] == 2 and meta["settings"]["hparams"]["mmoe/group1"]["experts"] == 2
+    assert run(sample, tmp_path / "r", "--seeds", 1, "--epochs", 6, "--patience", 2, "--group", 1, "--models", "mmoe",
+               "--hparams", tmp_path / "hp.json") == 0
+    shipped = pd.read_csv(tmp_path / "r" / "results.csv").query("split == 'test' and role == 'main'")["auc"]
+    pair = pd.read_csv(tmp_path / "c" / "census_gate_control.csv.gz")
+    assert pair["auc_a"].iat[0] == pytest.approx(shipped.iat[0], abs=1e-6)
