@@ -11,17 +11,19 @@ module          what
 ``rows``        a request's JSON checked field by field, every problem named
 ``service``     the Starlette app: ``POST /score``, ``GET /health``, ``GET /metadata``
 ``__main__``    ``python -m mmoe_annotated.serve --model PATH``: the app under uvicorn
+``process``     the service as a child process on a free loopback port, stopped cleanly
 ==============  ======================================================================
 
 The stage imports the taught stages (features, model, train's conventions, checkpoint's file
 helpers), never the fast wing. ONNX export needs ``onnx`` and ``onnxscript``, running it
-``onnxruntime``, the service ``starlette`` and ``uvicorn``: ``pip install
+``onnxruntime``, the service ``starlette`` and ``uvicorn`` (and a client, ``httpx``, to call it): ``pip install
 'mmoe-annotated[serve]'``. Importing this stage needs none of them; each is imported where it is
 used.
 """
 from .manifest import FORMAT, FORMAT_VERSION, ExportError
 from .export import FORMATS, Scorer, export
 from .load import Exported, from_checkpoint, load_export
+from .process import ServiceProcess
 
-__all__ = ["export", "load_export", "from_checkpoint", "Exported", "ExportError", "Scorer", "FORMATS",
+__all__ = ["export", "load_export", "from_checkpoint", "Exported", "ExportError", "Scorer", "ServiceProcess", "FORMATS",
            "FORMAT", "FORMAT_VERSION"]
