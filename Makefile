@@ -1,6 +1,7 @@
 # The Annotated Multi-Task Ranker: two commands do everything on a fresh machine.
 #   make book   builds the HTML book into _build/html (executes every chapter)
 #   make test   runs every test: package tests, every notebook (nbval), the -W book build,
+#               the checks of the built pages and outputs (tools/build_check.py),
 #               the real-browser check of every page, every chapter alone in a fresh venv with
 #               Colab's library versions, and again with the oldest versions pyproject.toml allows
 #   make colab     write colab/book/*.ipynb, the notebooks the Colab buttons open (commit them)
@@ -17,7 +18,7 @@ STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
 .PHONY: venv book fork pin colab strip test test-package test-notebooks clean mathjax chromium \
-	test-browser test-colab-html test-standalone test-oldest student
+	test-browser test-build test-colab-html test-standalone test-oldest student
 
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu installs the pinned torch from PyTorch's CPU
 # wheel index first (on Linux, PyPI's torch is the CUDA build, several GB; see README.md).
@@ -87,10 +88,17 @@ test-package: $(STAMP)
 test-notebooks: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax book
 
-# Every page of the built book in headless Chromium: rendered math, images, links, Colab
-# buttons, no tracebacks; screenshots in _build/screenshots/.
+# Every page of the built book in headless Chromium: rendered math, images and their alt texts,
+# links, Colab buttons, no tracebacks; at 1280 and 390 px wide, nothing that scrolls the page
+# sideways and no equation, table or figure wider than its column; screenshots in _build/screenshots/.
 test-browser: book chromium
 	$(PY) tools/browser_check.py _build/html --chromium $(CHROMIUM)
+
+# The built HTML and the executed notebooks (_build/jupyter_execute): unfilled placeholders,
+# stderr and warnings, hand-numbered headings, the build machine's paths, build talk, live
+# timings worded as claims (tools/build_check.py says what each check is and allows).
+test-build: book
+	$(PY) tools/build_check.py --build _build
 
 # Colab's situation: each notebook the Colab buttons open, alone in an empty folder, with only
 # the installed wheel, in a fresh venv with Colab's versions of numpy, pandas, scikit-learn and
@@ -116,7 +124,7 @@ experiments: $(STAMP)
 test-colab-html: book
 	$(PY) tools/colab_notebooks.py --check-html _build/html
 
-test: chromium mathjax test-package test-notebooks book test-browser test-colab-html test-standalone \
+test: chromium mathjax test-package test-notebooks book test-build test-browser test-colab-html test-standalone \
 	test-oldest
 
 clean:

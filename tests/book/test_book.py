@@ -5,6 +5,7 @@ The conventions are in CONTRIBUTING.md; executing the notebooks is nbval's job
 """
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -305,6 +306,49 @@ def test_the_process_phrase_check_catches_narration():
     assert process_phrases("As issue 12 asked, this round we reran the scratch script on the build machine.") == [
         "build machine", "issue", "scratch", "this round"]
     assert process_phrases("Measured on an NVIDIA H200; rounded to 3 digits; the loss of one round trip.") == []
+
+
+#: The language of building and testing the book ("NOT MET", "committed", "load average", "2-core",
+#: "CI", "make test", "tests/"): one list, tools/build_check.py's BUILD_TALK, with the pages that
+#: may use a phrase (BUILD_TALK_ALLOWED: the README and the teaching page name the commands an
+#: instructor runs). Here on the sources, before a build; `make test-build` checks the built pages
+#: and every output with the same list.
+@functools.lru_cache(maxsize=None)
+def _build_check():
+    import importlib.util
+    import sys
+    spec = importlib.util.spec_from_file_location("tools_build_check", ROOT / "tools" / "build_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _reader_prose(path: Path) -> str:
+    """What a reader reads as prose: `_reader_text` without fenced code blocks (a command shown in
+    a code block is an instruction, not talk)."""
+    return re.sub(r"^(```+|~~~+).*?^\1[ \t]*$", "", _reader_text(path), flags=re.M | re.S)
+
+
+def _page_key(path: Path) -> str:
+    return "README" if path == ROOT / "README.md" else f"book/{path.stem}"
+
+
+@pytest.mark.parametrize("path", READER_PAGES, ids=lambda p: p.name)
+def test_pages_do_not_talk_about_the_build(path):
+    found = _build_check().build_talk(_reader_prose(path), _page_key(path))
+    assert not found, (f"{path.relative_to(ROOT)} talks about building or testing the book: {found} "
+                       "(tools/build_check.py: BUILD_TALK, BUILD_TALK_ALLOWED)")
+
+
+def test_the_build_talk_check_catches_build_talk(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("The target is NOT MET on the 2-core runner; CI runs `make test`.\n\n"
+                    "```bash\nmake test   # a command in a code block is fine\n```\n")
+    assert _build_check().build_talk(_reader_prose(page), "book/page") == [
+        "NOT MET", "2-core", "CI", "make test"]
+    page.write_text("```bash\nmake test\n```\n")
+    assert _build_check().build_talk(_reader_prose(page), "book/page") == []
 
 
 # ---------------------------------------------------------------------------
