@@ -8,8 +8,19 @@ again from file://) it waits for MathJax to finish and fails the page when it sh
   - an error traceback in a cell output (cells tagged `raises-exception` may show one);
   - a broken internal link (missing page, or a missing #anchor on the target page);
   - a failed load of one of its own files, a request that needs the network, a JS error;
-  - for a notebook page: no Colab button pointing at this chapter in the configured repository.
-It saves screenshots under `_build/screenshots/` (the top of each page, and the first formula).
+  - for a notebook page: no Colab button pointing at this chapter in the configured repository;
+  - a figure (`img` in the page's article) without a real alt text: none, empty, or a file name
+    (Jupyter Book writes the image's path as its alt when a notebook gives none);
+and, at two window widths, a desktop's 1280 and a phone's 390 pixels (WIDTHS),
+  - anything that makes the page scroll sideways (the elements that reach past the window);
+  - an equation, a table or a figure wider than the column it sits in. Code blocks and cell
+    outputs may scroll inside themselves; a table may scroll inside the wrapper the theme puts
+    around every table (`.pst-scrollable-table-container`, `overflow-x: auto`), so a table fails
+    only where nothing between it and the article scrolls. An equation never may: MathJax 3
+    cannot break lines, so a display that does not fit is split into aligned lines in the source,
+    and a wide inline formula becomes a display.
+It saves screenshots under `_build/screenshots/`: the top of each page and its first formula,
+and at both widths each element that SHOTS names (chapter 10's equations, chapter 9's headings).
 
 Chromium is driven over the DevTools protocol through `--remote-debugging-pipe` (file
 descriptors 3 and 4, NUL-separated JSON), so it needs nothing beyond the standard library.
@@ -39,6 +50,16 @@ CHROMIUM_FLAGS = [
     "--hide-scrollbars", "--remote-debugging-pipe",
 ]
 VIEWPORT = (1280, 900)
+#: (name, width, height): the layouts every page is checked in. The window is a desktop one at
+#: both widths: the theme's CSS lays the page out for a phone's width, and a page wider than the
+#: window scrolls sideways instead of being zoomed out as a phone's browser would.
+WIDTHS = (("w1280", 1280, 900), ("w390", 390, 844))
+#: page -> (name, CSS selector): elements saved one by one at every width, for a reader's eye.
+SHOTS = {
+    "book/10_beyond_mmoe.html": ("equations", "div.math"),
+    "book/09_census.html": ("headings", "article h1, article h2, article h3"),
+}
+MAX_SHOTS = 40
 # Upstream noise a reader never sees: under Jupyter Book 1, sphinx-thebe writes its one-line
 # config script twice, and the second `const` fails (thebe, the live-code button, is off here).
 KNOWN_JS_ERRORS = ("Identifier 'THEBE_JS_URL' has already been declared",)
@@ -230,6 +251,106 @@ PAGE_JS = r"""
 })()
 """
 
+# Runs after a layout change (the window's width): what is wider than it may be.
+LAYOUT_JS = r"""
+(() => {
+  const out = {sideways: [], wide: [], width: window.innerWidth,
+               pageWidth: document.scrollingElement.scrollWidth};
+  const article = document.querySelector('article.bd-article') || document.querySelector('main')
+                  || document.body;
+  const visible = e => { const s = getComputedStyle(e), r = e.getBoundingClientRect();
+    return s.display !== 'none' && s.visibility !== 'hidden' && r.width > 0 && r.height > 0; };
+  const name = e => { let n = e.tagName.toLowerCase();
+    if (e.id) n += '#' + e.id;
+    const c = Array.from(e.classList).slice(0, 2).join('.'); if (c) n += '.' + c;
+    const t = (e.textContent || '').replace(/\s+/g, ' ').trim().slice(0, 50);
+    return t ? `${n} "${t}"` : n; };
+  const scrolls = e => /(auto|scroll)/.test(getComputedStyle(e).overflowX);
+  const clips = e => getComputedStyle(e).overflowX !== 'visible';
+  // 1. The page scrolls sideways: report the outermost elements that reach past the window.
+  if (out.pageWidth > out.width + 1) {
+    const reported = [];
+    const fixed = e => { for (let a = e; a && a !== document.body; a = a.parentElement)
+      if (getComputedStyle(a).position === 'fixed') return true; return false; };
+    for (const e of document.body.querySelectorAll('*')) {
+      if (reported.some(r => r.contains(e)) || !visible(e) || fixed(e)) continue;
+      const r = e.getBoundingClientRect();
+      if (r.right <= out.width + 1) continue;
+      let clipped = false;
+      for (let a = e.parentElement; a && a !== document.body; a = a.parentElement)
+        if (clips(a) && a.getBoundingClientRect().right <= out.width + 1) { clipped = true; break; }
+      if (clipped) continue;
+      reported.push(e);
+      out.sideways.push(`${name(e)} reaches ${Math.round(r.right)} px`);
+      if (out.sideways.length >= 8) break;
+    }
+  }
+  // 2. Equations, tables and figures wider than their column.
+  const column = e => {  // the block the element sits in, and its content width
+    let c = e.parentElement;
+    while (c && c !== document.body) {
+      const s = getComputedStyle(c);
+      if (!/^inline/.test(s.display) && s.display !== 'contents'
+          && !c.matches('div.math, span.math, mjx-container, mjx-container *')) break;
+      c = c.parentElement;
+    }
+    const s = getComputedStyle(c);
+    return [c, c.clientWidth - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight)];
+  };
+  const check = (kind, e, inner) => {
+    if (!visible(e)) return;
+    const [c, avail] = column(e);
+    const w = (inner || e).getBoundingClientRect().width;
+    if (w <= avail + 1) return;
+    if (kind === 'table') {  // may scroll inside a wrapper below the article
+      for (let a = e.parentElement; a && a !== article; a = a.parentElement)
+        if (scrolls(a)) return;
+    }
+    out.wide.push(`${kind} ${Math.round(w)} px wide in a ${Math.round(avail)} px column: ${
+      kind === 'equation' ? (e.closest('div.math, span.math') || e).textContent.replace(/\s+/g, ' ').trim().slice(0, 70) || name(e) : name(e)}`);
+  };
+  for (const m of article.querySelectorAll('mjx-container')) check('equation', m, m.querySelector('mjx-math'));
+  for (const t of article.querySelectorAll('table')) check('table', t);
+  for (const i of article.querySelectorAll('img, svg:not(mjx-container svg)')) {
+    if (i.closest('.cell_output') && i.tagName === 'svg') continue;
+    check('figure', i);
+  }
+  return out;
+})()
+"""
+
+ALT_JS = r"""
+(() => {
+  const article = document.querySelector('article.bd-article') || document.querySelector('main')
+                  || document.body;
+  const bad = [];
+  for (const img of article.querySelectorAll('img')) {
+    const alt = img.getAttribute('alt');
+    const src = (img.getAttribute('src') || '').split('/').pop();
+    if (alt === null || !alt.trim()) bad.push(`${src} (no alt text)`);
+    else if (/\.(png|jpe?g|gif|svg|webp)$/i.test(alt.trim()) || /_images\//.test(alt))
+      bad.push(`${src} (alt is a file name)`);
+  }
+  return bad;
+})()
+"""
+
+# The n-th element a selector matches, scrolled to the middle of the window: its box in page
+# coordinates (what Page.captureScreenshot's clip takes), or null.
+SHOT_RECT_JS = r"""
+((selector, n) => {
+  const e = document.querySelectorAll(selector)[n];
+  if (!e) return null;
+  e.scrollIntoView({block: 'center'});
+  const r = e.getBoundingClientRect();
+  if (!r.width || !r.height) return {skip: true};
+  const left = Math.max(0, r.left - 8), top = Math.max(0, r.top - 8);
+  return {x: left + window.scrollX, y: top + window.scrollY,
+          width: Math.min(r.right + 8, window.innerWidth) - left,
+          height: Math.min(r.height + 16, window.innerHeight)};
+})
+"""
+
 FIRST_MATH_JS = r"""
 (() => { const m = document.querySelector('div.math mjx-container, mjx-container[display="true"], mjx-container');
   if (!m) return false; m.scrollIntoView({block: 'center'}); return true; })()
@@ -320,6 +441,15 @@ def serve(directory):
 NEXT_FRAME_JS = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
 
 
+def evaluate(browser, session, expression, awaitPromise=False):
+    res = browser.send("Runtime.evaluate", session=session, expression=expression,
+                       awaitPromise=awaitPromise, returnByValue=True, timeout=60)
+    if "exceptionDetails" in res:
+        raise CDPError(f"page script failed: {res['exceptionDetails'].get('text')} "
+                       f"{res['exceptionDetails'].get('exception', {}).get('description', '')[:200]}")
+    return res["result"].get("value")
+
+
 def screenshot(browser, session, path):
     browser.send("Runtime.evaluate", session=session, expression=NEXT_FRAME_JS, awaitPromise=True,
                  timeout=20)
@@ -357,6 +487,28 @@ def check_page(browser, site, rel, url, base, shot_dir, shot_name, colab_expecte
                                           expression=FIRST_MATH_JS,
                                           returnByValue=True)["result"]["value"]:
             screenshot(browser, session, shot_dir / f"{shot_name}--math.png")
+        if not redirects:
+            facts["badAlt"] = evaluate(browser, session, ALT_JS)
+            facts["layout"] = {}
+            for width_name, width, height in WIDTHS:
+                browser.send("Emulation.setDeviceMetricsOverride", session=session, width=width,
+                             height=height, deviceScaleFactor=1, mobile=False)
+                evaluate(browser, session, NEXT_FRAME_JS, awaitPromise=True)
+                evaluate(browser, session, NEXT_FRAME_JS, awaitPromise=True)
+                facts["layout"][width_name] = evaluate(browser, session, LAYOUT_JS)
+                if rel in SHOTS:
+                    what, selector = SHOTS[rel]
+                    for n in range(MAX_SHOTS):
+                        clip = evaluate(browser, session, f"{SHOT_RECT_JS}({json.dumps(selector)}, {n})")
+                        if clip is None:
+                            break
+                        if clip.get("skip"):
+                            continue
+                        evaluate(browser, session, NEXT_FRAME_JS, awaitPromise=True)
+                        png = browser.send("Page.captureScreenshot", session=session, format="png",
+                                           clip={**clip, "scale": 1}, timeout=30)["data"]
+                        (shot_dir / f"{shot_name}--{width_name}--{what}-{n + 1:02d}.png").write_bytes(
+                            base64.b64decode(png))
     finally:
         browser.send("Target.closeTarget", targetId=target)
 
@@ -365,6 +517,15 @@ def check_page(browser, site, rel, url, base, shot_dir, shot_name, colab_expecte
     problems += [f"broken image: {s}" for s in facts["brokenImages"]]
     problems += [f"traceback in a cell output: {t}" for t in facts["tracebacks"][:3]]
     problems += sorted({r for r in (site.broken_link(u, base) for u in facts["links"]) if r})
+    problems += [f"figure without alt text: {b}" for b in facts.get("badAlt", [])]
+    for width_name, layout in facts.get("layout", {}).items():
+        px = width_name[1:]
+        if layout["sideways"] or layout["pageWidth"] > layout["width"] + 1:
+            problems.append(f"at {px} px the page scrolls sideways ({layout['pageWidth']} px wide): "
+                            + "; ".join(layout["sideways"][:5]))
+        problems += [f"at {px} px: {w}" for w in layout["wide"][:10]]
+        if len(layout["wide"]) > 10:
+            problems.append(f"at {px} px: ... and {len(layout['wide']) - 10} more wider than their column")
     if colab_expected and colab_expected not in facts["links"]:
         problems.append(f"no Colab button (expected a link to {colab_expected})")
 

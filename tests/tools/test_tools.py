@@ -308,13 +308,15 @@ PNG_1x1 = bytes.fromhex(
 
 def _page(body, mathjax=False, prefix=""):
     script = f'<script defer src="{prefix}_static/_mathjax/tex-mml-chtml.js"></script>' if mathjax else ""
-    return f"<!DOCTYPE html><html><head><title>t</title>{script}</head><body><main>{body}</main></body></html>"
+    viewport = '<meta name="viewport" content="width=device-width, initial-scale=1">'
+    return (f"<!DOCTYPE html><html><head><title>t</title>{viewport}{script}</head>"
+            f"<body><main>{body}</main></body></html>")
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium (`make chromium`)")
 @pytest.mark.skipif(not (FETCHED_MATHJAX / "tex-mml-chtml.js").exists(),
                     reason="needs the fetched MathJax (`make mathjax`)")
-def test_browser_check_catches_what_a_reader_would_see(tmp_path, capsys):
+def test_browser_check_catches_what_a_reader_would_see(tmp_path, capsys, monkeypatch):
     """A tiny site with one good page and one page per defect: each defect is reported."""
     root = tmp_path
     (root / "_config.yml").write_text(
@@ -338,8 +340,11 @@ def test_browser_check_catches_what_a_reader_would_see(tmp_path, capsys):
             '<h1 id="top">Good</h1><p>Inline <span class="math">\\(y=\\sum_i g(x)_i f_i(x)\\)</span>.</p>'
             '<div class="math">\\[\\boldsymbol{W}_{gk} x\\]</div>'
             '<pre>print("\\\\(x\\\\) $$ in code is fine")</pre>'
-            f'<img src="../_images/dot.png"><a href="other.html#sec">ok</a><a href="#top">top</a>'
-            f'<a href="{colab}">Colab</a>', mathjax=True, prefix="../"),
+            f'<img src="../_images/dot.png" alt="A dot"><a href="other.html#sec">ok</a>'
+            f'<a href="#top">top</a><a href="{colab}">Colab</a>'
+            '<div class="pst-scrollable-table-container" style="overflow-x: auto">'
+            '<table style="width: 2000px"><tr><td>a table that scrolls in its wrapper</td></tr></table>'
+            '</div>', mathjax=True, prefix="../"),
         "book/other.html": _page('<h2 id="sec">Sec</h2>'),
         "book/rawtex.html": _page("<p>The mixture is $$\\sum_i g_i f_i$$ and \\(x\\).</p>"),
         "book/mjerror.html": _page('<span class="math">\\(\\undefinedmacro{x}\\)</span>',
@@ -353,10 +358,24 @@ def test_browser_check_catches_what_a_reader_would_see(tmp_path, capsys):
         "book/badlink.html": _page('<a href="nowhere.html">x</a><a href="other.html#nope">y</a>'),
         "book/nocolab.html": _page("<p>A notebook page without its button.</p>"),
         "book/nocopy.html": _page(f'<a href="{colab.replace("good", "nocopy")}">Colab</a>'),
+        # layout and figures, at both widths
+        "book/noalt.html": _page('<img src="../_images/dot.png"><img src="../_images/dot.png" alt=" ">'
+                                 '<img src="../_images/dot.png" alt="../_images/dot.png">'),
+        "book/sideways.html": _page('<p>fits</p><div style="width: 1500px">too wide</div>'),
+        "book/narrow.html": _page('<p>fits at 1280, not at 390:</p><div style="width: 600px">x</div>'),
+        "book/widetable.html": _page('<div style="overflow: hidden"><table style="width: 2000px">'
+                                     '<tr><td>cut off</td></tr></table></div>'),
+        "book/widemath.html": _page(
+            '<div class="math" style="overflow-x: auto">\\[' + " + ".join(f"x_{{{i}}}" for i in range(40))
+            + '\\]</div>', mathjax=True, prefix="../"),
+        "book/widefig.html": _page('<div style="width: 200px; overflow: hidden">'
+                                   '<img src="../_images/dot.png" alt="A dot" style="width: 500px"></div>'),
     }
     for rel, text in pages.items():
         (html / rel).write_text(text)
 
+    monkeypatch.setattr(browser_check, "SHOTS", {"book/good.html": ("equations", "div.math"),
+                                                 "book/other.html": ("headings", "h2")})
     rc = browser_check.main([str(html), "--root", str(root), "--chromium", str(CHROMIUM),
                              "--screenshots", str(tmp_path / "shots"), "--jobs", "3"])
     out = capsys.readouterr().out
@@ -387,9 +406,28 @@ def test_browser_check_catches_what_a_reader_would_see(tmp_path, capsys):
         "FAIL", "the Colab button opens colab/book/nocopy.ipynb, which is not in the repository "
         "(run `make colab`)"], out
     assert report["book/other.html"] == [], out  # not a notebook: no button needed
-    assert "4 passed, 7 failed" in out, out  # 10 pages over HTTP + 1 from file://
+    # figures without a real alt text: none, blank, or the file name Jupyter Book writes
+    assert report["book/noalt.html"] == [
+        "FAIL", "figure without alt text: dot.png (no alt text)",
+        "figure without alt text: dot.png (no alt text)",
+        "figure without alt text: dot.png (alt is a file name)"], out
+    # the page scrolls sideways at both widths, naming the element
+    side = report["book/sideways.html"]
+    assert any(p.startswith("at 1280 px the page scrolls sideways") and '"too wide"' in p
+               for p in side), out
+    assert any(p.startswith("at 390 px the page scrolls sideways") for p in side), out
+    narrow = report["book/narrow.html"]
+    assert narrow[1:] and all(p.startswith("at 390 px") for p in narrow[1:]), out
+    assert any("table 2000 px wide" in p for p in report["book/widetable.html"]), out
+    wide_math = report["book/widemath.html"]
+    assert any(p.startswith("at 1280 px: equation") for p in wide_math), out
+    assert any(p.startswith("at 390 px: equation") for p in wide_math), out
+    assert any("figure 500 px wide in a 200 px column" in p for p in report["book/widefig.html"]), out
+    assert "4 passed, 13 failed" in out, out  # 16 pages over HTTP + 1 from file://
     shots = {p.name for p in (tmp_path / "shots").glob("*.png")}
-    assert {"book__good.png", "book__good--math.png", "file--book__good.png"} <= shots
+    assert {"book__good.png", "book__good--math.png", "file--book__good.png",
+            "book__good--w1280--equations-01.png", "book__good--w390--equations-01.png",
+            "book__other--w390--headings-01.png"} <= shots, sorted(shots)
 
 
 # ----------------------------------------------------------------------------- teaching page
