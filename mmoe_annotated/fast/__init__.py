@@ -10,7 +10,8 @@ wing: the code the chapters show is the code that runs by default.
 =================  ==================================================================
 module             what it speeds up
 =================  ==================================================================
-``fused``          prediction in one fused forward pass; CUDA-graph capture and replay
+``fused``          prediction in one fused forward pass
+``graphs``         the fused pass captured once as a CUDA graph, replayed per batch
 ``guard``          no speed: the fused pass only where it gives ``model.forward``'s numbers
 ``threads``        small prediction batches side by side, one batch per thread
 ``inference``      predict / evaluate / gate_weights on the fused pass; chunked copies to a GPU
@@ -18,7 +19,7 @@ module             what it speeds up
 ``train``          ``fit``: block-wise gradients for large CPU batches, row L2 on the forward's lookup
 =================  ==================================================================
 """
-from . import fused, guard
+from . import fused, graphs, guard
 from .optim import RowAdagrad
 from .inference import evaluate, gate_weights, predict
 from .train import fit

@@ -29,7 +29,7 @@ less work around the matrix multiplies:
   stacked parameters), and every working tensor (reused by each batch of the
   same size, so a long prediction does not allocate and free them again and again);
 * **in-place activations**, since nothing is kept for a backward pass;
-* **on a GPU, one CUDA graph** (:func:`graphed`): at batch 256 a GPU finishes each of the pass's
+* **on a GPU, one CUDA graph** (:func:`~mmoe_annotated.fast.graphs.graphed`): at batch 256 a GPU finishes each of the pass's
   thirty or so kernels faster than Python can launch the next, so the pass is captured once and
   each batch replays it with one launch (plus the copies of its inputs and outputs).
 
@@ -60,7 +60,7 @@ from ..model.mmoe import MultiTaskModel
 from ..model.towers import Towers
 from ..model.gates import Gates
 
-__all__ = ["supports", "forward", "batches", "graphed"]
+__all__ = ["supports", "forward", "batches"]
 
 def supports(model: MultiTaskModel) -> str | None:
     """``None`` when the fused pass can compute this kind of model at all, else the reason it cannot
@@ -319,52 +319,3 @@ def batches(model: MultiTaskModel):
         _no_grad()
         return ModelOutput(*_network(model.inputs(ids, dense), prepared, scratch))
     return run
-
-
-class _Graphed:
-    """A captured pass and everything its kernels read or write (see :func:`graphed`)."""
-
-    def __init__(self, run, static, graph, out):
-        # The graph holds raw addresses: the pass's weight matrices and working tensors (kept by
-        # ``run``), its inputs and its outputs must live as long as the graph does.
-        self.run, self.static, self.graph, self.out = run, static, graph, out
-
-    def __call__(self, ids: torch.Tensor | None, dense: torch.Tensor | None = None) -> ModelOutput:
-        for buffer, t in zip(self.static, (ids, dense)):
-            if buffer is not None:
-                if t is None or t.shape != buffer.shape:
-                    raise ValueError(f"this graph takes batches of shape {tuple(buffer.shape)}, got "
-                                     f"{None if t is None else tuple(t.shape)}")
-                buffer.copy_(t, non_blocking=True)
-        self.graph.replay()
-        return self.out
-
-
-def graphed(model: MultiTaskModel, batch_size: int, ids_like: torch.Tensor | None,
-            dense_like: torch.Tensor | None):
-    """CUDA only: :func:`batches` captured once as a CUDA graph for batches of exactly ``batch_size``
-    rows shaped like ``ids_like`` / ``dense_like`` (their widths and dtypes; any device).
-
-    Returns a function ``(ids, dense) -> ModelOutput`` that copies the batch into the graph's input
-    tensors and replays the graph: a handful of launches per batch instead of one per kernel. The
-    outputs it returns are the graph's own tensors, **overwritten by the next call**: copy them out
-    first (as :func:`~mmoe_annotated.fast.inference` does, into its result). Do not change the
-    weights or the model while using it."""
-    _check(model)
-    device = next(model.parameters()).device
-    if device.type != "cuda":
-        raise ValueError(f"CUDA graphs need the model on a CUDA device, not {device}")
-    # Zeros are valid inputs: id 0 exists in every field's vocabulary.
-    static = [None if t is None else torch.zeros(batch_size, t.shape[1], dtype=t.dtype, device=device)
-              for t in (ids_like, dense_like)]  # (B, F) ids, (B, N) dense
-    run = batches(model)  # its own working tensors: the graph reads and writes exactly these
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
-        for _ in range(2):
-            run(*static)
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = run(*static)
-    return _Graphed(run, static, graph, out)

@@ -21,12 +21,12 @@ from ..features.encoder import FeatureEncoder
 from ..features.inputs import EncodedFeatures
 from ..model.mmoe import MultiTaskModel
 from ..train.inference import check_outputs, metrics, outputs, prediction_inputs, probabilities
-from . import fused, guard
+from . import fused, graphs, guard
 from .threads import SIDE_BY_SIDE_ROWS, side_by_side
 
 __all__ = ["predict", "evaluate", "gate_weights", "GRAPH_MIN_BATCHES", "CHUNK_ROWS"]
 
-#: On a GPU, prediction replays a CUDA graph (:func:`~mmoe_annotated.fast.fused.graphed`) when it
+#: On a GPU, prediction replays a CUDA graph (:func:`~mmoe_annotated.fast.graphs.graphed`) when it
 #: has at least this many full batches: capturing costs about as much as a few batches run kernel by kernel.
 GRAPH_MIN_BATCHES = 4
 
@@ -91,7 +91,7 @@ def _one_batch_at_a_time(model: MultiTaskModel, x: EncodedFeatures, batch_size: 
     replay = None  # the graph keeps its own working tensors: a smaller last batch through
     # `network` must not resize the ones the graph reads and writes
     if device.type == "cuda" and len(x) // batch_size >= GRAPH_MIN_BATCHES:
-        replay = fused.graphed(model, batch_size, x.ids, x.dense)
+        replay = graphs.graphed(model, batch_size, x.ids, x.dense)
     chunk = max(1, CHUNK_ROWS // batch_size) * batch_size
     for first in range(0, len(x), chunk):
         xc = x.index(slice(first, first + chunk)).to(device)  # one copy per chunk (none on a CPU)

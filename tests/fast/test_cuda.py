@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mmoe_annotated as mm
-from mmoe_annotated.fast import fused
+from mmoe_annotated.fast import graphs
 from mmoe_annotated.fast import inference as fast_inference
 from mmoe_annotated.fast.inference import GRAPH_MIN_BATCHES
 
@@ -39,7 +39,7 @@ def _model(kind: str, gate_hidden=(), dtype=torch.float32):
 def test_graphed_refuses_a_model_on_the_cpu():
     x, _ = _data(8)
     with torch.inference_mode(), pytest.raises(ValueError, match="CUDA graphs need the model on a CUDA device"):
-        fused.graphed(_model("mmoe").eval(), 8, x.ids, x.dense)
+        graphs.graphed(_model("mmoe").eval(), 8, x.ids, x.dense)
 
 
 def test_prediction_in_chunks_gives_what_one_pass_gives(monkeypatch):
@@ -75,7 +75,7 @@ def test_a_replayed_graph_computes_each_new_batch():
     model = _model("mmoe", dtype=torch.float64).cuda().eval()
     x, _ = _data(96, seed=1, dtype=torch.float64)
     with torch.inference_mode():
-        replay = fused.graphed(model, 32, x.ids, x.dense)
+        replay = graphs.graphed(model, 32, x.ids, x.dense)
         for start in (64, 0, 32):  # out of order: nothing may carry over from the capture or the batch before
             part = x.index(slice(start, start + 32)).to("cuda")
             got = replay(part.ids, part.dense).logits.clone()

@@ -83,7 +83,7 @@ def test_batches_reuses_the_first_layer_and_matches_forward():
                                                         ("omoe", (5, 4), (4,)), ("shared_bottom", (), (4,))])
 def test_batches_reuse_working_tensors_but_never_overwrite_earlier_outputs(kind, gate_hidden, tower_hidden):
     """batches() keeps its working tensors from call to call; what a call returned must survive
-    the next calls, as its docstring promises (a caller may keep outputs; only fused.graphed
+    the next calls, as its docstring promises (a caller may keep outputs; only graphs.graphed
     hands out tensors that the next call overwrites)."""
     config = mm.ModelConfig(FEATURES, expert_hidden=(8, 6), gate_hidden=gate_hidden, tower_hidden=tower_hidden)
     model = mm.build_model(kind, config).double().eval()
