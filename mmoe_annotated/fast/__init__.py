@@ -24,4 +24,4 @@ from .optim import RowAdagrad
 from .inference import evaluate, gate_weights, predict
 from .train import fit
 
-__all__ = ["fit", "predict", "evaluate", "gate_weights", "RowAdagrad", "fused", "guard"]
+__all__ = ["fit", "predict", "evaluate", "gate_weights", "RowAdagrad", "fused", "graphs", "guard"]
