@@ -121,8 +121,8 @@ class UncertaintyWeighting(FixedWeights):
         return self.weighted(losses) + 0.5 * self.log_vars.sum()  # log sigma_k = s_k / 2
 
     def weighted(self, losses: torch.Tensor) -> torch.Tensor:
-        """The objective without its ``log sigma_k`` terms: what a part of a batch adds (the fast
-        wing's blocks, :mod:`mmoe_annotated.fast.train`, count the log terms once per batch)."""
+        """The weighted losses ``sum_k c_k exp(-s_k) L_k``: the objective without its ``log sigma_k``
+        terms, which belong once per batch however the batch's losses are summed."""
         return (self.scale * torch.exp(-self.log_vars) * losses).sum()
 
     def step(self) -> None:
