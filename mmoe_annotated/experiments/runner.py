@@ -8,7 +8,8 @@ softmax gates in section 4.2) and the book's choice where not:
 
 * models: 8 experts of one ReLU layer of 16 units, towers of one 8-unit layer, linear
   softmax gates (``gate_hidden=()``); Shared-Bottom has one bottom layer of 113 units.
-  PyTorch's default initialisation (``init_std=None``), not DeepCTR-Torch's N(0, 1e-4).
+  PyTorch's default initialisation (``init_std=None``), not DeepCTR-Torch's normal draw with
+  standard deviation 1e-4.
 * data: :mod:`mmoe_annotated.data.synthetic` with the book's constants; every step draws a
   fresh batch of 256 rows (a book choice: the paper generates a finite set of unstated size),
   so there is no overfitting and the held-out loss measures how well the model fits the tasks,

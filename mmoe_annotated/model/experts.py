@@ -35,7 +35,8 @@ ACTIVATIONS = {
 
 
 def init_weight_(weight: torch.Tensor, fan_in: int, init_std: float | None) -> None:
-    """DeepCTR-Torch's DNN init: N(0, init_std). ``init_std=None``: PyTorch's ``nn.Linear`` default,
+    """DeepCTR-Torch's DNN init: a normal distribution with mean 0 and standard deviation
+    ``init_std`` (not a variance). ``init_std=None``: PyTorch's ``nn.Linear`` default,
     U(-1/sqrt(fan_in), 1/sqrt(fan_in)). Each stacked network gets its own independent draw."""
     with torch.no_grad():
         if init_std is None:
