@@ -39,9 +39,12 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 import torch
 
-import mmoe_annotated as mm
 from .. import fast
-from ..serve import ServiceProcess, load_export
+from ..data import DENSE_FEATURES, SPARSE_FEATURES, load_example, split_by_row
+from ..features import FeatureEncoder
+from ..model import MMoE, ModelConfig
+from ..serve import ServiceProcess, export, load_export
+from ..train import TrainConfig, fit, predict
 from .machine import machine_info, provenance
 from .run import utc_now, write_json
 
@@ -72,7 +75,7 @@ def _stats(seconds: list[float], rows: int) -> dict:
 
 def _callables(model, folder, threads: int) -> dict:
     exported = {"torch": load_export(folder, "torch"), "onnx": load_export(folder, "onnx", threads=threads)}
-    return {"taught": lambda x: mm.predict(model, x, batch_size=len(x)),
+    return {"taught": lambda x: predict(model, x, batch_size=len(x)),
             "fast": lambda x: fast.predict(model, x, batch_size=len(x)),
             "torch": lambda x: exported["torch"].score(x)[0], "onnx": lambda x: exported["onnx"].score(x)[0]}
 
@@ -184,12 +187,12 @@ def run_serving(rows: int = 10_000, batch_sizes=(1, 256), threads=(1, 2), calls_
     """Time everything the module docstring lists; return (and write to ``json_path``) the result."""
     load_before, started = os.getloadavg(), time.perf_counter()
     previous_threads = torch.get_num_threads()
-    df = mm.load_example(rows)
-    train, test = mm.split_by_row(df, 0.8)
-    enc = mm.FeatureEncoder(mm.SPARSE_FEATURES, mm.DENSE_FEATURES, emb_dim=4).fit(train)
-    model = mm.MMoE(mm.ModelConfig(enc.features))
+    df = load_example(rows)
+    train, test = split_by_row(df, 0.8)
+    enc = FeatureEncoder(SPARSE_FEATURES, DENSE_FEATURES, emb_dim=4).fit(train)
+    model = MMoE(ModelConfig(enc.features))
     # one epoch, so that the predictions spread and the differences between runtimes mean something
-    mm.fit(model, train, mm.TrainConfig(batch_size=256, epochs=1, progress=False), encoder=enc)
+    fit(model, train, TrainConfig(batch_size=256, epochs=1, progress=False), encoder=enc)
     model.eval()
     x = enc.transform(df)
     calls = {1: calls_1, 256: calls_256}
@@ -197,7 +200,7 @@ def run_serving(rows: int = 10_000, batch_sizes=(1, 256), threads=(1, 2), calls_
     try:
         with tempfile.TemporaryDirectory(prefix="mmoe_serving_") as tmp:
             log("exporting the MMoE (ONNX and torch.export) ...")
-            folder = mm.export(model, enc, os.path.join(tmp, "mmoe"), format=("onnx", "torch"))
+            folder = export(model, enc, os.path.join(tmp, "mmoe"), format=("onnx", "torch"))
             log("in process:")
             latency = _in_process(model, folder, x, batch_sizes, threads, calls, rounds, log)
             torch.set_num_threads(previous_threads)
@@ -205,7 +208,7 @@ def run_serving(rows: int = 10_000, batch_sizes=(1, 256), threads=(1, 2), calls_
             encoding = _encoding(enc, df, batch_sizes, calls, log)
             log("through the service (loopback):")
             payload = json.loads(test.to_json(orient="records"))  # the rows as a client sends them
-            expected = mm.predict(model, test, encoder=enc)
+            expected = predict(model, test, encoder=enc)
             service = _through_service(folder, payload, expected, ("onnx", "torch"), batch_sizes, clients,
                                        requests, log)
     finally:
