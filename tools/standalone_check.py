@@ -40,11 +40,12 @@ PACKAGE_FILES = ("pyproject.toml", "README.md", "LICENSE", "LICENSE-text")
 
 # Colab's preinstalled versions, from googlecolab/backend-info's pip-freeze.txt (2026-08-19,
 # Python 3.13 there; these install here on 3.11). Update them when Colab moves.
-COLAB = ("numpy==2.1.3", "pandas==2.2.3", "scikit-learn==1.6.1", "matplotlib==3.10.0",
+# scipy was added later, at the release that shipped beside these (not read from that file).
+COLAB = ("numpy==2.1.3", "pandas==2.2.3", "scikit-learn==1.6.1", "scipy==1.16.1", "matplotlib==3.10.0",
          "tqdm==4.67.3")
 # The lower bounds of pyproject.toml's dependencies, each at its oldest release that has a
 # wheel for this Python (torch excepted: see above).
-OLDEST = ("numpy==1.24.0", "pandas==2.0.0", "scikit-learn==1.3.0", "matplotlib==3.7.0",
+OLDEST = ("numpy==1.24.0", "pandas==2.0.0", "scikit-learn==1.3.0", "scipy==1.15.0", "matplotlib==3.7.0",
           "tqdm==4.60.0")
 # The kernel stack of both: Colab's IPython and ipykernel (a current IPython drops names that
 # matplotlib 3.7 imports, so the newest kernel cannot stand in for an old environment).
