@@ -53,11 +53,13 @@ TRACE_ROWS = 8
 
 
 class Scorer(nn.Module):
-    """``model`` with :func:`mm.predict <mmoe_annotated.train.inference.predict>`'s last step:
+    """``model`` with the last step of
+    :func:`mm.predict <mmoe_annotated.train.inference.predict>`:
     ``(ids (B, F), dense (B, N)) -> (probabilities (B, T), gates (B, T, E))``.
 
-    The model's own ``forward`` runs unchanged inside. A model without sparse or without dense
-    features takes only the other input (:func:`scorer`; ``inputs`` names them)."""
+    The model's own ``forward`` runs unchanged inside. A model without sparse or
+    without dense features takes only the other input (:func:`scorer`; ``inputs``
+    names them)."""
 
     inputs = ("ids", "dense")
 
@@ -71,7 +73,9 @@ class Scorer(nn.Module):
         logits, gates = self.model(ids, dense)  # (B, T), (B, T, E)
         return torch.where(self.binary, torch.sigmoid(logits), logits), gates
 
-    def forward(self, ids: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, ids: torch.Tensor, dense: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.probabilities(ids, dense)
 
 
