@@ -23,8 +23,8 @@ import torch
 from tqdm import tqdm
 
 from ..features.encoder import FeatureEncoder
-from ..train.losses import (FixedWeights, NormalizedUncertaintyWeighting, UncertaintyWeighting, task_balance,
-                            task_losses)
+from ..train.losses import (FixedWeights, NormalizedUncertaintyWeighting, UncertaintyWeighting, labelled_rows,
+                            task_balance, task_losses)
 from ..model.mmoe import MultiTaskModel
 from ..runtime import resolve_device
 from ..train.loop import (History, TrainConfig, batch_rows, check_finite, check_fit, check_weights, gate_record,
@@ -116,7 +116,8 @@ def _backward_in_blocks(model, x, y, rows, block, cfg, balance, looked_up, where
             losses = task_losses(out.logits, yb, model.config.task_types, cfg.loss_reduction)  # (T,)
         else:  # a block: its share of the batch's loss
             losses = task_losses(out.logits, yb, model.config.task_types, "sum")  # (T,)
-            losses = losses / B if cfg.loss_reduction == "mean" else losses
+            # the batch's labelled rows per task (B without missing labels): the blocks add up to the mean
+            losses = losses / labelled_rows(y[rows]) if cfg.loss_reduction == "mean" else losses
         objective = _block_objective(balance, losses, first == 0)  # (T,) -> the block's share of the objective
         reg = _regularization(model, cfg, xb.ids, looked_up.take(), batch_rows=B, whole=first == 0)
         objective = objective + reg if reg is not None else objective

@@ -35,14 +35,14 @@ def _labels(y, model: MultiTaskModel, source: str) -> torch.Tensor:
     if y.dim() != 2 or y.shape[1] != len(names):
         raise ValueError(f"{source}: labels must have shape (rows, {len(names)}) for tasks {list(names)}, "
                          f"got {tuple(y.shape)}")
-    finite = torch.isfinite(y)
-    if not finite.all():
-        row, col = (int(v) for v in torch.nonzero(~finite)[0])
+    infinite = torch.isinf(y)  # NaN is a missing label (the task mask, chapter 12); infinity is an error
+    if infinite.any():
+        row, col = (int(v) for v in torch.nonzero(infinite)[0])
         raise ValueError(f"{source}: label of task {names[col]!r} at row {row} is {y[row, col].item()}; "
-                         "labels must be finite (drop or fill missing labels first)")
+                         "labels must be finite, or NaN where a task's label is missing")
     for t, (name, kind) in enumerate(zip(names, types)):
         if kind == "binary":
-            bad = (y[:, t] != 0) & (y[:, t] != 1)
+            bad = (y[:, t] != 0) & (y[:, t] != 1) & ~torch.isnan(y[:, t])
             if bad.any():
                 row = int(torch.nonzero(bad)[0])
                 raise ValueError(f"{source}: binary task {name!r} has label {y[row, t].item()} at row {row}; "

@@ -30,14 +30,23 @@ from ..model.ple import PLE
 from ..model.mmoe import MultiTaskModel
 from .optimizers import make_optimizer
 
-__all__ = ["task_losses", "regularization", "BALANCING", "FixedWeights", "UncertaintyWeighting",
+__all__ = ["task_losses", "labelled_rows", "regularization", "BALANCING", "FixedWeights", "UncertaintyWeighting",
            "NormalizedUncertaintyWeighting", "GradNorm", "shared_layer", "task_balance"]
 
 
 def task_losses(logits: torch.Tensor, y: torch.Tensor, task_types: Sequence[str],
                 reduction: str = "mean") -> torch.Tensor:
     """Per-task losses ``(T,)``: BCE with logits for binary tasks, MSE for regression,
-    averaged (``"mean"``) or summed (``"sum"``, DeepCTR-Torch) over the batch."""
+    averaged (``"mean"``) or summed (``"sum"``, DeepCTR-Torch) over the batch.
+
+    **Missing labels.** A label that is NaN is missing for its task (chapter 12, "The conversion
+    funnel: ESMM"): that task's loss averages or sums over the rows that have a label, and a row
+    without one sends exactly zero gradient to the task's tower. A task with no labelled row in
+    the batch has loss 0 (and no gradient), never NaN."""
+    labelled = ~torch.isnan(y)  # (B, T): the task mask
+    masked = not bool(labelled.all())
+    if masked:
+        y = torch.where(labelled, y, torch.zeros_like(y))  # any finite stand-in; its loss is dropped below
     binary = [t == "binary" for t in task_types]
     if all(binary):
         per_row = F.binary_cross_entropy_with_logits(logits, y, reduction="none")  # (B, T)
@@ -47,7 +56,18 @@ def task_losses(logits: torch.Tensor, y: torch.Tensor, task_types: Sequence[str]
         mask = torch.tensor(binary, device=logits.device)  # (T,)
         per_row = torch.where(mask, F.binary_cross_entropy_with_logits(logits, y, reduction="none"),
                               (logits - y).square())  # (B, T)
-    return per_row.sum(0) if reduction == "sum" else per_row.mean(0)  # (T,)
+    if not masked:  # every label present: the plain sum or mean over the batch
+        return per_row.sum(0) if reduction == "sum" else per_row.mean(0)  # (T,)
+    per_row = torch.where(labelled, per_row, torch.zeros_like(per_row))  # (B, T): zero gradient where masked
+    total = per_row.sum(0)  # (T,)
+    return total if reduction == "sum" else total / labelled_rows(labelled)  # (T,)
+
+
+def labelled_rows(y: torch.Tensor) -> torch.Tensor:
+    """Rows with a label, per task ``(T,)``, at least 1 (so that a task with none divides 0 by 1).
+    ``y``: labels ``(B, T)`` with NaN where missing, or the boolean mask itself."""
+    mask = y if y.dtype == torch.bool else ~torch.isnan(y)
+    return mask.sum(0).clamp_min(1).to(torch.float32)  # (T,)
 
 
 def regularization(model: MultiTaskModel, cfg, ids: torch.Tensor | None) -> torch.Tensor:
@@ -220,11 +240,17 @@ class GradNorm(FixedWeights):
 def shared_layer(model: MultiTaskModel) -> tuple[torch.Tensor, slice]:
     """GradNorm's ``W``: the last layer every task's gradient reaches, with the stacked networks that
     count. The experts' last layer (all experts for MMoE and OMoE, the one bottom for Shared-Bottom);
-    for CGC and PLE the last level's *shared* experts (task experts get one task's gradient only)."""
+    for CGC and PLE the last level's *shared* experts (task experts get one task's gradient only);
+    for ESMM the shared embedding table."""
     if isinstance(model, PLE):
         level = model.levels[-1]
         c = model.config
         return level.experts.weights[-1], slice(c.num_tasks * c.num_task_experts, None)
+    if model.experts is None:  # ESMM: the towers share only the embeddings
+        if model.inputs.table is None or model.config.sparse_embeddings:
+            raise ValueError(f"GradNorm needs a layer that every task's gradient reaches; {type(model).__name__}'s "
+                             "towers share only the embedding table, and this model has none with dense gradients")
+        return model.inputs.table.weight, slice(None)
     return model.experts.weights[-1], slice(None)
 
 

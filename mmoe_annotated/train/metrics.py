@@ -35,14 +35,27 @@ def auc(y: np.ndarray, p: np.ndarray, task: str = "") -> float:
 def task_metrics(task_names: Sequence[str], task_types: Sequence[str], y, logits
                  ) -> dict[str, dict[str, float]]:
     """Per-task metrics from labels ``(M, T)`` and logits ``(M, T)`` (tensors or arrays):
-    ``{"finish": {"auc": .., "logloss": ..}, ...}``, ``{"mse": ..}`` for regression."""
+    ``{"finish": {"auc": .., "logloss": ..}, ...}``, ``{"mse": ..}`` for regression.
+
+    A NaN label is missing (chapter 12): each task is scored on its labelled rows only, and a task
+    with any missing label also reports how many rows it was scored on (``"labelled"``). A task
+    with no labelled row gets NaN metrics with a warning."""
     y = np.asarray(y, dtype=np.float64)
     logits = torch.as_tensor(np.asarray(logits)).double()  # (M, T): sigmoid in float64
     out = {}
     for t, (name, kind) in enumerate(zip(task_names, task_types)):
-        if kind == "binary":
-            p = torch.sigmoid(logits[:, t]).numpy()
-            out[name] = {"auc": auc(y[:, t], p, name), "logloss": float(log_loss(y[:, t], p, labels=[0, 1]))}
+        rows = ~np.isnan(y[:, t])  # (M,): the task's labelled rows
+        yt, zt = y[rows, t], logits[torch.from_numpy(rows), t]
+        if not rows.any():
+            warnings.warn(f"task {name!r}: no row of the evaluation split has a label, so its metrics are NaN",
+                          RuntimeWarning, stacklevel=2)
+            out[name] = ({"auc": float("nan"), "logloss": float("nan")} if kind == "binary"
+                         else {"mse": float("nan")})
+        elif kind == "binary":
+            p = torch.sigmoid(zt).numpy()
+            out[name] = {"auc": auc(yt, p, name), "logloss": float(log_loss(yt, p, labels=[0, 1]))}
         else:
-            out[name] = {"mse": float(mean_squared_error(y[:, t], logits[:, t].numpy()))}
+            out[name] = {"mse": float(mean_squared_error(yt, zt.numpy()))}
+        if not rows.all():
+            out[name]["labelled"] = int(rows.sum())
     return out
