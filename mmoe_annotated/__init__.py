@@ -38,7 +38,8 @@ from .model.health import (dead_experts, expert_utilization, gate_distance, gate
                            gate_statistics, polarized_gates)
 from .train import (EarlyStopping, History, TrainConfig, as_dataset, evaluate, fit, gate_weights,
                     plot_architecture, plot_gate_distributions, plot_gate_health,
-                    plot_gate_heatmap, plot_history, predict, regularization, task_losses)
+                    plot_gate_heatmap, plot_history, predict, regularization, task_losses,
+                    use_book_style)
 from .train import stats
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 

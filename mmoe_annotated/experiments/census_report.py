@@ -19,6 +19,7 @@ import pandas as pd
 from ..data import census
 from ..model.health import gate_distance
 from ..train import stats
+from ..train.inspect import BOOK_HATCHES
 from .census_protocol import _ALL_MODELS, MODEL_NAMES
 
 __all__ = ["PAPER_TABLES", "load_census_run", "summarize", "seed_runs", "paired", "gate_table", "plot_auc",
@@ -126,7 +127,8 @@ def plot_auc(results: pd.DataFrame, axes=None):
                 v = s[s["model"] == m]["auc"].to_numpy()
                 jitter = np.random.default_rng(k).uniform(-0.15, 0.15, len(v))
                 ax.plot(k + jitter, v, "o", ms=3, alpha=0.5, color=f"C{k}")
-                ax.plot([k - 0.3, k + 0.3], [v.mean()] * 2, color="k", lw=2, label="our mean" if k == 0 else None)
+                ax.plot([k - 0.3, k + 0.3], [v.mean()] * 2, "-", color="k", lw=2,
+                        label="our mean" if k == 0 else None)
                 if m not in PAPER_TABLES[g]:  # CGC and PLE came after the paper
                     continue
                 paper = PAPER_TABLES[g][m]
@@ -137,7 +139,7 @@ def plot_auc(results: pd.DataFrame, axes=None):
             task = s["task"].iat[0] if len(s) else role
             ax.set(title=f"group {g}: {task} ({role})", ylabel="test AUC")
             if i == 0:
-                ax.legend(fontsize=8)
+                ax.legend()
     return axes
 
 
@@ -149,9 +151,10 @@ def plot_gates(gates: pd.DataFrame, group: int, seed: int, model: str = "mmoe", 
     s = gates[(gates["model"] == model) & (gates["group"] == group) & (gates["seed"] == seed)]
     w = s.pivot(index="expert", columns="task", values="weight")[list(census.GROUPS[group])]
     width = 0.8 / w.shape[1]
-    for i, t in enumerate(w.columns):
-        ax.bar(w.index + (i - (w.shape[1] - 1) / 2) * width, w[t], width, label=t)
+    for i, t in enumerate(w.columns):  # each task its colour and its hatch
+        ax.bar(w.index + (i - (w.shape[1] - 1) / 2) * width, w[t], width, label=t, color=f"C{i}",
+               hatch=BOOK_HATCHES[i % len(BOOK_HATCHES)], edgecolor="white")
     ax.set(xlabel="expert", ylabel="mean gate weight (test rows)", xticks=list(w.index),
            title=f"{MODEL_NAMES[model]}, group {group}, seed {seed}")
-    ax.legend(fontsize=8)
+    ax.legend()
     return ax

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.synthetic import PAPER_LIKE, SyntheticConfig, generate, label_correlation
+from ..train.inspect import BOOK_MARKERS, _patch_style
 from ..train.stats import mean_interval
 
 __all__ = ["PAPER_FIGURE_2", "PAPER_FIGURE_4", "MODEL_NAMES", "STUCK_LOSS", "load_sweep", "final_losses", "summarize",
@@ -33,6 +34,7 @@ PAPER_FIGURE_4 = {0.5: {"mmoe": 0.083, "omoe": 0.146, "shared_bottom": 0.255},
 
 MODEL_NAMES = {"mmoe": "MMoE", "omoe": "OMoE", "shared_bottom": "Shared-Bottom"}
 _COLORS = {"mmoe": "C0", "omoe": "C1", "shared_bottom": "C2"}
+_SERIES = {"mmoe": 0, "omoe": 1, "shared_bottom": 2}  # colour, marker, hatch: mm.use_book_style's n-th
 
 #: A run counts as stuck when its final task-1 loss is above this. The book's labels have
 #: variance 4.24; in the committed sweep every run that trained well ended below 0.35, and
@@ -138,7 +140,7 @@ def plot_label_correlation(ax=None, config: SyntheticConfig = PAPER_LIKE, n_samp
 
     ax = ax or plt.subplots(figsize=(4.5, 3.5))[1]
     grid = np.linspace(0, 1, 101)
-    ax.plot(grid, [label_correlation(p, config) for p in grid], label="closed form")
+    ax.plot(grid, [label_correlation(p, config) for p in grid], "-", label="closed form")
     ps = [0.0, 0.25, 0.5, 0.75, 0.9, 1.0]
     sampled = [np.corrcoef(generate(n_samples, p, seed=seed, config=config)[1].T)[0, 1] for p in ps]
     ax.plot(ps, sampled, "o", label=f"sampled ({n_samples:,} rows)")
@@ -147,6 +149,10 @@ def plot_label_correlation(ax=None, config: SyntheticConfig = PAPER_LIKE, n_samp
            title="Figure 2 analogue")
     ax.legend()
     return ax
+
+
+def _marker(model: str) -> str:
+    return BOOK_MARKERS[_SERIES.get(model, 0)]
 
 
 def _label(model: str, lr: float, lrs_per_model: int) -> str:
@@ -170,10 +176,11 @@ def plot_loss_curves(df: pd.DataFrame, lrs: dict | None = None, stat: str = "mea
             n_lr = 1 if lrs is not None else df[df["model"] == model]["lr"].nunique()
             curve = g.groupby("step")["loss"].agg(stat)
             ax.plot(curve.index, curve.values, color=_COLORS.get(model), label=_label(model, lr, n_lr),
+                    marker=_marker(model), markevery=0.1,
                     ls="-" if n_lr == 1 or lr == max(df[df["model"] == model]["lr"]) else "--")
         ax.set(title=f"p = {p:g}", xlabel="training step", yscale="log")
     axes[0].set_ylabel(f"{stat} held-out loss (task 1)")
-    axes[-1].legend(fontsize=8)
+    axes[-1].legend()
     return axes
 
 
@@ -195,9 +202,9 @@ def plot_final_histograms(df: pd.DataFrame, lrs: dict | None = None, bins=None, 
             if lrs is not None and lr != lrs.get(model):
                 continue
             n_lr = 1 if lrs is not None else final[final["model"] == model]["lr"].nunique()
-            ax.hist(g["loss"], bins=bins, alpha=0.5, color=_COLORS.get(model), label=_label(model, lr, n_lr))
+            ax.hist(g["loss"], bins=bins, label=_label(model, lr, n_lr), **_patch_style(_SERIES.get(model, 0)))
         ax.axvline(STUCK_LOSS, color="k", lw=0.8, ls=":")
         ax.set(title=f"p = {p:g}", xlabel="final held-out loss (task 1)", xscale="log")
     axes[0].set_ylabel("runs")
-    axes[-1].legend(fontsize=8)
+    axes[-1].legend()
     return axes

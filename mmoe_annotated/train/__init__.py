@@ -6,11 +6,11 @@ module            what                                                          
 ``dataset``       any supported input to ``(EncodedFeatures, labels)``, checked once   7
 ``losses``        per-task losses, L2 by parameter role, task-loss balancing           7, 10
 ``loop``          :func:`fit`, the plain training loop, and :class:`TrainConfig`       7
-``inference``     :func:`predict` and :func:`evaluate`: ``model.forward`` over a split 7
+``inference``     :func:`predict` and :func:`evaluate`: ``model.forward`` on a split   7
 ``optimizers``    optimizers by name, one table                                        7
 ``selection``     early stopping on a validation metric, task by task                  7
-``metrics``       per-task metrics over a whole split; one convention for undefined AUC  7
-``stats``         reading a comparison: t intervals, Holm, bootstrap AUC, seeds needed  7
+``metrics``       per-task metrics over a whole split; one rule for undefined AUC      7
+``stats``         reading a comparison: t intervals, Holm, bootstrap AUC, seed count   7
 ``inspect``       gate weights and the book's plots                                    5, 7
 ================  ==================================================================  =======
 """
@@ -21,14 +21,14 @@ from . import stats
 from .dataset import as_dataset
 from .inference import evaluate, predict
 from .inspect import (gate_weights, plot_architecture, plot_gate_distributions, plot_gate_health,
-                      plot_gate_heatmap, plot_history)
+                      plot_gate_heatmap, plot_history, use_book_style)
 from .losses import regularization, task_losses
 from .loop import History, TrainConfig, fit
 from .optimizers import OPTIMIZERS, make_optimizers
 from .selection import EarlyStopping, task_models
 
 __all__ = ["stats", "as_dataset", "evaluate", "predict", "gate_weights", "plot_architecture",
-           "plot_gate_distributions", "plot_gate_health", "plot_gate_heatmap", "plot_history",
+           "plot_gate_distributions", "plot_gate_health", "plot_gate_heatmap", "plot_history", "use_book_style",
            "regularization", "task_losses", "OPTIMIZERS", "History", "TrainConfig", "fit",
            "make_optimizers", "EarlyStopping", "task_models"]
 

@@ -4,12 +4,13 @@ Explained in chapter 5 ("Gates") and chapter 7 ("Training"); gate health (dead e
 polarized gates, their record over training) in chapter 10 ("Beyond MMoE"). The statistics
 live in :mod:`mmoe_annotated.model.health`, which ``fit`` also uses; the architecture
 diagrams of chapter 1 are drawn by :func:`plot_architecture` from the package's own
-models.
+models. :func:`use_book_style`, which every chapter calls first, sets how all of them look.
 
 Shape letters: ``M`` rows, ``T`` tasks, ``E`` experts.
 """
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -22,7 +23,19 @@ from .inference import predict
 from .loop import History
 
 __all__ = ["gate_weights", "expert_utilization", "gate_entropy", "dead_experts", "polarized_gates", "gate_statistics",
-           "plot_gate_heatmap", "plot_gate_distributions", "plot_gate_health", "plot_history", "plot_architecture"]
+           "plot_gate_heatmap", "plot_gate_distributions", "plot_gate_health", "plot_history", "plot_architecture",
+           "use_book_style", "BOOK_COLORS", "BOOK_MARKERS", "BOOK_LINESTYLES", "BOOK_HATCHES"]
+
+#: Okabe and Ito's colours ("Color Universal Design", 2008), which readers with the common kinds
+#: of colour blindness still tell apart; their yellow and black are left out (faint on white, and
+#: the colour of the figures' reference lines).
+BOOK_COLORS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9")
+#: Series n of a figure also gets line style n (lines, by the property cycle), marker n (points:
+#: pass ``marker=BOOK_MARKERS[n]``) or hatch n (bars, histograms): a series is never told apart
+#: by its colour alone, in grey print as well.
+BOOK_MARKERS = ("o", "s", "^", "D", "v", "P")
+BOOK_LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
+BOOK_HATCHES = ("", "//", "..", "xx", "\\\\", "++")
 
 
 def _pyplot():
@@ -30,6 +43,35 @@ def _pyplot():
     resident memory) in training and serving processes that never plot."""
     import matplotlib.pyplot as plt
     return plt
+
+
+def use_book_style() -> None:
+    """The look of the book's figures, for every figure drawn after the call; calling it again
+    changes nothing.
+
+    - The n-th line of an axes takes the n-th of :data:`BOOK_COLORS` and :data:`BOOK_LINESTYLES`
+      together (one property cycle); "C0", "C1", ... name these colours. Points take
+      :data:`BOOK_MARKERS` and bars :data:`BOOK_HATCHES` where they are drawn (a marker on
+      every point of a long line would hide it).
+    - Titles, axis labels, ticks and legends in at least 9 pt.
+    - In Jupyter, figures as SVG: vector graphics, sharp on any screen and at any zoom (a PNG at
+      the default 100 dpi is blurry on a high-density screen). Outside Jupyter nothing else
+      changes, and IPython is not imported.
+    """
+    from cycler import cycler
+
+    plt = _pyplot()
+    plt.rcParams.update({
+        "axes.prop_cycle": cycler(color=BOOK_COLORS) + cycler(linestyle=BOOK_LINESTYLES),
+        "font.size": 10, "axes.titlesize": 11, "figure.titlesize": 11, "axes.labelsize": 10,
+        "xtick.labelsize": 10, "ytick.labelsize": 10, "legend.fontsize": 9,
+        "lines.markersize": 5,
+        "svg.hashsalt": "mmoe-annotated",  # the same figure gives the same SVG file
+    })
+    ipython = sys.modules.get("IPython")  # imported already when this runs in Jupyter
+    if ipython is not None and ipython.get_ipython() is not None:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+        set_matplotlib_formats("svg")
 
 
 def gate_weights(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None = None,
@@ -55,6 +97,16 @@ def plot_gate_heatmap(gates: np.ndarray | pd.DataFrame, task_names: Sequence[str
     return ax
 
 
+def _patch_style(n: int) -> dict:
+    """Series ``n`` of bars or an ``ax.hist``: its colour, see-through inside, with its hatch and an
+    outline in its line style, so that overlapping series stay apart without their colours."""
+    from matplotlib.colors import to_rgba
+
+    color = f"C{n % len(BOOK_COLORS)}"
+    return dict(histtype="stepfilled", facecolor=to_rgba(color, 0.4), edgecolor=color, linewidth=1.5,
+                hatch=BOOK_HATCHES[n % len(BOOK_HATCHES)], linestyle=BOOK_LINESTYLES[n % len(BOOK_LINESTYLES)])
+
+
 def plot_gate_distributions(gates: np.ndarray, task_names: Sequence[str] | None = None, bins: int = 30):
     """One histogram panel per expert: the distribution of each task's gate weight over rows."""
     gates = np.asarray(gates)
@@ -63,7 +115,7 @@ def plot_gate_distributions(gates: np.ndarray, task_names: Sequence[str] | None 
     fig, axes = _pyplot().subplots(1, E, figsize=(3.2 * E, 2.6), sharey=True, squeeze=False)
     for e, ax in enumerate(axes[0]):
         for t in range(T):
-            ax.hist(gates[:, t, e], bins=bins, range=(0, 1), alpha=0.6, label=names[t])
+            ax.hist(gates[:, t, e], bins=bins, range=(0, 1), label=names[t], **_patch_style(t))
         ax.set_title(f"expert {e}")
         ax.set_xlabel("gate weight")
     axes[0, 0].set_ylabel("rows")
@@ -82,11 +134,11 @@ def plot_history(history: History | pd.DataFrame, columns: Sequence[str] | None 
         raise ValueError(f"history has no column(s) {missing}; it has {list(frame.columns)}")
     if ax is None:
         _, ax = _pyplot().subplots(figsize=(6, 3.5))
-    for c in cols:
-        ax.plot(frame.index, frame[c], marker="o", label=c)
+    for i, c in enumerate(cols):  # each column its own colour, marker (and line style: use_book_style)
+        ax.plot(frame.index, frame[c], marker=BOOK_MARKERS[i % len(BOOK_MARKERS)], label=c)
     ax.set_xlabel("epoch")
     ax.set_title(title)
-    ax.legend(fontsize="small")
+    ax.legend()
     ax.grid(alpha=0.3)
     return ax
 
@@ -102,13 +154,13 @@ def plot_gate_health(history: History | pd.DataFrame, task_names: Sequence[str],
         _, axes = _pyplot().subplots(1, 2, figsize=(9, 3.2))
     for key, ax, label in (("entropy", axes[0], "gate entropy (1 = even, 0 = one-hot)"),
                            ("top_weight", axes[1], "mean top gate weight")):
-        for t in task_names:
-            ax.plot(frame.index, frame[f"gate_{t}_{key}"], marker="o", label=t)
+        for i, t in enumerate(task_names):
+            ax.plot(frame.index, frame[f"gate_{t}_{key}"], marker=BOOK_MARKERS[i % len(BOOK_MARKERS)], label=t)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
+    axes[0].legend()
     return axes
 
 
@@ -151,7 +203,8 @@ def plot_architecture(model: MultiTaskModel, ax=None, title: str | None = None):
         label = f"shared bottom\nMLP {mlp}" if gating == "none" else f"expert {i}\nMLP {mlp}"
         _box(ax, xe, 1.35, min(1.4, width / E - 0.15), 0.55, label, "#9ecae1")
         _arrow(ax, mid, 0.42, xe, 1.06)
-    colors = plt.get_cmap("tab10")
+    def colors(t):  # task t's colour: the t-th of the property cycle (BOOK_COLORS after use_book_style)
+        return f"C{t % 10}"
     if gating == "none":  # the towers read the one bottom directly
         for t, xt in enumerate(xs_t):
             _arrow(ax, xs_e[0], 1.64, xt, 3.55, color=colors(t), alpha=0.8)
