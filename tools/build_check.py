@@ -74,6 +74,10 @@ BUILD_TALK_ALLOWED = {
         "tests/": "instructors may adapt the tests",
         "CI": "instructors may run the checks in CI",
     },
+    "book/api": {
+        "tests/": "the API reference shows the package's docstrings, which name the test that "
+                  "checks a claim",
+    },
     "book/appendix_performance": {
         "load average": "benchmark hygiene is the appendix's subject: every shipped run records "
                         "the load average, and the appendix teaches how load moves timings",
