@@ -32,7 +32,7 @@ from .data import (COLUMNS, DENSE_FEATURES, SPARSE_FEATURES, TASKS, ByteRecSizes
 from .features import (MISSING, NUM_RESERVED, OOV, PAD, DenseFeature, EncodedFeatures,
                        FeatureEncoder, HashBuckets, InputLayer, MinMax, SparseFeature, Vocabulary,
                        input_dim)
-from .model import (CGC, MODELS, PLE, Experts, Gates, MMoE, ModelConfig, ModelOutput,
+from .model import (CGC, ESMM, MODELS, PLE, Experts, Gates, MMoE, ModelConfig, ModelOutput,
                     MultiTaskModel, OMoE, SharedBottom, StackedMLP, Towers, build_model, mix)
 from .model.health import (dead_experts, expert_utilization, gate_distance, gate_entropy,
                            gate_statistics, polarized_gates)

@@ -307,7 +307,7 @@ CASES = [
     ("task_names_a_string", lambda c: _cfg(c, task_names="finish")(),
      ValueError, r"ModelConfig\.task_names must be a sequence, got 'finish'"),
     ("unknown_model_kind", lambda c: mm.build_model("mlp", c.cfg),
-     ValueError, r"unknown model kind 'mlp'; choose one of \['cgc', 'mmoe', 'omoe', 'ple', 'shared_bottom'\]"),
+     ValueError, r"unknown model kind 'mlp'; choose one of \['cgc', 'esmm', 'mmoe', 'omoe', 'ple', 'shared_bottom'\]"),
     # --- model inputs --------------------------------------------------------
     ("ids_out_of_range", lambda c: c.model(torch.full((2, 8), 10**6), torch.zeros(2, 1)),
      ValueError, r"feature 'uid': ids must lie in \[0, \d+\).*fitted FeatureEncoder"),
@@ -424,6 +424,10 @@ def test_single_task_models_are_legal(ctx):
     cfg = mm.ModelConfig(ctx.enc.features, task_names=("finish",), task_types=("binary",),
                          expert_hidden=(8,), gate_hidden=(), tower_hidden=(4,))
     for kind in mm.MODELS:
+        if kind == "esmm":  # the funnel has two tasks by definition (click, click and conversion)
+            with pytest.raises(ValueError, match="ESMM models the funnel with two binary tasks"):
+                mm.build_model(kind, cfg)
+            continue
         model = mm.build_model(kind, cfg)
         mm.fit(model, ctx.train, ctx.quick, encoder=ctx.enc)
         assert mm.predict(model, ctx.test, encoder=ctx.enc).shape == (len(ctx.test), 1)

@@ -9,6 +9,7 @@ module            what                                                          
 ``config``        :class:`ModelConfig` (validated once) and :class:`ModelOutput`       6
 ``mmoe``          MMoE and its ablations OMoE and Shared-Bottom                        1, 6
 ``ple``           CGC and PLE, MMoE's successors                                      10
+``esmm``          ESMM, the conversion funnel: pCTR x pCVR over the entire space      12
 ``health``        gate statistics: utilisation, entropy, dead experts                  5, 10
 ================  ==================================================================  =======
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from .._moved import stage_getattr
 from .config import TASK_TYPES, ModelConfig, ModelOutput
+from .esmm import ESMM
 from .experts import ACTIVATIONS, Experts, StackedMLP
 from .gates import Gates, mix
 from .mmoe import MMoE, MultiTaskModel, OMoE, SharedBottom
@@ -26,15 +28,15 @@ from .ple import CGC, PLE
 from .towers import Towers
 
 __all__ = ["TASK_TYPES", "ModelConfig", "ModelOutput", "MultiTaskModel", "MMoE", "OMoE", "SharedBottom",
-           "CGC", "PLE", "Experts", "StackedMLP", "Gates", "Towers", "mix", "ACTIVATIONS", "MODELS",
+           "CGC", "PLE", "ESMM", "Experts", "StackedMLP", "Gates", "Towers", "mix", "ACTIVATIONS", "MODELS",
            "build_model"]
 
 #: Every model kind by the name checkpoints and the command lines use.
-MODELS = {"mmoe": MMoE, "omoe": OMoE, "shared_bottom": SharedBottom, "cgc": CGC, "ple": PLE}
+MODELS = {"mmoe": MMoE, "omoe": OMoE, "shared_bottom": SharedBottom, "cgc": CGC, "ple": PLE, "esmm": ESMM}
 
 
 def build_model(kind: str, config: ModelConfig) -> MultiTaskModel:
-    """``build_model("mmoe" | "omoe" | "shared_bottom" | "cgc" | "ple", config)``."""
+    """``build_model("mmoe" | "omoe" | "shared_bottom" | "cgc" | "ple" | "esmm", config)``."""
     try:
         return MODELS[kind](config)
     except KeyError:
