@@ -11,7 +11,7 @@ folder           stage
 ``data``         1. files read strictly, the embedded example, the paper's datasets (ch. 2, 8, 9)
 ``features``     2. raw columns to model inputs: encoders and the embedding lookup (ch. 3)
 ``model``        3. experts, gates, towers; MMoE, OMoE, Shared-Bottom, CGC, PLE (ch. 1, 4-6, 10)
-``train``        4. the loop, losses, prediction, evaluation, inspection (ch. 5, 7, 10)
+``train``        4. the loop, losses, prediction, evaluation, inspection, ranking (ch. 5, 7, 10, 11)
 ``checkpoint``   one verified file per trained model (appendix "When things go wrong")
 ``scale``        files larger than memory, several processes (appendix "Scaling out")
 ``experiments``  the paper's studies and the seesaw, on top of the stages (ch. 8-10)
@@ -41,6 +41,9 @@ from .train import (EarlyStopping, History, TrainConfig, as_dataset, evaluate, f
                     plot_gate_heatmap, plot_history, predict, regularization, task_losses,
                     use_book_style)
 from .train import stats
+from .train.ranking import GroupScore, group_auc, ndcg_at_k, ranking_metrics, recall_at_k
+from .train.calibration import Calibrator, expected_calibration_error, plot_reliability, reliability
+from .train.fusion import Fusion, plot_frontier, rank
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 
 __version__ = package_version()

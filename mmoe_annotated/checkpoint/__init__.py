@@ -36,10 +36,10 @@ from .._moved import stage_getattr
 from .files import STALE_AFTER_S
 from .load import Checkpoint, load_checkpoint
 from .save import save_checkpoint
-from .verify import FORMAT, FORMAT_VERSION, CheckpointError
+from .verify import FORMAT, FORMAT_VERSION, READABLE_VERSIONS, CheckpointError
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "FORMAT",
-           "FORMAT_VERSION", "STALE_AFTER_S"]
+           "FORMAT_VERSION", "READABLE_VERSIONS", "STALE_AFTER_S"]
 
 # Release 0.1 had a module checkpoint.py; the names it held that this stage does not list still
 # resolve, with a DeprecationWarning, for one release (mmoe_annotated._moved).

@@ -15,6 +15,8 @@ from ..model import MODELS
 from ..model.config import ModelConfig
 from ..model.mmoe import MultiTaskModel
 from ..runtime import resolve_device
+from ..train.calibration import Calibrator
+from ..train.fusion import Fusion
 from .save import kind_of
 from .verify import CheckpointError, read_verified
 
@@ -22,7 +24,8 @@ __all__ = ["Checkpoint", "load_checkpoint"]
 
 
 class Checkpoint(NamedTuple):
-    """What :func:`load_checkpoint` returns. ``model`` is in eval mode with the saved weights."""
+    """What :func:`load_checkpoint` returns. ``model`` is in eval mode with the saved weights;
+    ``calibrator`` and ``fusion`` are None when the file holds none (every format-2 file)."""
 
     model: MultiTaskModel
     encoder: FeatureEncoder | None
@@ -30,6 +33,8 @@ class Checkpoint(NamedTuple):
     config: ModelConfig
     package_version: str
     extra: dict
+    calibrator: Calibrator | None = None
+    fusion: Fusion | None = None
 
 
 def load_checkpoint(path: str | os.PathLike, *, model: MultiTaskModel | None = None,
@@ -56,7 +61,21 @@ def load_checkpoint(path: str | os.PathLike, *, model: MultiTaskModel | None = N
     if target is not None:
         model.to(target)
     model.eval()
-    return Checkpoint(model, encoder, kind, config, str(written_by), dict(extra))
+    calibrator, fusion = _ranking_parts(manifest, config, path)
+    return Checkpoint(model, encoder, kind, config, str(written_by), dict(extra), calibrator, fusion)
+
+
+def _ranking_parts(manifest: dict, config: ModelConfig, path: Path) -> tuple[Calibrator | None, Fusion | None]:
+    """The calibrator and fusion weights a format-3 file may hold (a format-2 file holds neither)."""
+    try:
+        calibrator = None if manifest.get("calibrator") is None else Calibrator.from_dict(manifest["calibrator"])
+        fusion = None if manifest.get("fusion") is None else Fusion.from_dict(manifest["fusion"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"has a damaged calibrator or fusion entry ({exc})", path=path) from exc
+    if calibrator is not None and calibrator.task_names != tuple(config.task_names):
+        raise CheckpointError(f"holds a calibrator for tasks {calibrator.task_names}, but its model has "
+                              f"{tuple(config.task_names)}", path=path)
+    return calibrator, fusion
 
 
 def _kind_and_extra(manifest: dict, path: Path) -> tuple[str, dict]:

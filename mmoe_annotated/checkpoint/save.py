@@ -15,6 +15,8 @@ from ..features.encoder import FeatureEncoder
 from ..model import MODELS
 from ..model.mmoe import MultiTaskModel
 from ..runtime import package_version
+from ..train.calibration import Calibrator
+from ..train.fusion import Fusion
 from .files import Sink, file_kind, raise_clearly, remove_stale_temps, temp_file
 from .verify import FORMAT, FORMAT_VERSION, digest
 
@@ -29,17 +31,21 @@ def kind_of(model: MultiTaskModel) -> str:
 
 
 def save_checkpoint(path: str | os.PathLike, model: MultiTaskModel, encoder: FeatureEncoder | None = None, *,
-                    extra: dict | None = None) -> Path:
+                    extra: dict | None = None, calibrator: Calibrator | None = None,
+                    fusion: Fusion | None = None) -> Path:
     """Write ``model`` (and the fitted ``encoder`` that feeds it) to ``path``, atomically.
 
     ``extra`` is any JSON-serialisable dict (metrics, notes); it comes back as ``.extra``.
-    A file replaced keeps its permission bits; a new file gets ``0o666`` less the umask."""
+    A file replaced keeps its permission bits; a new file gets ``0o666`` less the umask.
+    ``calibrator`` (a fitted :class:`~mmoe_annotated.train.calibration.Calibrator`) and ``fusion``
+    (:class:`~mmoe_annotated.train.fusion.Fusion` weights) travel as JSON in the manifest, under
+    the checksum, and come back as ``.calibrator`` and ``.fusion`` (chapter 11)."""
     path = Path(path)
     kind = kind_of(model)
     _check_encoder(encoder, model)
     old = _replaced(path)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    text = _manifest(kind, model, encoder, extra)
+    text = _manifest(kind, model, encoder, extra, _ranking_parts(model, calibrator, fusion))
     payload = {"manifest": text, "state_dict": state, "sha256": digest(text, state)}
     remove_stale_temps(path)
     _write(path, payload, old)
@@ -76,7 +82,26 @@ def _replaced(path: Path) -> os.stat_result | None:
     return old
 
 
-def _manifest(kind: str, model: MultiTaskModel, encoder: FeatureEncoder | None, extra: dict | None) -> str:
+def _ranking_parts(model: MultiTaskModel, calibrator: Calibrator | None, fusion: Fusion | None) -> dict:
+    """The calibrator and fusion weights as JSON, once they are checked to serve the model's tasks."""
+    tasks = tuple(model.config.task_names)
+    if calibrator is not None:
+        if not isinstance(calibrator, Calibrator) or not calibrator.fitted:
+            raise TypeError(f"calibrator must be a fitted Calibrator, got {calibrator!r}")
+        if calibrator.task_names != tasks:
+            raise ValueError(f"the calibrator was fitted for tasks {calibrator.task_names}, the model has {tasks}")
+    if fusion is not None:
+        if not isinstance(fusion, Fusion):
+            raise TypeError(f"fusion must be a Fusion, got {type(fusion).__name__}")
+        unknown = [t for t, _ in fusion.weights if t not in tasks]
+        if unknown:
+            raise ValueError(f"the fusion weights name tasks {unknown} the model does not have ({tasks})")
+    return {"calibrator": None if calibrator is None else calibrator.to_dict(),
+            "fusion": None if fusion is None else fusion.to_dict()}
+
+
+def _manifest(kind: str, model: MultiTaskModel, encoder: FeatureEncoder | None, extra: dict | None,
+              ranking: dict | None = None) -> str:
     """The manifest's JSON text: what the file is, who wrote it, and how to rebuild the model."""
     manifest = {
         "format": FORMAT,
@@ -87,6 +112,7 @@ def _manifest(kind: str, model: MultiTaskModel, encoder: FeatureEncoder | None, 
         "config": model.config.to_dict(),
         "encoder": None if encoder is None else encoder.to_dict(),
         "extra": dict(extra or {}),
+        **(ranking or {"calibrator": None, "fusion": None}),  # format 3
     }
     try:
         return json.dumps(manifest, allow_nan=False)

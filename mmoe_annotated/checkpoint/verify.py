@@ -23,12 +23,14 @@ from ..data.schema import DataError
 from ..runtime import package_version
 from .files import file_kind
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointError", "digest", "read_verified"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "READABLE_VERSIONS", "CheckpointError", "digest", "read_verified"]
 
 #: What the manifest calls this kind of file, and the layout version this code reads and writes.
 #: Bump ``FORMAT_VERSION`` when the layout changes in a way old readers cannot follow.
 FORMAT = "mmoe-annotated-checkpoint"
-FORMAT_VERSION = 2  # 2: the checksum covers the manifest too, not only the weights
+FORMAT_VERSION = 3  # 2: the checksum covers the manifest too; 3: optional "calibrator" and "fusion"
+#: The versions this code reads: a version-2 file is a version-3 file without calibrator or fusion.
+READABLE_VERSIONS = (2, 3)
 
 
 class CheckpointError(DataError):
@@ -129,7 +131,7 @@ def read_verified(path: Path) -> tuple[dict, dict]:
                               path=path)
     text, state, written = payload["manifest"], payload.get("state_dict"), payload.get("sha256")
     version, written_by = _format_of(text)
-    if "sha256" not in payload and version is not None and version != FORMAT_VERSION:
+    if "sha256" not in payload and version is not None and version not in READABLE_VERSIONS:
         raise _version_error(version, written_by, path)  # older formats kept their checksum elsewhere
     if set(payload) != {"manifest", "state_dict", "sha256"} or not isinstance(written, str):
         raise CheckpointError(_DAMAGED.format(f"its entries are {sorted(map(str, payload))}, expected "
@@ -176,7 +178,7 @@ def _manifest(text: str, path: Path) -> dict:
         raise CheckpointError(f"has a manifest that is not JSON ({exc})", path=path) from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError("is not an mmoe_annotated checkpoint (unknown format)", path=path)
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
         raise _version_error(manifest.get("format_version"), manifest.get("package_version", "an unknown "
                                                                                           "version"), path)
     return manifest

@@ -11,6 +11,9 @@ module            what                                                          
 ``selection``     early stopping on a validation metric, task by task                  7
 ``metrics``       per-task metrics over a whole split; one rule for undefined AUC      7
 ``stats``         reading a comparison: t intervals, Holm, bootstrap AUC, seed count   7
+``ranking``       per-user metrics: group AUC, NDCG@k, recall@k                         11
+``calibration``   reliability, ECE, Platt and isotonic calibrators                      11
+``fusion``        one ranking score from the tasks' scores, its weights, ``rank``       11
 ``inspect``       gate weights and the book's plots                                    5, 7
 ================  ==================================================================  =======
 """
@@ -26,11 +29,16 @@ from .losses import regularization, task_losses
 from .loop import History, TrainConfig, fit
 from .optimizers import OPTIMIZERS, make_optimizers
 from .selection import EarlyStopping, task_models
+from .ranking import GroupScore, group_auc, ndcg_at_k, ranking_metrics, recall_at_k
+from .calibration import Calibrator, expected_calibration_error, plot_reliability, reliability
+from .fusion import Fusion, choose, frontier, plot_frontier, rank, two_task_grid
 
 __all__ = ["stats", "as_dataset", "evaluate", "predict", "gate_weights", "plot_architecture",
            "plot_gate_distributions", "plot_gate_health", "plot_gate_heatmap", "plot_history", "use_book_style",
            "regularization", "task_losses", "OPTIMIZERS", "History", "TrainConfig", "fit",
-           "make_optimizers", "EarlyStopping", "task_models"]
+           "make_optimizers", "EarlyStopping", "task_models", "GroupScore", "group_auc", "ndcg_at_k",
+           "recall_at_k", "ranking_metrics", "Calibrator", "expected_calibration_error", "plot_reliability",
+           "reliability", "Fusion", "choose", "frontier", "plot_frontier", "rank", "two_task_grid"]
 
 # Release 0.1 had a module train.py; the names it held that this stage does not list still
 # resolve, with a DeprecationWarning, for one release (mmoe_annotated._moved).
