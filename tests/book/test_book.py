@@ -352,7 +352,7 @@ def test_the_build_talk_check_catches_build_talk(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# Reading times are measured (tools/reading_time.py), not guessed
+# Reading times are estimated by one formula (tools/reading_time.py), not guessed
 # ---------------------------------------------------------------------------
 
 def _reading_time():
@@ -364,13 +364,13 @@ def _reading_time():
 
 
 @pytest.mark.parametrize("path", [p for p in _reading_time().pages(ROOT)], ids=lambda p: p.name)
-def test_stated_reading_time_is_within_a_quarter_of_the_measured(path):
+def test_stated_reading_time_is_within_a_quarter_of_the_estimate(path):
     r = _reading_time().measure(path)
     if path in CHAPTERS or path.name.startswith("appendix_"):
         assert r["stated"] is not None, f"{path.name}: states no reading time"
     if r["stated"] is not None:
-        assert abs(r["stated"] - r["measured"]) <= 0.25 * r["measured"], (
-            f"{path.name} says {r['stated']} minutes; measured {r['measured']:.1f} ({r['words']} words, "
+        assert abs(r["stated"] - r["estimate"]) <= 0.25 * r["estimate"], (
+            f"{path.name} says {r['stated']} minutes; the estimate is {r['estimate']:.1f} ({r['words']} words, "
             f"{r['code_lines']} code lines, {r['figures']} figures): run tools/reading_time.py")
 
 
@@ -383,7 +383,7 @@ def test_reading_time_counts_prose_code_and_figures(tmp_path):
     nbformat.write(nb, path)
     r = _reading_time().measure(path)
     assert (r["words"], r["code_lines"], r["figures"], r["stated"]) == (200, 4, 1, 2)
-    assert r["measured"] == pytest.approx(200 / 200 + 4 / 10 + 1)
+    assert r["estimate"] == pytest.approx(200 / 200 + 4 / 10 + 1)
 
 
 def test_bibliography_protects_acronyms_and_dates_the_tutorial():
