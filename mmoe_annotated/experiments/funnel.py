@@ -172,8 +172,10 @@ def run_seed(seed: int, df: pd.DataFrame, models=MODELS) -> pd.DataFrame:
     return pd.DataFrame(rows).assign(seed=seed)
 
 
-def run_funnel(seeds, models=MODELS, df: pd.DataFrame | None = None, progress: bool = True) -> pd.DataFrame:
-    """:func:`run_seed` for every seed, one table with :data:`COLUMNS`."""
+def run_funnel(seeds, models=MODELS, df: pd.DataFrame | None = None, progress: bool = True,
+               after_seed=None) -> pd.DataFrame:
+    """:func:`run_seed` for every seed, one table with :data:`COLUMNS`. ``after_seed(table so far)``
+    is called after each seed (the command writes its file there, so a stopped run keeps its seeds)."""
     df = load_hillstrom() if df is None else df
     parts = []
     for seed in seeds:
@@ -181,6 +183,8 @@ def run_funnel(seeds, models=MODELS, df: pd.DataFrame | None = None, progress: b
         parts.append(run_seed(seed, df, models))
         if progress:
             print(f"seed {seed}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        if after_seed is not None:
+            after_seed(pd.concat(parts, ignore_index=True)[COLUMNS])
     return pd.concat(parts, ignore_index=True)[COLUMNS]
 
 
@@ -198,30 +202,37 @@ def _main(argv=None) -> None:
     """``python -m mmoe_annotated.experiments.funnel --out DIR [--seeds N] [--models ...]``."""
     import argparse
 
+    from .arguments import clear_outputs, int_at_least, out_folder, positive_int
+
     p = argparse.ArgumentParser(prog="python -m mmoe_annotated.experiments.funnel",
                                 description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, type=Path, help="folder for NAME.json")
+    p.add_argument("--out", required=True, type=out_folder, help="folder for NAME.json")
     p.add_argument("--name", default="funnel_runs")
-    p.add_argument("--seeds", type=int, default=30, help="how many seeds")
-    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--seeds", type=positive_int, default=30, help="how many seeds")
+    p.add_argument("--first-seed", type=int_at_least(0), default=0)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--path", type=Path, default=None, help="a folder holding hillstrom.csv (default: fetch)")
     args = p.parse_args(argv)
-    if args.seeds < 1:
-        p.error(f"--seeds must be >= 1, got {args.seeds}")
-    if args.out.exists() and not args.out.is_dir():
-        p.error(f"--out {args.out} is a file; give a folder")
     args.out.mkdir(parents=True, exist_ok=True)
+    clear_outputs(args.out, [f"{args.name}.json"])
     torch.set_num_threads(1)
     argv = sys.argv[1:] if argv is None else list(argv)
     started = time.perf_counter()
+    command = reader_command("mmoe_annotated.experiments.funnel", argv)
+
+    def write(df: pd.DataFrame, complete: bool = False) -> dict:
+        meta = {"format_version": FORMAT_VERSION, **provenance(command), "complete": complete,
+                "seconds": round(time.perf_counter() - started, 1), "max_epochs": MAX_EPOCHS, "sizes": SIZES,
+                "seeds": sorted(df["seed"].unique().tolist()),
+                "runs": json.loads(df.to_json(orient="records", double_precision=7))}
+        part = args.out / f"{args.name}.json.part"
+        part.write_text(json.dumps(meta, indent=1) + "\n")
+        part.replace(args.out / f"{args.name}.json")  # whole files only
+        return meta
+
     df = run_funnel(range(args.first_seed, args.first_seed + args.seeds), models=tuple(args.models),
-                    df=load_hillstrom(path=args.path))
-    meta = {"format_version": FORMAT_VERSION, **provenance(reader_command("mmoe_annotated.experiments.funnel", argv)),
-            "seconds": round(time.perf_counter() - started, 1), "max_epochs": MAX_EPOCHS, "sizes": SIZES,
-            "seeds": sorted(df["seed"].unique().tolist()),
-            "runs": json.loads(df.to_json(orient="records", double_precision=7))}
-    (args.out / f"{args.name}.json").write_text(json.dumps(meta, indent=1) + "\n")
+                    df=load_hillstrom(path=args.path), after_seed=write)
+    meta = write(df, complete=True)
     summary = df.groupby("model")[["cvr_auc_all", "cvr_auc_visitors", "ctcvr_auc_all", "ctcvr_mean", "seconds"]]
     print(summary.mean().round(4).to_string())
     if len(meta["seeds"]) > 2 and set(MODELS) <= set(df["model"]):
