@@ -32,11 +32,12 @@ def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA).
 
     On CPU this is enough: the same seed gives bit-identical weights and predictions
-    (``tests/train/test_reproducibility.py`` checks it in two fresh processes). On CUDA some
-    kernels are nondeterministic (atomic adds in embedding backward, scatter, some cuBLAS
-    paths); for bit-identical CUDA runs also
+    (``tests/train/test_reproducibility.py`` checks it in two fresh processes). On CUDA
+    some kernels are nondeterministic (atomic adds in embedding backward, scatter, some
+    cuBLAS paths); for bit-identical CUDA runs also
 
-    * set the environment variable ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` before CUDA starts;
+    * set the environment variable ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` before CUDA
+      starts;
     * call ``torch.use_deterministic_algorithms(True)`` (an op without a deterministic
       version then raises instead of silently varying);
     * set ``torch.backends.cudnn.benchmark = False``;

@@ -30,22 +30,27 @@ def kind_of(model: MultiTaskModel) -> str:
     raise TypeError(f"can only save the package's models {sorted(MODELS)}, got {type(model).__name__}")
 
 
-def save_checkpoint(path: str | os.PathLike, model: MultiTaskModel, encoder: FeatureEncoder | None = None, *,
+def save_checkpoint(path: str | os.PathLike, model: MultiTaskModel,
+                    encoder: FeatureEncoder | None = None, *,
                     extra: dict | None = None, calibrator: Calibrator | None = None,
                     fusion: Fusion | None = None) -> Path:
-    """Write ``model`` (and the fitted ``encoder`` that feeds it) to ``path``, atomically.
+    """Write ``model`` (and the fitted ``encoder`` that feeds it) to ``path``,
+    atomically.
 
-    ``extra`` is any JSON-serialisable dict (metrics, notes); it comes back as ``.extra``.
-    A file replaced keeps its permission bits; a new file gets ``0o666`` less the umask.
-    ``calibrator`` (a fitted :class:`~mmoe_annotated.train.calibration.Calibrator`) and ``fusion``
-    (:class:`~mmoe_annotated.train.fusion.Fusion` weights) travel as JSON in the manifest, under
-    the checksum, and come back as ``.calibrator`` and ``.fusion`` (chapter 11)."""
+    ``extra`` is any JSON-serialisable dict (metrics, notes); it comes back as
+    ``.extra``. A file replaced keeps its permission bits; a new file gets ``0o666``
+    less the umask. ``calibrator`` (a fitted
+    :class:`~mmoe_annotated.train.calibration.Calibrator`) and ``fusion``
+    (:class:`~mmoe_annotated.train.fusion.Fusion` weights) travel as JSON in the
+    manifest, under the checksum, and come back as ``.calibrator`` and ``.fusion``
+    (chapter 11)."""
     path = Path(path)
     kind = kind_of(model)
     _check_encoder(encoder, model)
     old = _replaced(path)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    text = _manifest(kind, model, encoder, extra, _ranking_parts(model, calibrator, fusion))
+    text = _manifest(kind, model, encoder, extra,
+                     _ranking_parts(model, calibrator, fusion))
     payload = {"manifest": text, "state_dict": state, "sha256": digest(text, state)}
     remove_stale_temps(path)
     _write(path, payload, old)

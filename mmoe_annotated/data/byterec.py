@@ -43,29 +43,34 @@ def load_byterec(path: str | os.PathLike, *, on_bad_lines: str = "error",
     ``on_bad_lines="skip"`` bad lines are left out, a warning says how many, and
     ``df.attrs["bad_lines"]`` lists ``(line, reason)`` for each of them.
 
-    Only regular files are read (a FIFO or a device is refused before reading). The file is
-    read in chunks of ``chunk_bytes``, so binary content is refused at its first chunk and
-    the loader's peak memory stays near the size of the result. A last line without a line
-    end is kept when it parses completely, with a warning: a file cut short or still being
-    written ends like that, possibly inside its last value, which no check can see.
+    Only regular files are read (a FIFO or a device is refused before reading). The file
+    is read in chunks of ``chunk_bytes``, so binary content is refused at its first
+    chunk and the loader's peak memory stays near the size of the result. A last line
+    without a line end is kept when it parses completely, with a warning: a file cut
+    short or still being written ends like that, possibly inside its last value, which
+    no check can see.
 
     Returns a DataFrame with the columns of :data:`COLUMNS`: IDs, labels and ``time``
     as int64, ``duration_time`` as float64.
     """
     if on_bad_lines not in ("error", "skip"):
-        raise ValueError(f"on_bad_lines must be 'error' or 'skip', got {on_bad_lines!r}")
+        raise ValueError("on_bad_lines must be 'error' or 'skip', got "
+                         f"{on_bad_lines!r}")
     path = Path(path)
     bad: list[tuple[int, str]] = []
     room = None
     out: dict[str, np.ndarray] = {}
     n = 0
-    for _, cols in iter_byterec(path, on_bad_lines=on_bad_lines, chunk_bytes=chunk_bytes, bad=bad):
-        if room is None:  # one array per column, sized once: no list of chunks, no concatenation
+    for _, cols in iter_byterec(path, on_bad_lines=on_bad_lines,
+                                chunk_bytes=chunk_bytes, bad=bad):
+        # one array per column, sized once: no list of chunks, no concatenation
+        if room is None:
             room = _count_lines(path)
             out = {c: np.empty(room, dtype=_DTYPES[c]) for c in COLUMNS}
         m = len(cols["uid"])
         if n + m > room:
-            raise DataError("the file changed while it was read; is another program writing it?", path=path)
+            raise DataError("the file changed while it was read; is another program "
+                            "writing it?", path=path)
         for c in COLUMNS:
             out[c][n:n + m] = cols[c]
         n += m
@@ -92,12 +97,15 @@ def write_byterec(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     return path
 
 
-def split_by_row(df: pd.DataFrame, train_fraction: float = 0.8) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split by row order, as the tutorial does: the first ``train_fraction`` of rows train,
-    the rest test. The embedded data's rows are in time order, so there this is a split by time;
-    the real 200-row sample's rows are not (chapter 2), so there it is in effect a random split."""
+def split_by_row(df: pd.DataFrame,
+                 train_fraction: float = 0.8) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split by row order, as the tutorial does: the first ``train_fraction`` of rows
+    train, the rest test. The embedded data's rows are in time order, so there this is a
+    split by time; the real 200-row sample's rows are not (chapter 2), so there it is in
+    effect a random split."""
     if not 0.0 < train_fraction < 1.0:
-        raise ValueError(f"train_fraction must be strictly between 0 and 1, got {train_fraction}")
+        raise ValueError("train_fraction must be strictly between 0 and 1, got "
+                         f"{train_fraction}")
     if len(df) < 2:
         raise ValueError(f"need at least 2 rows to split, got {len(df)}")
     cut = min(max(int(len(df) * train_fraction), 1), len(df) - 1)

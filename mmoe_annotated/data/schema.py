@@ -30,7 +30,8 @@ class DataError(ValueError):
     Attributes ``path``, ``line`` (1-based) and ``column`` hold the same facts for code.
     """
 
-    def __init__(self, message: str, *, path=None, line: int | None = None, column: str | None = None):
+    def __init__(self, message: str, *, path=None, line: int | None = None,
+                 column: str | None = None):
         where = []
         if path is not None:
             where.append(f"{path}")

@@ -101,7 +101,8 @@ def task_weights(correlation: float, seed: int = 0, config: SyntheticConfig = PA
 
 
 def signal(s, config: SyntheticConfig = PAPER_LIKE):
-    """The noise-free label of a projection ``s = w^T x``: ``s + sum_i sin(alpha_i s + beta_i)``.
+    """The noise-free label of a projection ``s = w^T x``:
+    ``s + sum_i sin(alpha_i s + beta_i)``.
 
     Works elementwise on a NumPy array or a torch tensor of any shape, so the experiment
     runner can draw labels on the GPU with the very same function."""
@@ -114,13 +115,14 @@ def signal(s, config: SyntheticConfig = PAPER_LIKE):
     return s + np.sin(s[..., None] * a + b).sum(-1)
 
 
-def generate(n_samples: int, correlation: float, seed: int = 0, config: SyntheticConfig = PAPER_LIKE,
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """``n_samples`` rows of the two-task regression problem with task correlation ``correlation``.
+def generate(n_samples: int, correlation: float, seed: int = 0,
+             config: SyntheticConfig = PAPER_LIKE) -> tuple[np.ndarray, np.ndarray]:
+    """``n_samples`` rows of the two-task regression problem with task correlation
+    ``correlation``.
 
-    Returns ``X`` ``(n, d)`` and ``Y`` ``(n, 2)``, both float64. The tasks' weights depend
-    on ``seed`` only (not on ``correlation`` beyond the mixing), so the same seed at two
-    correlations shares ``u1``, ``u2`` and the same inputs ``X``.
+    Returns ``X`` ``(n, d)`` and ``Y`` ``(n, 2)``, both float64. The tasks' weights
+    depend on ``seed`` only (not on ``correlation`` beyond the mixing), so the same seed
+    at two correlations shares ``u1``, ``u2`` and the same inputs ``X``.
     """
     n = int(n_samples)
     if n < 1:
@@ -137,17 +139,21 @@ def generate(n_samples: int, correlation: float, seed: int = 0, config: Syntheti
 # ---------------------------------------------------------------------------
 
 def _signal_covariance(correlation: float, config: SyntheticConfig) -> float:
-    """``Cov(f(s1), f(s2))`` for ``f = signal`` and ``(s1, s2)`` Gaussian with variances ``v = c^2``
-    and covariance ``v p``. Term by term:
+    """``Cov(f(s1), f(s2))`` for ``f = signal`` and ``(s1, s2)`` Gaussian with variances
+    ``v = c^2`` and covariance ``v p``. Term by term:
 
     * ``Cov(s1, s2) = v p``.
-    * Stein's lemma, ``E[s1 g(s2)] = Cov(s1, s2) E[g'(s2)]``, with ``g = sin(a s + b)`` and
-      ``E[cos(a s + b)] = cos(b) exp(-a^2 v / 2)``: ``Cov(s1, sin(a s2 + b)) = v p a cos(b) exp(-a^2 v / 2)``,
-      and the same for ``Cov(sin(a s1 + b), s2)``.
+    * Stein's lemma, ``E[s1 g(s2)] = Cov(s1, s2) E[g'(s2)]``, with ``g = sin(a s + b)``
+      and ``E[cos(a s + b)] = cos(b) exp(-a^2 v / 2)``:
+      ``Cov(s1, sin(a s2 + b)) = v p a cos(b) exp(-a^2 v / 2)``, and the same for
+      ``Cov(sin(a s1 + b), s2)``.
     * ``sin A sin B = (cos(A - B) - cos(A + B)) / 2`` and, for Gaussian ``Z``,
-      ``E[cos(Z + k)] = cos(k) exp(-Var Z / 2)``, ``E[sin(a s + b)] = sin(b) exp(-a^2 v / 2)``:
-      ``Cov(sin(a s1 + b), sin(a' s2 + b'))`` = ``(cos(b - b') exp(-v (a^2 + a'^2 - 2 a a' p) / 2)
-      - cos(b + b') exp(-v (a^2 + a'^2 + 2 a a' p) / 2)) / 2 - sin(b) sin(b') exp(-v (a^2 + a'^2) / 2)``.
+      ``E[cos(Z + k)] = cos(k) exp(-Var Z / 2)``,
+      ``E[sin(a s + b)] = sin(b) exp(-a^2 v / 2)``:
+      ``Cov(sin(a s1 + b), sin(a' s2 + b'))`` =
+      ``(cos(b - b') exp(-v (a^2 + a'^2 - 2 a a' p) / 2)
+      - cos(b + b') exp(-v (a^2 + a'^2 + 2 a a' p) / 2)) / 2
+      - sin(b) sin(b') exp(-v (a^2 + a'^2) / 2)``.
     """
     p = _check_correlation(correlation)
     v = config.scale ** 2

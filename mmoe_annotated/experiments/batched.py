@@ -34,14 +34,18 @@ class StackedRuns:
     tensors and the originals are left untouched. ``lr`` is one learning rate for all
     runs (group runs by learning rate)."""
 
-    def __init__(self, models: Sequence[MultiTaskModel], lr: float, device: str | torch.device = "cpu"):
+    def __init__(self, models: Sequence[MultiTaskModel], lr: float,
+                 device: str | torch.device = "cpu"):
         if not models:
             raise ValueError("StackedRuns needs at least one model")
         first = replace(models[0].config, seed=None)
-        if any(type(m) is not type(models[0]) or replace(m.config, seed=None) != first for m in models):
-            raise ValueError("all stacked models must share one class and one config (up to the seed)")
+        if any(type(m) is not type(models[0]) or replace(m.config, seed=None) != first
+               for m in models):
+            raise ValueError("all stacked models must share one class and one config "
+                             "(up to the seed)")
         params, buffers = stack_module_state(list(models))
-        self.params = {k: v.detach().to(device).requires_grad_(True) for k, v in params.items()}  # (R, ...)
+        self.params = {k: v.detach().to(device).requires_grad_(True)
+                       for k, v in params.items()}  # (R, ...)
         self.buffers = {k: v.to(device) for k, v in buffers.items()}
         # A weightless copy that only lends its forward to functional_call.
         self.base = copy.deepcopy(models[0]).to("meta")
@@ -54,26 +58,34 @@ class StackedRuns:
         self._forward = torch.vmap(one_run, in_dims=(0, 0, 0))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``(R, B, I)`` inputs -> ``(R, B, T)`` outputs (regression outputs or logits)."""
+        """``(R, B, I)`` inputs -> ``(R, B, T)`` outputs (regression outputs or
+        logits)."""
         if x.dim() != 3 or x.shape[0] != self.num_runs:
-            raise ValueError(f"expected inputs of shape ({self.num_runs}, B, I), got {tuple(x.shape)}")
+            raise ValueError(f"expected inputs of shape ({self.num_runs}, B, I), got "
+                             f"{tuple(x.shape)}")
         return self._forward(self.params, self.buffers, x)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One Adam step on the sum over tasks of each run's MSE; returns the per-run losses ``(R,)``."""
-        losses = ((self(x) - y) ** 2).mean(dim=1).sum(dim=-1)  # (R,): sum over T of the mean over B
+        """One Adam step on the sum over tasks of each run's MSE; returns the per-run
+        losses ``(R,)``."""
+        # (R,): sum over T of the mean over B
+        losses = ((self(x) - y) ** 2).mean(dim=1).sum(dim=-1)
         self.optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()  # runs share no weights: each slice gets its own run's gradient
+        # runs share no weights: each slice gets its own run's gradient
+        losses.sum().backward()
         self.optimizer.step()
         return losses.detach()
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
         """``(R, M, I)`` -> ``(R, M, T)``, in chunks of rows to bound memory."""
-        return torch.cat([self(x[:, i:i + chunk]) for i in range(0, x.shape[1], chunk)], dim=1)
+        return torch.cat([self(x[:, i:i + chunk]) for i in range(0, x.shape[1], chunk)],
+                         dim=1)
 
     def unstack(self, r: int, like: MultiTaskModel) -> MultiTaskModel:
-        """Run ``r``'s weights loaded into a copy of ``like`` (for inspection with the package's tools)."""
+        """Run ``r``'s weights loaded into a copy of ``like`` (for inspection with the
+        package's tools)."""
         model = copy.deepcopy(like)
-        model.load_state_dict({k: v[r].detach().cpu() for k, v in {**self.params, **self.buffers}.items()})
+        tensors = {**self.params, **self.buffers}
+        model.load_state_dict({k: v[r].detach().cpu() for k, v in tensors.items()})
         return model

@@ -82,15 +82,17 @@ CURVE_COLUMNS = ["model", "group", "seed", "epoch", "column", "value"]
 
 
 def run_census(exp: CensusExperiment, data: CensusData, progress: bool = True,
-               on_seed: Callable[..., None] | None = None, with_curves: bool = False) -> tuple[pd.DataFrame, ...]:
-    """Train every family for every seed. Returns ``(results, gates)``: one row per model, group,
-    seed, task and split (:data:`RESULT_COLUMNS`, :data:`TRAINING_COLUMNS`), and one per gated model,
-    group, seed, task and expert with the mean gate weight on the test rows (:data:`GATE_COLUMNS`);
-    ``with_curves`` adds the learning curves (:data:`CURVE_COLUMNS`). ``on_seed`` is called with the
+               on_seed: Callable[..., None] | None = None,
+               with_curves: bool = False) -> tuple[pd.DataFrame, ...]:
+    """Train every family for every seed. Returns ``(results, gates)``: one row per
+    model, group, seed, task and split (:data:`RESULT_COLUMNS`,
+    :data:`TRAINING_COLUMNS`), and one per gated model, group, seed, task and expert
+    with the mean gate weight on the test rows (:data:`GATE_COLUMNS`); ``with_curves``
+    adds the learning curves (:data:`CURVE_COLUMNS`). ``on_seed`` is called with the
     same tables after every seed (to save partial results)."""
     results, gates, curves = [], [], []
-    bar = tqdm(total=len(exp.seed_list) * len(exp.families()), desc="census runs", disable=not progress,
-               mininterval=2.0)
+    bar = tqdm(total=len(exp.seed_list) * len(exp.families()), desc="census runs",
+               disable=not progress, mininterval=2.0)
     for seed in exp.seed_list:
         for key in exp.families():
             r, g, c = train_family(key, exp, seed, data, with_curves)

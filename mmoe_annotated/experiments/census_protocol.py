@@ -243,16 +243,20 @@ class CensusData:
     rows: dict
 
 
-def prepare(train: pd.DataFrame, test: pd.DataFrame, exp: CensusExperiment) -> CensusData:
-    """Labels, the validation/test split and one :class:`FeatureEncoder` fit on the training rows."""
+def prepare(train: pd.DataFrame, test: pd.DataFrame,
+            exp: CensusExperiment) -> CensusData:
+    """Labels, the validation/test split and one :class:`FeatureEncoder` fit on the
+    training rows."""
     if exp.max_train_rows is not None:
         train = train.iloc[: exp.max_train_rows]
     train, test = census.add_tasks(train), census.add_tasks(test)
     valid, test = census.split_validation(test, exp.split_seed)
-    encoder = FeatureEncoder(census.SPARSE, census.DENSE, emb_dim=exp.emb_dim).fit(train)
+    encoder = FeatureEncoder(census.SPARSE, census.DENSE,
+                             emb_dim=exp.emb_dim).fit(train)
     splits = {"train": train, "valid": valid, "test": test}
     return CensusData(encoder, {k: encoder.transform(v) for k, v in splits.items()},
-                      {k: v[list(census.TASKS)].reset_index(drop=True) for k, v in splits.items()},
+                      {k: v[list(census.TASKS)].reset_index(drop=True)
+                       for k, v in splits.items()},
                       {k: len(v) for k, v in splits.items()})
 
 

@@ -52,13 +52,17 @@ RESULT_COLUMNS = ["model", "correlation", "seed", "lr", "step", "loss", "loss_ta
 
 
 def paper_model_config(kind: str, seed: int | None = 0, dim: int = 100) -> ModelConfig:
-    """The package's :class:`~mmoe_annotated.model.ModelConfig` for the paper's synthetic models."""
+    """The package's :class:`~mmoe_annotated.model.ModelConfig` for the paper's
+    synthetic models."""
     if kind not in PAPER_MODELS:
-        raise ValueError(f"unknown model kind {kind!r}; choose from {sorted(PAPER_MODELS)}")
+        raise ValueError(f"unknown model kind {kind!r}; choose from "
+                         f"{sorted(PAPER_MODELS)}")
     num_experts, hidden = PAPER_MODELS[kind]
-    return ModelConfig(features=(DenseFeature("x", dim),), task_names=("task1", "task2"),
+    return ModelConfig(features=(DenseFeature("x", dim),),
+                       task_names=("task1", "task2"),
                        task_types=("regression", "regression"), num_experts=num_experts,
-                       expert_hidden=hidden, gate_hidden=(), tower_hidden=(8,), init_std=None, seed=seed)
+                       expert_hidden=hidden, gate_hidden=(), tower_hidden=(8,),
+                       init_std=None, seed=seed)
 
 
 @dataclass(frozen=True)

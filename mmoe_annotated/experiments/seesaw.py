@@ -63,14 +63,16 @@ def seesaw_data(correlation: float, seed: int, train_rows: int, test_rows: int,
     return (x.index(slice(0, cut)), y[:cut]), (x.index(slice(cut, None)), y[cut:])
 
 
-def run_seesaw(models=tuple(SEESAW_MODELS), seeds=(0, 1, 2), correlation: float = 0.5, *, train_rows: int = 4000,
-               test_rows: int = 2000, train: TrainConfig | None = None, balancing=("fixed",),
+def run_seesaw(models=tuple(SEESAW_MODELS), seeds=(0, 1, 2), correlation: float = 0.5,
+               *, train_rows: int = 4000, test_rows: int = 2000,
+               train: TrainConfig | None = None, balancing=("fixed",),
                config: SyntheticConfig = PAPER_LIKE) -> pd.DataFrame:
-    """Train every model with every balancing on every seed; one row per run with each task's
-    held-out MSE. A seed fixes the task vectors, the data and the initial weights, so models and
-    balancings compare seed by seed. ``df.attrs["seconds"]`` holds the wall time."""
-    train = train or TrainConfig(epochs=8, batch_size=128, optimizer="adam", lr=1e-2, embedding_l2=0.0,
-                                 progress=False)
+    """Train every model with every balancing on every seed; one row per run with each
+    task's held-out MSE. A seed fixes the task vectors, the data and the initial
+    weights, so models and balancings compare seed by seed. ``df.attrs["seconds"]``
+    holds the wall time."""
+    train = train or TrainConfig(epochs=8, batch_size=128, optimizer="adam", lr=1e-2,
+                                 embedding_l2=0.0, progress=False)
     rows, start = [], time.perf_counter()
     for seed in seeds:
         fit_on, test = seesaw_data(correlation, seed, train_rows, test_rows, config)
@@ -80,7 +82,8 @@ def run_seesaw(models=tuple(SEESAW_MODELS), seeds=(0, 1, 2), correlation: float 
                 fit(model, fit_on, replace(train, task_balancing=how, seed=seed))
                 m = evaluate(model, test)
                 rows.append((kind, how, seed, m["task1"]["mse"], m["task2"]["mse"]))
-    df = pd.DataFrame(rows, columns=["model", "balancing", "seed", "task1_mse", "task2_mse"])
+    df = pd.DataFrame(rows,
+                      columns=["model", "balancing", "seed", "task1_mse", "task2_mse"])
     df.attrs["seconds"] = time.perf_counter() - start
     return df
 

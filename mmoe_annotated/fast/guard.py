@@ -117,19 +117,22 @@ def _compare(model: MultiTaskModel, ids: torch.Tensor | None, dense: torch.Tenso
     return _difference(got, want, tolerance(dtype, want.logits.device))
 
 
-def agrees(model: MultiTaskModel, ids: torch.Tensor | None, dense: torch.Tensor | None = None) -> str | None:
-    """``None`` when the fused pass computes ``model.forward``'s numbers, else why not; the callers
-    then run ``model.forward``.
+def agrees(model: MultiTaskModel, ids: torch.Tensor | None,
+           dense: torch.Tensor | None = None) -> str | None:
+    """``None`` when the fused pass computes ``model.forward``'s numbers, else why not;
+    the callers then run ``model.forward``.
 
-    The first time a model is seen, and again whenever its state changes (its weights, its mode,
-    the code of its modules: see :func:`_state`), both run on the first :data:`CHECK_ROWS` rows of
-    ``ids`` ``(B, F)`` / ``dense`` ``(B, N)`` and their logits ``(B, T)`` and gates ``(B, T, E)``
-    are compared within :func:`tolerance`. The verdict is kept for that state, so the check costs
-    one small batch per state; when the two disagree, a :class:`RuntimeWarning` says so once, and
-    the verdict stands for as long as the state lasts.
+    The first time a model is seen, and again whenever its state changes (its weights,
+    its mode, the code of its modules: see :func:`_state`), both run on the first
+    :data:`CHECK_ROWS` rows of ``ids`` ``(B, F)`` / ``dense`` ``(B, N)`` and their
+    logits ``(B, T)`` and gates ``(B, T, E)`` are compared within :func:`tolerance`. The
+    verdict is kept for that state, so the check costs one small batch per state; when
+    the two disagree, a :class:`RuntimeWarning` says so once, and the verdict stands for
+    as long as the state lasts.
 
-    A check on a few rows can miss an edit that changes other rows only (a branch on the batch's
-    size or values): the tests of the taught modules are the guard against those."""
+    A check on a few rows can miss an edit that changes other rows only (a branch on the
+    batch's size or values): the tests of the taught modules are the guard against
+    those."""
     reason = fused.supports(model)
     if reason is not None:
         return reason
@@ -138,9 +141,11 @@ def agrees(model: MultiTaskModel, ids: torch.Tensor | None, dense: torch.Tensor 
     if known is not None and known[0] == state:
         return known[1]
     rows = slice(0, CHECK_ROWS)
-    verdict = _compare(model, None if ids is None else ids[rows], None if dense is None else dense[rows])
+    verdict = _compare(model, None if ids is None else ids[rows],
+                       None if dense is None else dense[rows])
     _VERDICTS[model] = (state, verdict)
     if verdict is not None:
-        warnings.warn(f"mmoe_annotated.fast: {verdict}; predicting with model.forward until the model's "
-                      "weights or code change", RuntimeWarning, stacklevel=4)
+        warnings.warn(f"mmoe_annotated.fast: {verdict}; predicting with model.forward "
+                      "until the model's weights or code change", RuntimeWarning,
+                      stacklevel=4)
     return verdict

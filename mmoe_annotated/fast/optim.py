@@ -43,22 +43,27 @@ class RowAdagrad(torch.optim.Optimizer):
                     continue
                 state = self.state[p]
                 if not state:
-                    state["sum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["sum"] = torch.zeros_like(
+                        p, memory_format=torch.preserve_format)
                 total, grad = state["sum"], p.grad
                 if not grad.is_sparse:
                     total.addcmul_(grad, grad)
                     p.addcdiv_(grad, total.sqrt().add_(eps), value=-lr)
                     continue
                 if "scratch" not in state:
-                    state["scratch"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["scratch"] = torch.zeros_like(
+                        p, memory_format=torch.preserve_format)
                 scratch = state["scratch"]
-                ids, values = grad._indices()[0], grad._values()  # (R,), (R, K); ids may repeat
-                scratch.index_add_(0, ids, values)  # every touched row holds its summed gradient
+                # (R,), (R, K); ids may repeat
+                ids, values = grad._indices()[0], grad._values()
+                # every touched row holds its summed gradient
+                scratch.index_add_(0, ids, values)
                 g = scratch.index_select(0, ids)  # (R, K), alike for repeated ids
                 scratch.index_fill_(0, ids, 0)
                 seen = total.index_select(0, ids).addcmul_(g, g)  # (R, K)
                 total.index_copy_(0, ids, seen)
-                p.index_copy_(0, ids, p.index_select(0, ids).addcdiv_(g, seen.sqrt_().add_(eps), value=-lr))
+                p.index_copy_(0, ids, p.index_select(0, ids)
+                              .addcdiv_(g, seen.sqrt_().add_(eps), value=-lr))
         return loss
 
 

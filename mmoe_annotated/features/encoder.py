@@ -130,17 +130,21 @@ class FeatureEncoder:
         return values
 
     def fit(self, df: pd.DataFrame) -> "FeatureEncoder":
-        """Learn vocabularies and scaling ranges from ``df`` (the training split only)."""
+        """Learn vocabularies and scaling ranges from ``df`` (the training split
+        only)."""
         self._require(df)
         if len(df) == 0:
             raise DataError("cannot fit an encoder on an empty frame")
-        self.encoders = {c: (HashBuckets.fit(df[c], self.hash_buckets[c]) if c in self.hash_buckets
-                             else Vocabulary.fit(df[c], self.min_count)) for c in self.sparse}
+        self.encoders = {c: (HashBuckets.fit(df[c], self.hash_buckets[c])
+                             if c in self.hash_buckets
+                             else Vocabulary.fit(df[c], self.min_count))
+                         for c in self.sparse}
         self.scalers = {c: MinMax.fit(self._dense_values(df, c)) for c in self.dense}
         for c, scaler in self.scalers.items():
             if not math.isfinite(scaler.high - scaler.low):
-                raise DataError(f"the training range [{scaler.low!r}, {scaler.high!r}] is too wide to scale: "
-                                "its span overflows float64; clip or drop the extreme values", column=c)
+                raise DataError(f"the training range [{scaler.low!r}, {scaler.high!r}] "
+                                "is too wide to scale: its span overflows float64; clip or "
+                                "drop the extreme values", column=c)
         return self
 
     @property
@@ -161,7 +165,8 @@ class FeatureEncoder:
                      + [DenseFeature(c, 1) for c in self.dense])
 
     def transform(self, df: pd.DataFrame) -> EncodedFeatures:
-        """Encode ``df``: unseen categories -> OOV, missing -> MISSING, dense scaled with train min/max."""
+        """Encode ``df``: unseen categories -> OOV, missing -> MISSING, dense scaled
+        with train min/max."""
         self._check_fitted()
         self._require(df)
         ids = None
@@ -169,13 +174,15 @@ class FeatureEncoder:
             columns = [self.encoders[c].transform(df[c]) for c in self.sparse]
             for c, col in zip(self.sparse, columns):
                 self._warn_if_mostly_oov(c, col)
-            ids = torch.from_numpy(np.stack(columns, axis=1)
-                                   if len(df) else np.zeros((0, len(self.sparse)), dtype=np.int64))  # (B, F)
+            ids = torch.from_numpy(np.stack(columns, axis=1) if len(df)
+                                   else np.zeros((0, len(self.sparse)), dtype=np.int64))
+            # ids: (B, F)
         dense = None
         if self.dense:
             cols = [self._scaled(df, c) for c in self.dense]
-            dense = torch.from_numpy(np.stack(cols, axis=1)
-                                     if len(df) else np.zeros((0, len(self.dense)), dtype=np.float32))  # (B, N)
+            dense = torch.from_numpy(np.stack(cols, axis=1) if len(df)
+                                     else np.zeros((0, len(self.dense)), dtype=np.float32))
+            # dense: (B, N)
         return EncodedFeatures(ids, dense)
 
     def _scaled(self, df: pd.DataFrame, col: str) -> np.ndarray:

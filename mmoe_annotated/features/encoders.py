@@ -69,12 +69,14 @@ def _as_keys(values: pd.Series) -> pd.Series:
 
 
 class Vocabulary:
-    """Value -> id map learned on training data. Unseen values map to ``OOV``, missing to ``MISSING``.
+    """Value -> id map learned on training data. Unseen values map to ``OOV``, missing
+    to ``MISSING``.
 
-    ``expected_oov`` is the share of new rows expected to fall to OOV, estimated from the
-    training column (Good-Turing: rows whose value occurs once stand for values not seen
-    yet, plus rows of values rarer than ``min_count``). :meth:`FeatureEncoder.transform`
-    warns when far more than that falls to OOV: usually a column whose format changed."""
+    ``expected_oov`` is the share of new rows expected to fall to OOV, estimated from
+    the training column (Good-Turing: rows whose value occurs once stand for values not
+    seen yet, plus rows of values rarer than ``min_count``).
+    :meth:`FeatureEncoder.transform` warns when far more than that falls to OOV: usually
+    a column whose format changed."""
 
     kind = "vocab"
 
@@ -82,31 +84,40 @@ class Vocabulary:
         self.values = list(values)
         self._index = pd.Index(self.values, dtype=object)
         if not self._index.is_unique:
-            raise ValueError("vocabulary values must be unique (a damaged encoder state?)")
-        if expected_oov is not None and not (isinstance(expected_oov, (int, float)) and 0 <= expected_oov <= 1):
-            raise ValueError(f"expected_oov must be a share in [0, 1] or None, got {expected_oov!r}")
+            raise ValueError("vocabulary values must be unique "
+                             "(a damaged encoder state?)")
+        if expected_oov is not None and not (isinstance(expected_oov, (int, float))
+                                             and 0 <= expected_oov <= 1):
+            raise ValueError("expected_oov must be a share in [0, 1] or None, got "
+                             f"{expected_oov!r}")
         self.expected_oov = None if expected_oov is None else float(expected_oov)
 
     @classmethod
     def fit(cls, column: pd.Series, min_count: int = 1) -> "Vocabulary":
-        """Values seen at least ``min_count`` times get their own id; rarer ones map to OOV,
-        so the OOV row is trained on real rows and is a sensible vector for unseen values."""
+        """Values seen at least ``min_count`` times get their own id; rarer ones map to
+        OOV, so the OOV row is trained on real rows and is a sensible vector for unseen
+        values."""
         keys = _as_keys(column).dropna()
-        # Most frequent first, ties by first appearance: ids are stable and readable. (Explicitly:
-        # value_counts breaks ties differently across pandas versions.)
-        codes, uniques = pd.factorize(keys, sort=False)  # uniques in order of first appearance
+        # Most frequent first, ties by first appearance: ids are stable and readable.
+        # (Explicitly: value_counts breaks ties differently across pandas versions.)
+        codes, uniques = pd.factorize(keys, sort=False)  # uniques by first appearance
         counts = np.bincount(codes, minlength=len(uniques))
         order = np.lexsort((np.arange(len(uniques)), -counts))
-        return cls.from_counts([str(v) for v in np.asarray(uniques, dtype=object)[order]], counts[order], min_count)
+        values = np.asarray(uniques, dtype=object)[order]
+        return cls.from_counts([str(v) for v in values], counts[order], min_count)
 
     @classmethod
-    def from_counts(cls, values: Sequence[str], counts: np.ndarray, min_count: int = 1) -> "Vocabulary":
-        """The vocabulary of ``values`` (keys, most frequent first) seen ``counts`` times each:
-        :meth:`fit`'s result, for counts gathered elsewhere (a stream, several processes)."""
+    def from_counts(cls, values: Sequence[str], counts: np.ndarray,
+                    min_count: int = 1) -> "Vocabulary":
+        """The vocabulary of ``values`` (keys, most frequent first) seen ``counts``
+        times each: :meth:`fit`'s result, for counts gathered elsewhere (a stream,
+        several processes)."""
         n = np.asarray(counts)
         rows = max(int(n.sum()), 1)
-        expected = min(1.0, (int(n[n == 1].sum()) + int(n[n < min_count].sum() if min_count > 1 else 0)) / rows)
-        return cls([v for v, c in zip(values, n) if c >= min_count], expected_oov=round(expected, 6))
+        rare = int(n[n < min_count].sum() if min_count > 1 else 0)
+        expected = min(1.0, (int(n[n == 1].sum()) + rare) / rows)
+        return cls([v for v, c in zip(values, n) if c >= min_count],
+                   expected_oov=round(expected, 6))
 
     @property
     def size(self) -> int:
@@ -120,7 +131,8 @@ class Vocabulary:
         return ids
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "values": self.values, "expected_oov": self.expected_oov}
+        return {"kind": self.kind, "values": self.values,
+                "expected_oov": self.expected_oov}
 
 
 class HashBuckets:
@@ -150,9 +162,10 @@ class HashBuckets:
         values = keys.fillna("").to_numpy(dtype=object)
         try:
             hashed = pd.util.hash_array(values, categorize=False)
-        except UnicodeEncodeError:  # lone surrogates cannot be UTF-8 encoded: hash their escaped form
-            values = np.array([v.encode("utf-8", "backslashreplace").decode("utf-8") for v in values],
-                              dtype=object)
+        except UnicodeEncodeError:
+            # lone surrogates cannot be UTF-8 encoded: hash their escaped form
+            values = np.array([v.encode("utf-8", "backslashreplace").decode("utf-8")
+                               for v in values], dtype=object)
             hashed = pd.util.hash_array(values, categorize=False)
         ids = (hashed % np.uint64(self.buckets)).astype(np.int64) + NUM_RESERVED
         ids[missing] = MISSING
@@ -163,7 +176,8 @@ class HashBuckets:
 
 
 class MinMax:
-    """Min-max scaling to [0, 1] with the training minimum and maximum (a constant column maps to 0)."""
+    """Min-max scaling to [0, 1] with the training minimum and maximum (a constant
+    column maps to 0)."""
 
     def __init__(self, low: float, high: float):
         self.low, self.high = float(low), float(high)
@@ -174,7 +188,8 @@ class MinMax:
 
     def transform(self, column: np.ndarray) -> np.ndarray:
         span = self.high - self.low
-        with np.errstate(over="ignore"):  # far outside the training range overflows: the caller checks
+        # far outside the training range overflows: the caller checks
+        with np.errstate(over="ignore"):
             return (column - self.low) / span if span > 0 else np.zeros_like(column)
 
     def to_dict(self) -> dict:

@@ -123,7 +123,8 @@ class InputLayer(nn.Module):
         self.output_dim = self.num_fields * self.emb_dim + self.dense_dim
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        """Look up every field at once: ``(B, F)`` int64 ids -> ``(B, F, K)`` vectors."""
+        """Look up every field at once: ``(B, F)`` int64 ids -> ``(B, F, K)``
+        vectors."""
         return self.table(ids + self.offsets)  # (B, F, K)
 
     def _dense_name(self, col: int) -> str:
@@ -174,15 +175,19 @@ class InputLayer(nn.Module):
         if self.num_fields and self.dense_dim and ids.shape[0] != dense.shape[0]:
             raise ValueError(f"ids and dense disagree on the batch size: {ids.shape[0]} vs {dense.shape[0]}")
 
-    def forward(self, ids: torch.Tensor | None, dense: torch.Tensor | None) -> torch.Tensor:
-        if self.dense_dim and (dense is None or dense.dim() != 2 or dense.shape[1] != self.dense_dim):
-            self.check(ids, dense)  # shape checks cost nothing; a wrong width would fail far from here
+    def forward(self, ids: torch.Tensor | None,
+                dense: torch.Tensor | None) -> torch.Tensor:
+        if self.dense_dim and (dense is None or dense.dim() != 2
+                               or dense.shape[1] != self.dense_dim):
+            # shape checks cost nothing; a wrong width would fail far from here
+            self.check(ids, dense)
         parts = []
         if self.num_fields:
             try:
                 parts.append(self.embed(ids).flatten(1))  # (B, F*K)
             except (IndexError, RuntimeError, TypeError, AttributeError):
-                self.check(ids, dense)  # the value checks run only on failure: they need a device sync
+                # the value checks run only on failure: they need a device sync
+                self.check(ids, dense)
                 raise
         if self.dense_dim:
             parts.append(dense)  # (B, N)

@@ -65,24 +65,29 @@ class StackedMLP(nn.Module):
     """
 
     def __init__(self, input_dim: int, num_stacks: int, hidden_units: Sequence[int],
-                 activation: str = "relu", dropout: float = 0.0, init_std: float | None = 1e-4):
+                 activation: str = "relu", dropout: float = 0.0,
+                 init_std: float | None = 1e-4):
         super().__init__()
         if input_dim < 1:
             raise ValueError(f"input_dim must be >= 1, got {input_dim}")
         if num_stacks < 1:
             raise ValueError(f"num_stacks must be >= 1, got {num_stacks}")
         if not hidden_units or any(int(h) < 1 for h in hidden_units):
-            raise ValueError(f"hidden_units must be a non-empty sequence of positive ints, got {hidden_units}")
+            raise ValueError("hidden_units must be a non-empty sequence of positive "
+                             f"ints, got {hidden_units}")
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+            raise ValueError(f"unknown activation {activation!r}; choose one of "
+                             f"{sorted(ACTIVATIONS)}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         dims = [int(input_dim), *map(int, hidden_units)]
-        self.input_dim, self.num_stacks, self.output_dim = dims[0], int(num_stacks), dims[-1]
+        self.input_dim, self.num_stacks = dims[0], int(num_stacks)
+        self.output_dim = dims[-1]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for fan_in, fan_out in zip(dims[:-1], dims[1:]):
-            w = nn.Parameter(torch.empty(num_stacks, fan_in, fan_out))  # (S, H_in, H_out)
+            # (S, H_in, H_out)
+            w = nn.Parameter(torch.empty(num_stacks, fan_in, fan_out))
             b = nn.Parameter(torch.empty(num_stacks, fan_out))  # (S, H_out)
             init_weight_(w, fan_in, init_std)
             init_bias_(b, fan_in)
@@ -96,14 +101,16 @@ class StackedMLP(nn.Module):
         w0, b0 = self.weights[0], self.biases[0]
         if x.dim() == 2:
             # Shared input: one GEMM for the first layer of all S networks.
-            h = torch.addmm(b0.reshape(-1), x, w0.transpose(0, 1).reshape(self.input_dim, -1))  # (B, S*H)
+            h = torch.addmm(b0.reshape(-1), x,
+                            w0.transpose(0, 1).reshape(self.input_dim, -1))  # (B, S*H)
             h = h.view(x.shape[0], S, -1).transpose(0, 1)  # (S, B, H)
         else:
             # One input per network: a batched GEMM over the stack axis.
             h = torch.baddbmm(b0.unsqueeze(1), x.transpose(0, 1), w0)  # (S, B, H)
         h = self.dropout(self.activation(h))
         for w, b in zip(self.weights[1:], self.biases[1:]):
-            h = self.dropout(self.activation(torch.baddbmm(b.unsqueeze(1), h, w)))  # (S, B, H_out)
+            # (S, B, H_out)
+            h = self.dropout(self.activation(torch.baddbmm(b.unsqueeze(1), h, w)))
         return h.transpose(0, 1)  # (B, S, H_last)
 
 
@@ -119,5 +126,6 @@ class Experts(StackedMLP):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2:
-            raise ValueError(f"experts read the shared input (B, I), got shape {tuple(x.shape)}")
+            raise ValueError("experts read the shared input (B, I), got shape "
+                             f"{tuple(x.shape)}")
         return super().forward(x)  # (B, E, D)

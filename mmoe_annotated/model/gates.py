@@ -28,10 +28,12 @@ __all__ = ["Gates", "mix", "rowwise_mix", "broadcast_mix"]
 
 
 class Gates(nn.Module):
-    """``G`` gates over ``E`` experts: ``(B, I) -> (B, G, E)``, each row a probability vector:
-    ``g^k(x) = softmax(W_gk x)`` of the paper's Eq. 8 (§4.2), with an optional MLP before ``W_gk``.
+    """``G`` gates over ``E`` experts: ``(B, I) -> (B, G, E)``, each row a probability
+    vector: ``g^k(x) = softmax(W_gk x)`` of the paper's Eq. 8 (§4.2), with an optional
+    MLP before ``W_gk``.
 
-    MMoE uses one gate per task (``G = T``); OMoE one gate shared by all tasks (``G = 1``).
+    MMoE uses one gate per task (``G = T``); OMoE one gate shared by all tasks
+    (``G = 1``).
     """
 
     def __init__(self, input_dim: int, num_experts: int, num_gates: int,
@@ -44,18 +46,21 @@ class Gates(nn.Module):
             raise ValueError(f"num_gates must be >= 1, got {num_gates}")
         self.num_experts, self.num_gates = int(num_experts), int(num_gates)
         hidden_units = tuple(hidden_units)
-        self.mlp = (StackedMLP(input_dim, num_gates, hidden_units, activation, dropout, init_std)
+        self.mlp = (StackedMLP(input_dim, num_gates, hidden_units, activation, dropout,
+                               init_std)
                     if hidden_units else None)
         fan_in = hidden_units[-1] if hidden_units else int(input_dim)
-        # The final map has no bias, like the paper's W_gk and DeepCTR-Torch's gate_dnn_final_layer,
-        # and keeps PyTorch's nn.Linear init as DeepCTR-Torch does.
-        self.out = nn.Parameter(torch.empty(num_gates, fan_in, num_experts))  # (G, H, E)
+        # The final map (G, H, E) has no bias, like the paper's W_gk and
+        # DeepCTR-Torch's gate_dnn_final_layer, and keeps PyTorch's nn.Linear init as
+        # DeepCTR-Torch does.
+        self.out = nn.Parameter(torch.empty(num_gates, fan_in, num_experts))
         init_weight_(self.out, fan_in, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mlp is None:
             logits = (x @ self.out.transpose(0, 1).reshape(x.shape[1], -1))  # (B, G*E)
-            logits = logits.view(x.shape[0], self.num_gates, self.num_experts)  # (B, G, E)
+            # (B, G, E)
+            logits = logits.view(x.shape[0], self.num_gates, self.num_experts)
         else:
             h = self.mlp(x).transpose(0, 1)  # (G, B, H)
             logits = torch.bmm(h, self.out).transpose(0, 1)  # (B, G, E)
@@ -63,24 +68,28 @@ class Gates(nn.Module):
 
 
 def mix(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
-    """Each task's weighted sum of expert outputs: ``(B, T, E) x (B, E, D) -> (B, T, D)``.
+    """Each task's weighted sum of expert outputs:
+    ``(B, T, E) x (B, E, D) -> (B, T, D)``.
 
-    The sum of the paper's Eq. 7 (§4.2), for all tasks in one batched matrix product: for
-    every row ``b``, ``(T, E) @ (E, D)``. DeepCTR-Torch calls ``torch.matmul((B, 1, E), (B, E, D))``
-    once per task; a broadcast multiply over ``(B, T, E, D)`` and a sum over ``E`` computes the
-    same numbers but builds the whole ``(B, T, E, D)`` product first, which is slower (chapter 5
-    times all three: :func:`rowwise_mix`, :func:`broadcast_mix`)."""
+    The sum of the paper's Eq. 7 (§4.2), for all tasks in one batched matrix product:
+    for every row ``b``, ``(T, E) @ (E, D)``. DeepCTR-Torch calls
+    ``torch.matmul((B, 1, E), (B, E, D))`` once per task; a broadcast multiply over
+    ``(B, T, E, D)`` and a sum over ``E`` computes the same numbers but builds the whole
+    ``(B, T, E, D)`` product first, which is slower (chapter 5 times all three:
+    :func:`rowwise_mix`, :func:`broadcast_mix`)."""
     return torch.bmm(gates, experts)  # (B, T, E) @ (B, E, D) -> (B, T, D)
 
 
 def rowwise_mix(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
-    """:func:`mix` the way DeepCTR-Torch computes it, for chapter 5's comparison: once per task,
-    ``matmul((B, 1, E), (B, E, D))``, then the tasks stacked. ``-> (B, T, D)``."""
+    """:func:`mix` the way DeepCTR-Torch computes it, for chapter 5's comparison: once
+    per task, ``matmul((B, 1, E), (B, E, D))``, then the tasks stacked.
+    ``-> (B, T, D)``."""
     return torch.stack([torch.matmul(gates[:, t].unsqueeze(1), experts).squeeze(1)
                         for t in range(gates.shape[1])], dim=1)  # (B, T, D)
 
 
 def broadcast_mix(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
-    """:func:`mix` as a broadcast multiply and a sum over experts, for chapter 5's comparison: it
-    builds the whole ``(B, T, E, D)`` product first. ``-> (B, T, D)``."""
-    return (gates.unsqueeze(-1) * experts.unsqueeze(1)).sum(dim=2)  # (B, T, E, D) -> (B, T, D)
+    """:func:`mix` as a broadcast multiply and a sum over experts, for chapter 5's
+    comparison: it builds the whole ``(B, T, E, D)`` product first. ``-> (B, T, D)``."""
+    # (B, T, E, D) -> (B, T, D)
+    return (gates.unsqueeze(-1) * experts.unsqueeze(1)).sum(dim=2)

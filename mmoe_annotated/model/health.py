@@ -51,12 +51,16 @@ def _names(task_names: Sequence[str] | None, T: int) -> list[str]:
     return names
 
 
-def expert_utilization(gates: np.ndarray, task_names: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean gate weight per task (rows) and expert (columns): how much each task uses each expert."""
+def expert_utilization(gates: np.ndarray,
+                       task_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean gate weight per task (rows) and expert (columns): how much each task uses
+    each expert."""
     gates = _gates(gates)
     T, E = gates.shape[1:]
-    return pd.DataFrame(gates.mean(axis=0), index=pd.Index(_names(task_names, T), name="task"),
-                        columns=pd.Index([f"expert {e}" for e in range(E)], name="expert"))
+    return pd.DataFrame(gates.mean(axis=0),
+                        index=pd.Index(_names(task_names, T), name="task"),
+                        columns=pd.Index([f"expert {e}" for e in range(E)],
+                                         name="expert"))
 
 
 def gate_distance(gates: np.ndarray, a: int = 0, b: int = 1) -> float:
@@ -80,24 +84,27 @@ def gate_entropy(gates: np.ndarray, normalized: bool = True) -> np.ndarray:
     return np.where(seen > 1, ent / np.log(np.maximum(seen, 2)), 0.0)
 
 
-def dead_experts(gates: np.ndarray, threshold: float = 0.01, can_select=None) -> list[int]:
-    """Experts whose mean share is below ``threshold`` for every task whose gate can select them
-    (indices into ``E``).
+def dead_experts(gates: np.ndarray, threshold: float = 0.01,
+                 can_select=None) -> list[int]:
+    """Experts whose mean share is below ``threshold`` for every task whose gate can
+    select them (indices into ``E``).
 
-    ``can_select``: a ``(T, E)`` mask, True where task ``t``'s gate can give weight to expert ``e``;
-    None means every gate can select every expert (MMoE, OMoE). For CGC and PLE pass
-    :func:`selectable_experts` ``(model)`` or :func:`extraction_mask`: a task expert is then dead
-    when its own task leaves it, whatever the other tasks (which cannot look at it) do. An expert
-    no gate can select is never counted. A gate that weighs an expert the mask says it cannot
-    select is an error (the mask belongs to another model)."""
+    ``can_select``: a ``(T, E)`` mask, True where task ``t``'s gate can give weight to
+    expert ``e``; None means every gate can select every expert (MMoE, OMoE). For CGC
+    and PLE pass :func:`selectable_experts` ``(model)`` or :func:`extraction_mask`: a
+    task expert is then dead when its own task leaves it, whatever the other tasks
+    (which cannot look at it) do. An expert no gate can select is never counted. A gate
+    that weighs an expert the mask says it cannot select is an error (the mask belongs
+    to another model)."""
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     share = _gates(gates).mean(axis=0)  # (T, E)
     mask = _mask(can_select, share.shape)  # (T, E)
     if (share[~mask] > 1e-6).any():
         t, e = np.argwhere(~mask & (share > 1e-6))[0]
-        raise ValueError(f"can_select says task {t} cannot select expert {e}, but its gate gives it a mean "
-                         f"weight of {share[t, e]:.3g}: the mask does not belong to these gates")
+        raise ValueError(f"can_select says task {t} cannot select expert {e}, but its "
+                         f"gate gives it a mean weight of {share[t, e]:.3g}: the mask "
+                         "does not belong to these gates")
     dead = ((share < threshold) | ~mask).all(axis=0) & mask.any(axis=0)  # (E,)
     return [int(e) for e in np.flatnonzero(dead)]
 

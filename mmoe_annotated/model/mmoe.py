@@ -59,16 +59,20 @@ class MultiTaskModel(nn.Module):
                 generator_state.__exit__(None, None, None)
 
     def _build(self, c: ModelConfig) -> None:
-        self.inputs = InputLayer(c.features, init_std=c.init_std or 1e-4, sparse=c.sparse_embeddings)
+        self.inputs = InputLayer(c.features, init_std=c.init_std or 1e-4,
+                                 sparse=c.sparse_embeddings)
         I = self.inputs.output_dim
         num_experts = 1 if self.gating == "none" else c.num_experts
-        self.experts = Experts(I, num_experts, c.expert_hidden, c.activation, c.dropout, c.init_std)
+        self.experts = Experts(I, num_experts, c.expert_hidden, c.activation, c.dropout,
+                               c.init_std)
         if self.gating == "none":
             self.gates = None
         else:
             num_gates = c.num_tasks if self.gating == "per_task" else 1
-            self.gates = Gates(I, num_experts, num_gates, c.gate_hidden, c.activation, c.dropout, c.init_std)
-        self.towers = Towers(c.expert_hidden[-1], c.num_tasks, c.tower_hidden, c.activation, c.dropout,
+            self.gates = Gates(I, num_experts, num_gates, c.gate_hidden, c.activation,
+                               c.dropout, c.init_std)
+        self.towers = Towers(c.expert_hidden[-1], c.num_tasks, c.tower_hidden,
+                             c.activation, c.dropout,
                              c.init_std)
 
     @property
@@ -79,7 +83,8 @@ class MultiTaskModel(nn.Module):
     def num_experts(self) -> int:
         return self.experts.num_experts
 
-    def forward(self, ids: torch.Tensor | EncodedFeatures | None, dense: torch.Tensor | None = None) -> ModelOutput:
+    def forward(self, ids: torch.Tensor | EncodedFeatures | None,
+                dense: torch.Tensor | None = None) -> ModelOutput:
         if isinstance(ids, EncodedFeatures):
             ids, dense = ids
         x = self.inputs(ids, dense)  # (B, I)
@@ -90,8 +95,9 @@ class MultiTaskModel(nn.Module):
             z = h.expand(B, T, h.shape[-1])  # (B, T, D)
         else:
             g = self.gates(x)  # (B, G, E): G = T for MMoE, 1 for OMoE
-            if g.shape[1] != T:  # OMoE's one gate serves every task; a real copy, since bmm is
-                g = g.repeat(1, T, 1)  # about 10x slower on an expanded (stride-0) view. (B, T, E)
+            if g.shape[1] != T:  # OMoE's one gate serves every task
+                # A real copy: bmm is about 10x slower on an expanded (stride-0) view.
+                g = g.repeat(1, T, 1)  # (B, T, E)
             z = mix(g, h)  # (B, T, D)
         return ModelOutput(self.towers(z), g)  # (B, T), (B, T, E)
 
@@ -133,7 +139,8 @@ class MMoE(MultiTaskModel):
 
 
 class OMoE(MultiTaskModel):
-    """One-gate Mixture-of-Experts, the paper's ablation: the same experts, one gate for all tasks."""
+    """One-gate Mixture-of-Experts, the paper's ablation: the same experts, one gate for
+    all tasks."""
 
     gating = "shared"
 

@@ -69,28 +69,35 @@ class RoutedGates(Gates):
 
 
 class ExtractionLevel(nn.Module):
-    """One CGC layer: ``T*m_k + m_s`` experts, ``T`` task gates and (``shared_gate=True``) one
-    shared gate over all of them.
+    """One CGC layer: ``T*m_k + m_s`` experts, ``T`` task gates and
+    (``shared_gate=True``) one shared gate over all of them.
 
-    ``forward`` takes ``x`` ``(B, I)`` (the first level: everything reads the input) or the level
-    below's outputs ``(B, T+1, I)`` (one per task, then the shared one), and returns this level's
-    outputs ``(B, T+1, D)`` and gates ``(B, T+1, E)`` (task gates, then the shared gate), or
-    ``(B, T, D)`` and ``(B, T, E)`` without a shared gate."""
+    ``forward`` takes ``x`` ``(B, I)`` (the first level: everything reads the input) or
+    the level below's outputs ``(B, T+1, I)`` (one per task, then the shared one), and
+    returns this level's outputs ``(B, T+1, D)`` and gates ``(B, T+1, E)`` (task gates,
+    then the shared gate), or ``(B, T, D)`` and ``(B, T, E)`` without a shared gate."""
 
     def __init__(self, input_dim: int, c: ModelConfig, shared_gate: bool):
         super().__init__()
         T, mk, ms = c.num_tasks, c.num_task_experts, c.num_shared_experts
         E = T * mk + ms
         self.num_tasks, self.num_experts = T, E
-        self.experts = StackedMLP(input_dim, E, c.expert_hidden, c.activation, c.dropout, c.init_std)
-        self.task_gates = RoutedGates(input_dim, mk + ms, T, c.gate_hidden, c.activation, c.dropout, c.init_std)
-        # The paper's shared gate: over ALL E experts of the level, not only the shared ones (§4.2).
-        self.shared_gate = (RoutedGates(input_dim, E, 1, c.gate_hidden, c.activation, c.dropout, c.init_std)
+        self.experts = StackedMLP(input_dim, E, c.expert_hidden, c.activation,
+                                  c.dropout, c.init_std)
+        self.task_gates = RoutedGates(input_dim, mk + ms, T, c.gate_hidden,
+                                      c.activation, c.dropout, c.init_std)
+        # The paper's shared gate: over ALL E experts of the level, not only the shared
+        # ones (§4.2).
+        self.shared_gate = (RoutedGates(input_dim, E, 1, c.gate_hidden, c.activation,
+                                        c.dropout, c.init_std)
                             if shared_gate else None)
         shared = list(range(T * mk, E))
-        # sees[k]: the experts task k's gate weighs, its own m_k then the m_s shared ones (eq. 4)
-        sees = torch.tensor([list(range(k * mk, (k + 1) * mk)) + shared for k in range(T)])  # (T, m_k + m_s)
-        # reads[e]: which output of the level below expert e reads (its task's, or the shared one)
+        # sees[k]: the experts task k's gate weighs, its own m_k then the m_s shared
+        # ones (eq. 4)
+        sees = torch.tensor([list(range(k * mk, (k + 1) * mk)) + shared
+                             for k in range(T)])  # (T, m_k + m_s)
+        # reads[e]: which output of the level below expert e reads (its task's, or the
+        # shared one)
         reads = torch.tensor([e // mk for e in range(T * mk)] + [T] * ms)  # (E,)
         self.register_buffer("sees", sees, persistent=False)
         self.register_buffer("reads", reads, persistent=False)
@@ -99,13 +106,17 @@ class ExtractionLevel(nn.Module):
         T = self.num_tasks
         first = z.dim() == 2
         h = self.experts(z if first else z[:, self.reads])  # (B, E, D)
-        w = self.task_gates(z if first else z[:, :T])  # (B, T, m_k + m_s), eq. 3 / eq. 6's w^{k,j}
+        # (B, T, m_k + m_s), eq. 3 / eq. 6's w^{k,j}
+        w = self.task_gates(z if first else z[:, :T])
         B = w.shape[0]
-        g = w.new_zeros(B, T, self.num_experts).scatter(2, self.sees.expand(B, -1, -1), w)  # (B, T, E)
+        g = w.new_zeros(B, T, self.num_experts).scatter(
+            2, self.sees.expand(B, -1, -1), w)  # (B, T, E)
         if self.shared_gate is not None:
-            s = self.shared_gate(z if first else z[:, T:])  # (B, 1, E): over all E experts
+            # (B, 1, E): over all E experts
+            s = self.shared_gate(z if first else z[:, T:])
             g = torch.cat([g, s], dim=1)  # (B, T+1, E)
-        return mix(g, h), g  # (B, T+1, D) and (B, T+1, E); without a shared gate (B, T, D) and (B, T, E)
+        # (B, T+1, D) and (B, T+1, E); without a shared gate (B, T, D) and (B, T, E)
+        return mix(g, h), g
 
 
 class PLE(MultiTaskModel):
@@ -133,13 +144,15 @@ class PLE(MultiTaskModel):
         """Experts per level, ``T * num_task_experts + num_shared_experts`` (the gates' last axis)."""
         return self.levels[-1].num_experts
 
-    def forward(self, ids: torch.Tensor | EncodedFeatures | None, dense: torch.Tensor | None = None) -> ModelOutput:
+    def forward(self, ids: torch.Tensor | EncodedFeatures | None,
+                dense: torch.Tensor | None = None) -> ModelOutput:
         if isinstance(ids, EncodedFeatures):
             ids, dense = ids
         z = self.inputs(ids, dense)  # (B, I)
         for level in self.levels:
             z, gates = level(z)  # (B, T+1, D) between levels, (B, T, D) after the last
-        return ModelOutput(self.towers(z), gates)  # (B, T), the last level's task gates (B, T, E)
+        # (B, T), the last level's task gates (B, T, E)
+        return ModelOutput(self.towers(z), gates)
 
     @torch.no_grad()
     def all_gates(self, ids: torch.Tensor | EncodedFeatures | None, dense: torch.Tensor | None = None

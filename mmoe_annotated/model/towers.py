@@ -24,24 +24,31 @@ __all__ = ["Towers"]
 
 
 class Towers(nn.Module):
-    """``T`` task towers: ``(B, T, D) -> (B, T)`` logits. DeepCTR-Torch's default hidden is (64,)."""
+    """``T`` task towers: ``(B, T, D) -> (B, T)`` logits. DeepCTR-Torch's default hidden
+    is (64,)."""
 
-    def __init__(self, input_dim: int, num_tasks: int, hidden_units: Sequence[int] = (64,),
-                 activation: str = "relu", dropout: float = 0.0, init_std: float | None = 1e-4):
+    def __init__(self, input_dim: int, num_tasks: int,
+                 hidden_units: Sequence[int] = (64,),
+                 activation: str = "relu", dropout: float = 0.0,
+                 init_std: float | None = 1e-4):
         super().__init__()
         if num_tasks < 1:
             raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
         self.num_tasks, self.input_dim = int(num_tasks), int(input_dim)
         hidden_units = tuple(hidden_units)
-        self.mlp = (StackedMLP(input_dim, num_tasks, hidden_units, activation, dropout, init_std)
+        self.mlp = (StackedMLP(input_dim, num_tasks, hidden_units, activation, dropout,
+                               init_std)
                     if hidden_units else None)
         fan_in = hidden_units[-1] if hidden_units else int(input_dim)
-        self.out = nn.Parameter(torch.empty(num_tasks, fan_in))  # (T, H): Linear(H, 1, bias=False) per task
+        # (T, H): Linear(H, 1, bias=False) per task
+        self.out = nn.Parameter(torch.empty(num_tasks, fan_in))
         init_weight_(self.out, fan_in, None)
-        self.bias = nn.Parameter(torch.zeros(num_tasks))  # (T,): the output bias, zero at init
+        # (T,): the output bias, zero at init
+        self.bias = nn.Parameter(torch.zeros(num_tasks))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.dim() != 3 or z.shape[1] != self.num_tasks:
-            raise ValueError(f"towers expect (B, {self.num_tasks}, D), got {tuple(z.shape)}")
+            raise ValueError(f"towers expect (B, {self.num_tasks}, D), got "
+                             f"{tuple(z.shape)}")
         h = self.mlp(z) if self.mlp is not None else z  # (B, T, H)
         return (h * self.out).sum(dim=-1) + self.bias  # (B, T)

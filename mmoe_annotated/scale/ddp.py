@@ -73,9 +73,11 @@ def all_gather(obj, s: Setup) -> list:
     return out
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch, task_types: Sequence[str]) -> float:
-    """One step on one batch: the sum of the per-task mean losses (all task weights 1). Under DDP,
-    ``backward()`` also all-reduces the gradients, averaging them over the processes."""
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch,
+               task_types: Sequence[str]) -> float:
+    """One step on one batch: the sum of the per-task mean losses (all task weights 1).
+    Under DDP, ``backward()`` also all-reduces the gradients, averaging them over the
+    processes."""
     ids, dense, y = batch
     optimizer.zero_grad(set_to_none=True)
     logits = model(ids, dense).logits  # (B, T)

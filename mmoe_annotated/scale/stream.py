@@ -141,9 +141,11 @@ class VocabCounts:
         return self
 
     def vocabulary(self, min_count: int = 1) -> Vocabulary:
-        order = np.lexsort((self.first, -self.counts))  # most frequent first, ties by first appearance
+        # most frequent first, ties by first appearance
+        order = np.lexsort((self.first, -self.counts))
         # the loader's int64 IDs, keyed as Vocabulary.fit keys them
-        return Vocabulary.from_counts([str(k) for k in self.keys[order]], self.counts[order], min_count)
+        return Vocabulary.from_counts([str(k) for k in self.keys[order]],
+                                      self.counts[order], min_count)
 
 
 @dataclass
@@ -260,17 +262,22 @@ class ByteRecStream(IterableDataset):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         rng = np.random.default_rng([self.seed, self.epoch, self.rank])
-        parts = [self.parts[i] for i in (rng.permutation(len(self.parts)) if self.shuffle else range(len(self.parts)))]
+        order = (rng.permutation(len(self.parts)) if self.shuffle
+                 else range(len(self.parts)))
+        parts = [self.parts[i] for i in order]
         buffered: list[tuple[torch.Tensor, ...]] = []
         made = 0
         for i, part in enumerate(parts):
             buffered.append(self._encoded(part))
-            if sum(len(b[2]) for b in buffered) < self.buffer_rows and i < len(parts) - 1:
+            if (sum(len(b[2]) for b in buffered) < self.buffer_rows
+                    and i < len(parts) - 1):
                 continue
-            ids, dense, y = (None if b[0] is None else torch.cat(b) for b in zip(*buffered))
+            ids, dense, y = (None if b[0] is None else torch.cat(b)
+                             for b in zip(*buffered))
             if self.shuffle:
                 perm = torch.from_numpy(rng.permutation(len(y)))
-                ids, dense, y = (None if t is None else t[perm] for t in (ids, dense, y))
+                ids, dense, y = (None if t is None else t[perm]
+                                 for t in (ids, dense, y))
             last = i == len(parts) - 1
             full = len(y) // self.batch_size * self.batch_size
             stop = len(y) if last and not self.drop_last else full
@@ -278,8 +285,10 @@ class ByteRecStream(IterableDataset):
                 if self.batches is not None and made >= self.batches:
                     return
                 sl = slice(lo, min(lo + self.batch_size, stop))
-                yield (None if ids is None else ids[sl], None if dense is None else dense[sl], y[sl])
+                yield (None if ids is None else ids[sl],
+                       None if dense is None else dense[sl], y[sl])
                 made += 1
             # the rows short of a batch wait for the next buffer
-            buffered = [] if last else [tuple(None if t is None else t[full:] for t in (ids, dense, y))]
+            buffered = [] if last else [tuple(None if t is None else t[full:]
+                                              for t in (ids, dense, y))]
 

@@ -47,10 +47,12 @@ def evaluate(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None = No
 
 
 @torch.inference_mode()
-def outputs(model: MultiTaskModel, x: EncodedFeatures, batch_size: int, device: torch.device,
+def outputs(model: MultiTaskModel, x: EncodedFeatures, batch_size: int,
+            device: torch.device,
             want_gates: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``model.forward`` over ``x`` batch by batch, in eval mode: logits ``(M, T)`` and, when
-    wanted, gates ``(M, T, E)``, on the CPU. The model's train/eval mode is restored after."""
+    """``model.forward`` over ``x`` batch by batch, in eval mode: logits ``(M, T)`` and,
+    when wanted, gates ``(M, T, E)``, on the CPU. The model's train/eval mode is
+    restored after."""
     was_training = model.training
     model.eval()
     try:
@@ -60,7 +62,8 @@ def outputs(model: MultiTaskModel, x: EncodedFeatures, batch_size: int, device: 
         model.train(was_training)
     logits = torch.cat([o.logits for o in outs]).cpu()  # (M, T)
     check_outputs(model, logits)
-    return logits, torch.cat([o.gates for o in outs]).cpu() if want_gates else None  # (M, T, E)
+    # (M, T, E)
+    return logits, torch.cat([o.gates for o in outs]).cpu() if want_gates else None
 
 
 def prediction_inputs(model: MultiTaskModel, data, encoder: FeatureEncoder | None, batch_size, device, *,

@@ -150,12 +150,13 @@ class History:
 # fit
 # ---------------------------------------------------------------------------
 
-def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, encoder: FeatureEncoder | None = None,
-        valid=None) -> History:
-    """Train ``model`` on ``train`` (a DataFrame with ``encoder=``, or ``(features, labels)``).
+def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *,
+        encoder: FeatureEncoder | None = None, valid=None) -> History:
+    """Train ``model`` on ``train`` (a DataFrame with ``encoder=``, or
+    ``(features, labels)``).
 
-    Returns a :class:`History` with one record per epoch (train losses; validation metrics
-    when ``valid`` is given)."""
+    Returns a :class:`History` with one record per epoch (train losses; validation
+    metrics when ``valid`` is given)."""
     cfg = check_fit(model, config)
     x, y, valid = training_data(model, train, valid, encoder, cfg)
     device = resolve_device(cfg.device)
@@ -170,21 +171,26 @@ def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, enco
         model.train()
         started, loss_sum = time.perf_counter(), 0.0
         batches = batch_rows(len(x), cfg, generator, device)
-        for step, rows in enumerate(tqdm(batches, desc=f"epoch {epoch}", disable=not cfg.progress, leave=False), 1):
+        for step, rows in enumerate(tqdm(batches, desc=f"epoch {epoch}",
+                                         disable=not cfg.progress, leave=False), 1):
             xb, yb = x.index(rows), y[rows]
             out = model(xb.ids, xb.dense)  # forward: logits (B, T), gates (B, T, E)
-            losses = task_losses(out.logits, yb, model.config.task_types, cfg.loss_reduction)  # (T,)
-            objective = balance(losses) + regularization(model, cfg, xb.ids)  # sum_k w_k L_k + L2
+            losses = task_losses(out.logits, yb, model.config.task_types,
+                                 cfg.loss_reduction)  # (T,)
+            # sum_k w_k L_k + L2
+            objective = balance(losses) + regularization(model, cfg, xb.ids)
             check_finite(objective, model, epoch, step)
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
             objective.backward()  # gradients of every parameter
             for opt in optimizers:
                 opt.step()
-            balance.step()  # learned task weights take their own step (nothing for fixed weights)
+            # learned task weights take their own step (nothing for fixed weights)
+            balance.step()
             loss_sum = loss_sum + losses.detach()  # (T,)
         check_weights(model, epoch, step)
-        history.records.append(epoch_record(model, epoch, loss_sum / step, balance.weights(), started, valid, cfg))
+        history.records.append(epoch_record(model, epoch, loss_sum / step,
+                                            balance.weights(), started, valid, cfg))
         if stopper is not None and stopper.update(history.records[-1], model, epoch):
             break  # every monitored task has stopped improving
     if stopper is not None:
@@ -194,31 +200,40 @@ def fit(model: MultiTaskModel, train, config: TrainConfig | None = None, *, enco
 
 
 def check_fit(model: MultiTaskModel, config: TrainConfig | None) -> TrainConfig:
-    """The config (default: :class:`TrainConfig`), checked against the model before any work."""
+    """The config (default: :class:`TrainConfig`), checked against the model before any
+    work."""
     cfg = config or TrainConfig()
     if not isinstance(model, MultiTaskModel):
-        raise TypeError(f"expected an MMoE / OMoE / SharedBottom model, got {type(model).__name__}")
+        raise TypeError("expected an MMoE / OMoE / SharedBottom model, got "
+                        f"{type(model).__name__}")
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(cfg).__name__}")
     names = model.config.task_names
     if cfg.task_weights is not None and len(cfg.task_weights) != len(names):
-        raise ValueError(f"task_weights has {len(cfg.task_weights)} entries but the model has "
-                         f"{len(names)} tasks {list(names)}")
+        raise ValueError(f"task_weights has {len(cfg.task_weights)} entries "
+                         f"but the model has {len(names)} tasks {list(names)}")
     if cfg.early_stopping is not None:
-        cfg.early_stopping.monitored(names)  # tasks it names exist; restore="best" watches one
-    if cfg.embedding_l2_mode == "table" and cfg.embedding_l2 > 0 and model.config.sparse_embeddings:
-        raise ValueError("embedding_l2_mode='table' penalises every row, which needs dense gradients: "
-                         "use embedding_l2_mode='rows' or build the model with sparse_embeddings=False")
+        # tasks it names exist; restore="best" watches one
+        cfg.early_stopping.monitored(names)
+    if (cfg.embedding_l2_mode == "table" and cfg.embedding_l2 > 0
+            and model.config.sparse_embeddings):
+        raise ValueError("embedding_l2_mode='table' penalises every row, which needs "
+                         "dense gradients: use embedding_l2_mode='rows' or build the "
+                         "model with sparse_embeddings=False")
     resolve_device(cfg.device)
     return cfg
 
 
-def training_data(model: MultiTaskModel, train, valid, encoder, cfg: TrainConfig | None = None):
-    """``train`` and ``valid`` as tensors, both checked before the first step: ``(x, y, valid)``."""
+def training_data(model: MultiTaskModel, train, valid, encoder,
+                  cfg: TrainConfig | None = None):
+    """``train`` and ``valid`` as tensors, both checked before the first step:
+    ``(x, y, valid)``."""
     if cfg is not None and cfg.gate_stats and valid is None:
-        raise ValueError("TrainConfig(gate_stats=True) records gate health on validation rows: pass valid=")
+        raise ValueError("TrainConfig(gate_stats=True) records gate health on "
+                         "validation rows: pass valid=")
     if cfg is not None and cfg.early_stopping is not None and valid is None:
-        raise ValueError("TrainConfig(early_stopping=...) stops on validation metrics: pass valid=")
+        raise ValueError("TrainConfig(early_stopping=...) stops on validation metrics: "
+                         "pass valid=")
     x, y = as_dataset(train, model, encoder, source="train")
     if len(x) == 0:
         raise ValueError("the training set is empty")
@@ -230,7 +245,8 @@ def training_data(model: MultiTaskModel, train, valid, encoder, cfg: TrainConfig
 
 
 def seeded_generator(seed: int | None) -> torch.Generator:
-    """The generator of the batch order: seeded, or from fresh entropy when ``seed`` is None."""
+    """The generator of the batch order: seeded, or from fresh entropy when ``seed`` is
+    None."""
     generator = torch.Generator()
     if seed is None:
         generator.seed()
@@ -239,41 +255,52 @@ def seeded_generator(seed: int | None) -> torch.Generator:
     return generator
 
 
-def batch_rows(n: int, cfg: TrainConfig, generator: torch.Generator, device) -> tuple[torch.Tensor, ...]:
-    """Row numbers of each batch of an epoch: one permutation of ``n`` rows (or ``0..n-1`` without
-    shuffling), cut into batches of ``cfg.batch_size``."""
+def batch_rows(n: int, cfg: TrainConfig, generator: torch.Generator,
+               device) -> tuple[torch.Tensor, ...]:
+    """Row numbers of each batch of an epoch: one permutation of ``n`` rows (or
+    ``0..n-1`` without shuffling), cut into batches of ``cfg.batch_size``."""
     order = torch.randperm(n, generator=generator) if cfg.shuffle else torch.arange(n)
     return order.to(device).split(cfg.batch_size)
 
 
-def check_finite(objective: torch.Tensor, model: MultiTaskModel, epoch: int, step: int) -> None:
-    """Stop at the step whose objective is NaN or infinite, saying whether the weights broke first."""
+def check_finite(objective: torch.Tensor, model: MultiTaskModel, epoch: int,
+                 step: int) -> None:
+    """Stop at the step whose objective is NaN or infinite, saying whether the weights
+    broke first."""
     if bool(torch.isfinite(objective)):
         return
     broken = non_finite_parameters(model)
     biggest = max(float(p.detach().abs().max()) for p in model.parameters())
-    cause = (f"the weights {broken} stopped being finite in the update before this step" if broken else
-             f"the weights are finite (the largest is {biggest:.3g}), so this batch overflowed the forward pass")
-    raise FloatingPointError(f"epoch {epoch}, step {step}: the training objective is {objective.item()}; "
-                             f"{cause}; lower the learning rate or check the inputs")
+    cause = (f"the weights {broken} stopped being finite in the update before this step"
+             if broken else
+             f"the weights are finite (the largest is {biggest:.3g}), so this batch "
+             "overflowed the forward pass")
+    raise FloatingPointError(f"epoch {epoch}, step {step}: the training objective is "
+                             f"{objective.item()}; {cause}; lower the learning rate or "
+                             "check the inputs")
 
 
 def check_weights(model: MultiTaskModel, epoch: int, step: int) -> None:
-    """After an epoch's last update: every weight is still finite (that update had no later loss)."""
+    """After an epoch's last update: every weight is still finite (that update had no
+    later loss)."""
     broken = non_finite_parameters(model)
     if broken:
-        raise FloatingPointError(f"epoch {epoch}, step {step}: the update left non-finite weights in "
+        raise FloatingPointError(f"epoch {epoch}, step {step}: the update left "
+                                 "non-finite weights in "
                                  f"{broken}; lower the learning rate")
 
 
-def epoch_record(model: MultiTaskModel, epoch: int, mean_losses: torch.Tensor, weights: torch.Tensor,
-                 started: float, valid, cfg: TrainConfig) -> dict:
-    """One :class:`History` record: the mean train losses (weighted sum and per task) and the learned
-    task weights, validation metrics (by :func:`~mmoe_annotated.train.inference.evaluate`), gate
-    health, and the epoch's seconds."""
+def epoch_record(model: MultiTaskModel, epoch: int, mean_losses: torch.Tensor,
+                 weights: torch.Tensor, started: float, valid,
+                 cfg: TrainConfig) -> dict:
+    """One :class:`History` record: the mean train losses (weighted sum and per task)
+    and the learned task weights, validation metrics (by
+    :func:`~mmoe_annotated.train.inference.evaluate`), gate health, and the epoch's
+    seconds."""
     record = train_record(model, epoch, mean_losses, weights, cfg)
     if valid is not None:
-        record.update(valid_record(evaluate(model, valid, batch_size=cfg.eval_batch_size)))
+        record.update(valid_record(evaluate(model, valid,
+                                            batch_size=cfg.eval_batch_size)))
     if cfg.gate_stats:
         record.update(gate_record(model, valid, cfg))
     record["seconds"] = time.perf_counter() - started

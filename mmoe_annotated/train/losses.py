@@ -39,26 +39,29 @@ def task_losses(logits: torch.Tensor, y: torch.Tensor, task_types: Sequence[str]
     """Per-task losses ``(T,)``: BCE with logits for binary tasks, MSE for regression,
     averaged (``"mean"``) or summed (``"sum"``, DeepCTR-Torch) over the batch.
 
-    **Missing labels.** A label that is NaN is missing for its task (chapter 12, "The conversion
-    funnel: ESMM"): that task's loss averages or sums over the rows that have a label, and a row
-    without one sends exactly zero gradient to the task's tower. A task with no labelled row in
-    the batch has loss 0 (and no gradient), never NaN."""
+    **Missing labels.** A label that is NaN is missing for its task (chapter 12, "The
+    conversion funnel: ESMM"): that task's loss averages or sums over the rows that have
+    a label, and a row without one sends exactly zero gradient to the task's tower. A
+    task with no labelled row in the batch has loss 0 (and no gradient), never NaN."""
     labelled = ~torch.isnan(y)  # (B, T): the task mask
     masked = not bool(labelled.all())
     if masked:
-        y = torch.where(labelled, y, torch.zeros_like(y))  # any finite stand-in; its loss is dropped below
+        # any finite stand-in; its loss is dropped below
+        y = torch.where(labelled, y, torch.zeros_like(y))
     binary = [t == "binary" for t in task_types]
     if all(binary):
-        per_row = F.binary_cross_entropy_with_logits(logits, y, reduction="none")  # (B, T)
+        # (B, T)
+        per_row = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
     elif not any(binary):
         per_row = (logits - y).square()  # (B, T)
     else:
         mask = torch.tensor(binary, device=logits.device)  # (T,)
-        per_row = torch.where(mask, F.binary_cross_entropy_with_logits(logits, y, reduction="none"),
-                              (logits - y).square())  # (B, T)
+        bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")  # (B, T)
+        per_row = torch.where(mask, bce, (logits - y).square())  # (B, T)
     if not masked:  # every label present: the plain sum or mean over the batch
         return per_row.sum(0) if reduction == "sum" else per_row.mean(0)  # (T,)
-    per_row = torch.where(labelled, per_row, torch.zeros_like(per_row))  # (B, T): zero gradient where masked
+    # (B, T): zero gradient where masked
+    per_row = torch.where(labelled, per_row, torch.zeros_like(per_row))
     total = per_row.sum(0)  # (T,)
     return total if reduction == "sum" else total / labelled_rows(labelled)  # (T,)
 
@@ -70,22 +73,27 @@ def labelled_rows(y: torch.Tensor) -> torch.Tensor:
     return mask.sum(0).clamp_min(1).to(torch.float32)  # (T,)
 
 
-def regularization(model: MultiTaskModel, cfg, ids: torch.Tensor | None) -> torch.Tensor:
-    """The L2 terms of the objective for a batch with ids ``(B, F)`` (zero when there are none).
+def regularization(model: MultiTaskModel, cfg,
+                   ids: torch.Tensor | None) -> torch.Tensor:
+    """The L2 terms of the objective for a batch with ids ``(B, F)`` (zero when there
+    are none).
 
-    ``cfg`` is a :class:`~mmoe_annotated.train.TrainConfig`. Row L2 looks the batch's rows up
-    again: simple, and the gradient reaches only those rows (the fast wing reuses the forward
-    pass's lookup instead, :mod:`mmoe_annotated.fast.train`)."""
+    ``cfg`` is a :class:`~mmoe_annotated.train.TrainConfig`. Row L2 looks the batch's
+    rows up again: simple, and the gradient reaches only those rows (the fast wing
+    reuses the forward pass's lookup instead, :mod:`mmoe_annotated.fast.train`)."""
     reg = torch.zeros((), device=next(model.parameters()).device)
     table = model.inputs.table
     if cfg.embedding_l2 > 0 and table is not None:
         if cfg.embedding_l2_mode == "table":
             reg = reg + cfg.embedding_l2 * table.weight.square().sum()
         else:
-            rows = model.inputs.embed(ids).square().sum()  # every looked-up row, (B, F, K) summed
-            reg = reg + cfg.embedding_l2 * (rows / ids.shape[0] if cfg.loss_reduction == "mean" else rows)
+            # every looked-up row, (B, F, K) summed
+            rows = model.inputs.embed(ids).square().sum()
+            reg = reg + cfg.embedding_l2 * (rows / ids.shape[0]
+                                            if cfg.loss_reduction == "mean" else rows)
     if cfg.weight_l2 > 0:
-        reg = reg + cfg.weight_l2 * sum(w.square().sum() for w in model.parameter_roles()["weights"])
+        reg = reg + cfg.weight_l2 * sum(w.square().sum()
+                                        for w in model.parameter_roles()["weights"])
     return reg
 
 
@@ -119,30 +127,37 @@ class FixedWeights:
 class UncertaintyWeighting(FixedWeights):
     """Homoscedastic uncertainty weighting (Kendall, Gal and Cipolla, CVPR 2018, §3.2).
 
-    Each task has a learned noise scale ``sigma_k``. A Gaussian likelihood ``N(y; f(x), sigma^2)``
-    has negative log-likelihood ``||y - f||^2 / (2 sigma^2) + log sigma`` (their eq. 5 and 7): the
-    regression loss scaled by ``1 / (2 sigma^2)``. A Boltzmann (softmax/sigmoid) likelihood with
-    temperature ``sigma^2`` gives approximately ``L / sigma^2 + log sigma`` (eq. 8 and 10). So the
-    published objective is
+    Each task has a learned noise scale ``sigma_k``. A Gaussian likelihood
+    ``N(y; f(x), sigma^2)`` has negative log-likelihood
+    ``||y - f||^2 / (2 sigma^2) + log sigma`` (their eq. 5 and 7): the regression loss
+    scaled by ``1 / (2 sigma^2)``. A Boltzmann (softmax/sigmoid) likelihood with
+    temperature ``sigma^2`` gives approximately ``L / sigma^2 + log sigma`` (eq. 8 and
+    10). So the published objective is
 
-        ``sum_k c_k / sigma_k^2 * L_k + log sigma_k``, ``c_k = 1/2`` for regression, ``1`` for binary.
+        ``sum_k c_k / sigma_k^2 * L_k + log sigma_k``, ``c_k = 1/2`` for regression,
+        ``1`` for binary.
 
-    As in the paper we learn ``s_k = log sigma_k^2`` (numerically stable, unconstrained):
-    ``sum_k c_k exp(-s_k) L_k + s_k / 2``. Its derivative in ``s_k`` vanishes at
-    ``exp(s_k) = 2 c_k L_k``: a task whose loss stays large gets a large ``sigma_k`` and a small
-    weight ``c_k exp(-s_k)``; the ``s_k / 2`` term stops every ``sigma`` from growing without bound."""
+    As in the paper we learn ``s_k = log sigma_k^2`` (numerically stable,
+    unconstrained): ``sum_k c_k exp(-s_k) L_k + s_k / 2``. Its derivative in ``s_k``
+    vanishes at ``exp(s_k) = 2 c_k L_k``: a task whose loss stays large gets a large
+    ``sigma_k`` and a small weight ``c_k exp(-s_k)``; the ``s_k / 2`` term stops every
+    ``sigma`` from growing without bound."""
 
     def __init__(self, task_types, cfg, device):
-        self.log_vars = torch.zeros(len(task_types), device=device, requires_grad=True)  # (T,): s_k
-        self.scale = torch.tensor([1.0 if t == "binary" else 0.5 for t in task_types], device=device)  # c_k
+        # (T,): s_k
+        self.log_vars = torch.zeros(len(task_types), device=device, requires_grad=True)
+        self.scale = torch.tensor([1.0 if t == "binary" else 0.5 for t in task_types],
+                                  device=device)  # c_k
         self.optimizer = _balance_optimizer([self.log_vars], cfg)
 
     def __call__(self, losses: torch.Tensor) -> torch.Tensor:
-        return self.weighted(losses) + 0.5 * self.log_vars.sum()  # log sigma_k = s_k / 2
+        # log sigma_k = s_k / 2
+        return self.weighted(losses) + 0.5 * self.log_vars.sum()
 
     def weighted(self, losses: torch.Tensor) -> torch.Tensor:
-        """The weighted losses ``sum_k c_k exp(-s_k) L_k``: the objective without its ``log sigma_k``
-        terms, which belong once per batch however the batch's losses are summed."""
+        """The weighted losses ``sum_k c_k exp(-s_k) L_k``: the objective without its
+        ``log sigma_k`` terms, which belong once per batch however the batch's losses
+        are summed."""
         return (self.scale * torch.exp(-self.log_vars) * losses).sum()
 
     def step(self) -> None:

@@ -34,11 +34,14 @@ def make_optimizer(name: str, params, lr: float | None = None) -> torch.optim.Op
     return spec.cls(params, lr=spec.lr if lr is None else lr)
 
 
-def make_optimizers(model: MultiTaskModel, name: str, lr: float) -> list[torch.optim.Optimizer]:
+def make_optimizers(model: MultiTaskModel, name: str,
+                    lr: float) -> list[torch.optim.Optimizer]:
     """The optimizer(s) for ``model``: ``torch.optim``'s Adagrad and SGD take the sparse
-    embedding gradients as they are; Adam does not, so a sparse table gets ``SparseAdam``."""
+    embedding gradients as they are; Adam does not, so a sparse table gets
+    ``SparseAdam``."""
     table = model.inputs.table
     if name != "adam" or not model.config.sparse_embeddings or table is None:
         return [make_optimizer(name, model.parameters(), lr)]
     rest = [p for p in model.parameters() if p is not table.weight]
-    return [torch.optim.SparseAdam([table.weight], lr=lr), torch.optim.Adam(rest, lr=lr)]
+    return [torch.optim.SparseAdam([table.weight], lr=lr),
+            torch.optim.Adam(rest, lr=lr)]

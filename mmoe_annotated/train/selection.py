@@ -94,13 +94,15 @@ class Stopper:
         return value < best - self.rule.min_delta
 
     def update(self, record: dict, model: MultiTaskModel, epoch: int) -> bool:
-        """Read this epoch's validation metrics from its ``History`` record; True: stop now."""
+        """Read this epoch's validation metrics from its ``History`` record; True: stop
+        now."""
         for t in self.tasks:
             value = record[f"valid_{t}_{self.rule.metric}"]
             if math.isfinite(value) and self._improved(value, self.best[t]):
                 self.best[t], self.best_epoch[t] = value, epoch
                 if self.keep:
-                    self.states[t] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                    self.states[t] = {k: v.detach().cpu().clone()
+                                      for k, v in model.state_dict().items()}
         return all(epoch - self.best_epoch[t] >= self.rule.patience for t in self.tasks)
 
     def finish(self, model: MultiTaskModel, history) -> None:

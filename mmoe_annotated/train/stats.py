@@ -112,12 +112,13 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     """Holm's step-down adjusted p-values (Holm 1979), in the order given.
 
     Sorted ascending, the ``i``-th smallest p-value (0-based) of ``m`` is multiplied by
-    ``m - i``; each adjusted value is then the running maximum (never smaller than the one
-    before it) and at most 1. Rejecting where the adjusted value is below ``alpha`` keeps the
-    chance of any false finding in the family at most ``alpha``."""
+    ``m - i``; each adjusted value is then the running maximum (never smaller than the
+    one before it) and at most 1. Rejecting where the adjusted value is below ``alpha``
+    keeps the chance of any false finding in the family at most ``alpha``."""
     p = np.asarray(pvalues, dtype=np.float64)
     if p.ndim != 1 or np.isnan(p).any() or (p < 0).any() or (p > 1).any():
-        raise ValueError(f"p-values must be a 1-D sequence of numbers in [0, 1], got {pvalues!r}")
+        raise ValueError("p-values must be a 1-D sequence of numbers in [0, 1], got "
+                         f"{pvalues!r}")
     order = np.argsort(p, kind="stable")
     scaled = p[order] * (len(p) - np.arange(len(p)))  # (m - i) * p_(i)
     adjusted = np.empty_like(p)
