@@ -6,7 +6,7 @@ What counts:
 - prose: the words of markdown cells (and of ``.md`` pages), outside code fences and without
   MyST directive lines (```{exercise}, :label:, ...);
 - code: non-blank lines of code cells and of code fences, plus the lines of package source the
-  page displays with ``mm.show_source(...)`` (as the page shows them, wrapped); cells tagged
+  page displays with ``mm.show_source(...)`` (as the page shows them); cells tagged
   ``remove-cell`` or ``hide-input`` (the Colab install cell, checks folded for the test suite)
   are not read and do not count;
 - figures: one per ``plt.show()`` in a read code cell, or one per cell that draws without it
