@@ -174,15 +174,15 @@ class FeatureEncoder:
             columns = [self.encoders[c].transform(df[c]) for c in self.sparse]
             for c, col in zip(self.sparse, columns):
                 self._warn_if_mostly_oov(c, col)
+            # ids: (B, F)
             ids = torch.from_numpy(np.stack(columns, axis=1) if len(df)
                                    else np.zeros((0, len(self.sparse)), dtype=np.int64))
-            # ids: (B, F)
         dense = None
         if self.dense:
             cols = [self._scaled(df, c) for c in self.dense]
+            # dense: (B, N)
             dense = torch.from_numpy(np.stack(cols, axis=1) if len(df)
                                      else np.zeros((0, len(self.dense)), dtype=np.float32))
-            # dense: (B, N)
         return EncodedFeatures(ids, dense)
 
     def _scaled(self, df: pd.DataFrame, col: str) -> np.ndarray:
