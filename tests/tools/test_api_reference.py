@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import inspect
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -30,11 +31,22 @@ def _load_tool(name):
 api = _load_tool("api_reference")
 
 
+def _fresh_dir() -> list[str]:
+    """``dir(mm)`` right after ``import mmoe_annotated as mm``, in a fresh interpreter: in this
+    process, any test that imports a stage (``mmoe_annotated.serve``) adds it to the package."""
+    out = subprocess.run([sys.executable, "-c", "import mmoe_annotated as mm; print(*dir(mm))"],
+                         capture_output=True, text=True, check=True, cwd=REPO)
+    return out.stdout.split()
+
+
+FRESH_DIR = _fresh_dir()
+
+
 def public_names() -> set[str]:
     """What `import mmoe_annotated as mm` offers: ``__all__`` if the package declares one, else
-    every public attribute, the ones loaded on first use (``mm.fast``, ``mm.export``, ...), and
-    the fast wing's own public functions (``fast.fit``)."""
-    names = set(getattr(mm, "__all__", None) or (n for n in dir(mm) if not n.startswith("_")))
+    every public attribute after a fresh import, the ones loaded on first use (``mm.fast``,
+    ``mm.export``, ...), and the fast wing's own public functions (``fast.fit``)."""
+    names = set(getattr(mm, "__all__", None) or (n for n in FRESH_DIR if not n.startswith("_")))
     names |= set(getattr(mm, "_LAZY", {}))
     fast = importlib.import_module("mmoe_annotated.fast")
     names |= {f"fast.{n}" for n in fast.__all__ if inspect.isfunction(getattr(fast, n))}
