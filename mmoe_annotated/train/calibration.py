@@ -60,9 +60,11 @@ def reliability(y, p, bins: int = 10) -> pd.DataFrame:
 
 
 def expected_calibration_error(y, p, bins: int = 10) -> float:
-    """ECE: ``sum_b (n_b / M) |observed_b - predicted_b|`` over the bins of :func:`reliability`."""
+    """ECE: ``sum_b (n_b / M) |observed_b - predicted_b|`` over the bins of
+    :func:`reliability`."""
     table = reliability(y, p, bins)
-    return float(np.average((table["observed"] - table["predicted"]).abs(), weights=table["rows"]))
+    gaps = (table["observed"] - table["predicted"]).abs()
+    return float(np.average(gaps, weights=table["rows"]))
 
 
 def plot_reliability(curves: dict, ax=None, bins: int = 10, title: str = ""):
@@ -113,27 +115,34 @@ class Calibrator:
     def fitted(self) -> bool:
         return bool(self.params)
 
-    def fit(self, preds, labels, task_names: Sequence[str], task_types: Sequence[str] | None = None
-            ) -> "Calibrator":
-        """Fit each binary task's map on validation predictions ``(M, T)`` and labels ``(M, T)``."""
-        preds, labels = np.asarray(preds, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    def fit(self, preds, labels, task_names: Sequence[str],
+            task_types: Sequence[str] | None = None) -> "Calibrator":
+        """Fit each binary task's map on validation predictions ``(M, T)`` and
+        labels ``(M, T)``."""
+        preds = np.asarray(preds, dtype=np.float64)
+        labels = np.asarray(labels, dtype=np.float64)
         task_types = tuple(task_types or ("binary",) * len(task_names))
-        if preds.shape != labels.shape or preds.ndim != 2 or preds.shape[1] != len(task_names):
-            raise ValueError(f"preds {preds.shape} and labels {labels.shape} must both be (M, {len(task_names)})")
+        shape = (len(preds), len(task_names))
+        if preds.ndim != 2 or preds.shape != labels.shape or preds.shape != shape:
+            raise ValueError(f"preds {preds.shape} and labels {labels.shape} must "
+                             f"both be (M, {len(task_names)})")
         params = {}
         for t, (name, kind) in enumerate(zip(task_names, task_types)):
             if kind != "binary":
                 continue
             y, p = _check(labels[:, t], preds[:, t])
             if len(np.unique(y)) < 2:
-                raise ValueError(f"task {name!r}: the validation rows hold one class; nothing to calibrate on")
+                raise ValueError(f"task {name!r}: the validation rows hold one class; "
+                                 "nothing to calibrate on")
             params[name] = self._fit_one(y, p)
-        self.task_names, self.task_types, self.params, self.rows = tuple(task_names), task_types, params, len(preds)
+        self.task_names, self.task_types = tuple(task_names), task_types
+        self.params, self.rows = params, len(preds)
         return self
 
     def _fit_one(self, y: np.ndarray, p: np.ndarray) -> dict:
         if self.method == "platt":
-            lr = LogisticRegression(C=np.inf).fit(_logit(p)[:, None], y)  # no penalty: the plain MLE
+            # no penalty (C = inf): the plain maximum-likelihood fit of a and b
+            lr = LogisticRegression(C=np.inf).fit(_logit(p)[:, None], y)
             return {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
         return {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
@@ -156,7 +165,7 @@ class Calibrator:
         q, par = np.asarray(p, dtype=np.float64), self.params[task]
         if self.method == "platt":
             return 1.0 / (1.0 + np.exp(-(par["a"] * _logit(q) + par["b"])))
-        return np.interp(q, par["x"], par["y"])  # linear between breakpoints, clipped beyond
+        return np.interp(q, par["x"], par["y"])  # linear between, clipped beyond
 
     def to_dict(self) -> dict:
         """JSON-ready: method, tasks, fitted numbers, rows."""

@@ -55,20 +55,22 @@ class Fusion:
         return cls(tuple(weights.items()), form)
 
     def score(self, preds, task_names: Sequence[str]) -> np.ndarray:
-        """The fused score ``(M,)`` of predictions ``(M, T)`` whose columns are ``task_names``."""
+        """The fused score ``(M,)`` of predictions ``(M, T)`` named ``task_names``."""
         preds = np.asarray(preds, dtype=np.float64)
         names = list(task_names)
         if preds.ndim != 2 or preds.shape[1] != len(names):
-            raise ValueError(f"preds must be (M, {len(names)}) for tasks {names}, got {preds.shape}")
+            raise ValueError(f"preds must be (M, {len(names)}) for tasks {names}, "
+                             f"got {preds.shape}")
         missing = [k for k, _ in self.weights if k not in names]
         if missing:
-            raise KeyError(f"fusion weights name tasks {missing} that the predictions lack; they have {names}")
+            raise KeyError(f"fusion weights name tasks {missing} that the predictions "
+                           f"lack; they have {names}")
         cols = [names.index(k) for k, _ in self.weights]
         w = np.array([v for _, v in self.weights])  # (T',)
         p = preds[:, cols]  # (M, T')
         if self.form == "sum":
             return p @ w
-        return np.exp(np.log(np.clip(p, _EPS, None)) @ w)  # prod p ** w, computed in logs
+        return np.exp(np.log(np.clip(p, _EPS, None)) @ w)  # prod p ** w, in logs
 
     def to_dict(self) -> dict:
         return {"form": self.form, "weights": dict(self.weights)}
@@ -100,7 +102,8 @@ def rank(fusion: Fusion, preds, task_names: Sequence[str], groups, items=None, k
 
 def two_task_grid(first: str, second: str, steps: int = 21) -> list[dict]:
     """Weights ``{first: 1 - w, second: w}`` for ``w`` from 0 to 1 in ``steps`` equal steps."""
-    return [{first: float(1 - w), second: float(w)} for w in np.linspace(0.0, 1.0, int(steps))]
+    ws = np.round(np.linspace(0.0, 1.0, int(steps)), 12)  # 0.15, not 0.15000000000000002
+    return [{first: float(np.round(1 - w, 12)), second: float(w)} for w in ws]
 
 
 def frontier(preds, labels, groups, task_names: Sequence[str], grid: Sequence[dict], form: str = "sum",

@@ -68,7 +68,8 @@ def _ordered(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def group_auc(y, scores, groups) -> GroupScore:
-    """Impression-weighted mean of per-user AUCs over users with both classes (Zhou et al. 2018)."""
+    """Impression-weighted mean of per-user AUCs over the users with both classes
+    (Zhou et al. 2018)."""
     df = _frame(y, scores, groups)
     if not np.isin(df["y"], (0.0, 1.0)).all():
         raise ValueError("group_auc needs 0/1 labels")
@@ -77,10 +78,11 @@ def group_auc(y, scores, groups) -> GroupScore:
     df = df[(n1 > 0) & (n1 < n)]
     if df.empty:
         return GroupScore(float("nan"), 0, 0)
-    rank = df.groupby("g", sort=False)["s"].rank(method="average")  # ties count one half
-    per = pd.DataFrame({"g": df["g"], "r": rank * df["y"], "y": df["y"]}).groupby("g", sort=False)
+    rank = df.groupby("g", sort=False)["s"].rank(method="average")  # a tie: one half
+    per = pd.DataFrame({"g": df["g"], "r": rank * df["y"], "y": df["y"]})
+    per = per.groupby("g", sort=False)
     pos, size, ranks = per["y"].sum(), per["y"].size(), per["r"].sum()
-    aucs = (ranks - pos * (pos + 1) / 2) / (pos * (size - pos))  # Mann-Whitney, per user
+    aucs = (ranks - pos * (pos + 1) / 2) / (pos * (size - pos))  # Mann-Whitney
     return GroupScore(float(np.average(aucs, weights=size)), len(aucs), int(size.sum()))
 
 
