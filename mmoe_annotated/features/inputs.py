@@ -123,8 +123,7 @@ class InputLayer(nn.Module):
         self.output_dim = self.num_fields * self.emb_dim + self.dense_dim
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        """Look up every field at once: ``(B, F)`` int64 ids -> ``(B, F, K)``
-        vectors."""
+        """Look up every field at once: ``(B, F)`` int64 ids -> ``(B, F, K)`` vectors."""
         return self.table(ids + self.offsets)  # (B, F, K)
 
     def _dense_name(self, col: int) -> str:
