@@ -8,8 +8,13 @@ runs in one plain process (no process group), which is how the tests compare one
   NCCL on GPU) and says where this process stands (:class:`Setup`);
 * :func:`broadcast` and :func:`all_gather` move Python objects between the processes (the file's
   index from rank 0 to all, the encoder counts and the test predictions from all to all);
-* :func:`train_step` and :func:`train_epochs` are the plain training step of chapter 7: under DDP
-  the wrapped model's ``backward()`` also all-reduces the gradients;
+* :func:`shard` gives each process an equal share of the rows (to a row), however few chunks the
+  file has;
+* :func:`train_step` and :func:`train_epochs` are the training step of chapter 7: under DDP the
+  wrapped model's ``backward()`` also all-reduces the gradients, and each process weighs its loss
+  so that the averaged gradient is the whole global batch's, even when the processes' batches
+  differ in rows; a process whose rows end first pads (see :func:`train_epochs`), so every row is
+  used every epoch;
 * :func:`predict_parts` predicts one process's share of the test rows, in file order.
 """
 from __future__ import annotations
@@ -26,11 +31,11 @@ from ..data.reader import CHUNK_BYTES
 from ..features.encoder import FeatureEncoder
 from ..model.mmoe import MultiTaskModel
 from ..runtime import resolve_device
-from .stream import ByteRecIndex, ByteRecStream, read_part
+from .stream import ByteRecIndex, ByteRecStream, Chunk, read_part
 from ..train.losses import task_losses
 
-__all__ = ["Setup", "setup", "broadcast", "all_gather", "chunk_bytes_for", "train_step", "train_epochs",
-           "predict_parts"]
+__all__ = ["Setup", "setup", "broadcast", "all_gather", "chunk_bytes_for", "shard", "shard_rows", "train_step",
+           "train_epochs", "predict_parts"]
 
 
 class Setup:
@@ -73,31 +78,89 @@ def all_gather(obj, s: Setup) -> list:
     return out
 
 
+def shard(parts: Sequence[tuple[Chunk, int, int]], rank: int, world_size: int) -> list[tuple[Chunk, int, int]]:
+    """Process ``rank``'s share of ``parts`` (``(chunk, lo, hi)``, rows ``lo:hi`` of a chunk): rows
+    ``[rank * n // world_size, (rank + 1) * n // world_size)`` of their ``n`` rows, in order. The
+    shares differ by at most one row, however few chunks a small file has (a chunk may be cut
+    between two processes), so every process gets rows once ``n >= world_size``."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must lie in [0, world_size), got rank {rank} of {world_size}")
+    n = sum(hi - lo for _, lo, hi in parts)
+    start, stop = rank * n // world_size, (rank + 1) * n // world_size
+    out, at = [], 0
+    for chunk, lo, hi in parts:
+        a, b = max(start, at), min(stop, at + hi - lo)
+        if a < b:
+            out.append((chunk, lo + a - at, lo + b - at))
+        at += hi - lo
+    return out
+
+
+def shard_rows(parts: Sequence[tuple[Chunk, int, int]], world_size: int) -> list[int]:
+    """The rows of each process's :func:`shard`, in rank order."""
+    return [sum(hi - lo for _, lo, hi in shard(parts, r, world_size)) for r in range(world_size)]
+
+
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch,
-               task_types: Sequence[str]) -> float:
-    """One step on one batch: the sum of the per-task mean losses (all task weights 1).
-    Under DDP, ``backward()`` also all-reduces the gradients, averaging them over the
-    processes."""
+               task_types: Sequence[str], s: Setup | None = None) -> float:
+    """One step on one batch; returns this process's loss, the sum of its per-task mean
+    losses.
+
+    Under DDP, ``backward()`` averages the gradients over the ``N`` processes. Each
+    process's loss is therefore its per-task *sums* over its labelled rows times
+    ``N / n_t``, with ``n_t`` the labelled rows of task ``t`` in the whole global batch
+    (one all-reduce of ``T`` counts): the average is then the gradient of the global
+    batch's per-task mean losses, as one process would take on all the rows, also when
+    the processes' batches differ in rows (the last, partial ones) or hold padding
+    (labels missing, so masked). One process: the plain per-task means."""
     ids, dense, y = batch
     optimizer.zero_grad(set_to_none=True)
     logits = model(ids, dense).logits  # (B, T)
-    loss = task_losses(logits, y, task_types).sum()
-    loss.backward()
+    # (T,): sums over this process's labelled rows
+    sums = task_losses(logits, y, task_types, reduction="sum")
+    counts = (~torch.isnan(y)).sum(0).to(sums.dtype)  # (T,)
+    mine = float((sums.detach() / counts.clamp_min(1)).sum())
+    world = 1
+    if s is not None and s.distributed:
+        dist.all_reduce(counts)  # (T,) labelled rows of the global batch
+        world = s.world_size
+    loss = (sums * (world / counts.clamp_min(1))).sum()
+    loss.backward()  # under DDP: all-reduced and divided by the N processes
     optimizer.step()
-    return float(loss.detach())
+    return mine
+
+
+def _padding(batch):
+    """One row of ``batch`` with its labels missing (NaN): masked by the loss, it adds no gradient."""
+    ids, dense, y = batch
+    return (None if ids is None else ids[:1], None if dense is None else dense[:1], torch.full_like(y[:1], float("nan")))
 
 
 def train_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, stream: ByteRecStream, epochs: int,
-                 task_types: Sequence[str], device: torch.device) -> list[float]:
-    """``epochs`` passes over the stream; the mean training loss of each epoch (this process's batches)."""
+                 task_types: Sequence[str], device: torch.device, steps: int | None = None,
+                 s: Setup | None = None) -> list[float]:
+    """``epochs`` passes over the stream; the mean training loss of each epoch (this process's batches).
+
+    ``steps``: the steps every process takes per epoch (DDP needs each process in every
+    all-reduce). A process whose stream ends first takes the rest as padding steps (one row, labels
+    missing): its rows all trained, it only joins the others' gradient averaging."""
     loader = torch.utils.data.DataLoader(stream, batch_size=None)  # the stream makes the batches
     means = []
     for epoch in range(epochs):
         stream.set_epoch(epoch)
         model.train()
-        losses = [train_step(model, optimizer, tuple(None if t is None else t.to(device) for t in batch), task_types)
-                  for batch in loader]
-        means.append(float(np.mean(losses)))
+        losses, pad = [], None
+        for batch in loader:
+            batch = tuple(None if t is None else t.to(device) for t in batch)
+            losses.append(train_step(model, optimizer, batch, task_types, s))
+            pad = _padding(batch) if pad is None else pad
+        if steps is not None and len(losses) > steps:
+            raise RuntimeError(f"the stream gave {len(losses)} batches, more than the {steps} steps of every process")
+        for _ in range((steps or 0) - len(losses)):
+            if pad is None:
+                raise ValueError("this process has no rows to train on")
+            train_step(model, optimizer, pad, task_types, s)
+        means.append(float(np.mean(losses)) if losses else float("nan"))
     return means
 
 

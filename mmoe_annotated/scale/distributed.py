@@ -11,16 +11,22 @@ What each process does (the pieces, :func:`~mmoe_annotated.scale.ddp.setup`,
 this module puts them together as the command):
 
 1. rank 0 indexes the file (:func:`~mmoe_annotated.scale.stream.index_byterec`) and sends the index to all;
-2. each process counts IDs and ranges in its share of the training chunks; the counts are
-   gathered and merged, so every process builds the same encoder, equal to a one-process fit;
+2. each process counts IDs and ranges in its share of the training rows
+   (:func:`~mmoe_annotated.scale.ddp.shard`: equal shares, to a row, however small the file); the
+   counts are gathered and merged, so every process builds the same encoder, equal to a one-process fit;
 3. every process builds the model from the same seed; ``DistributedDataParallel`` also copies
    rank 0's weights to the others, then, in each ``backward()``, all-reduces the gradients (sums them
    across processes and divides by the number of processes): every process steps with the
-   gradient of the whole global batch, so the weights stay identical;
+   gradient of the whole global batch (:func:`~mmoe_annotated.scale.ddp.train_step` weighs each
+   process's loss so), so the weights stay identical. Every row trains every epoch: the steps are
+   those of the largest share, the last batch partial, and a process whose rows end first pads;
 4. each process predicts its share of the test rows; the predictions are *gathered* on rank 0,
    which computes AUC and log loss on all of them (AUC is not an average of per-process AUCs);
-5. rank 0 writes ``metrics.json`` and ``model.ckpt`` (:func:`~mmoe_annotated.checkpoint.save_checkpoint`),
-   only after every process has finished: a failing process stops the job with no checkpoint.
+5. rank 0 writes ``model.ckpt`` (:func:`~mmoe_annotated.checkpoint.save_checkpoint`), the
+   predictions if asked, and last ``metrics.json``, the run's completion record, only after every
+   process has finished. Rank 0 removes all three (:data:`OUTPUTS`) before anything else, so a
+   failing run, even one refused at its first check, leaves no earlier run's files looking current.
+   An undefined metric (a test split with one class of a task) is written as ``null`` and named.
 
 ``--batch-size`` is the *global* batch: each of the N processes takes ``batch_size / N`` rows per
 step. The embedding table's gradients are dense here (``sparse_embeddings=False``): DDP can all-reduce
@@ -34,6 +40,7 @@ import os
 import resource
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -49,8 +56,8 @@ from ..features.encoder import FeatureEncoder
 from ..model import MODELS, build_model
 from ..model.config import ModelConfig
 from ..runtime import seed_everything
-from .ddp import (Setup, all_gather, broadcast, chunk_bytes_for, predict_parts, setup, train_epochs,
-                  train_step)
+from .ddp import (Setup, all_gather, broadcast, chunk_bytes_for, predict_parts, setup, shard, shard_rows,
+                  train_epochs, train_step)
 from .stream import ByteRecStream, EncoderStats, collect_stats, index_byterec
 from ..train.loop import TrainConfig
 from ..train.metrics import task_metrics
@@ -58,8 +65,11 @@ from ..train.optimizers import OPTIMIZERS, make_optimizer
 
 # The pieces live in scale/ddp.py; this module lists them too, where the appendix and the tests
 # find them (distributed.train_step).
-__all__ = ["Setup", "setup", "chunk_bytes_for", "train_step", "train_epochs", "predict_parts",
-           "main"]
+__all__ = ["Setup", "setup", "chunk_bytes_for", "shard", "train_step", "train_epochs", "predict_parts",
+           "OUTPUTS", "main"]
+
+#: What the command writes into ``--out``; ``metrics.json``, written last, records a finished run.
+OUTPUTS = ("predictions.npz", "model.ckpt", "metrics.json")
 
 
 def _write_json(path: Path, obj) -> None:
@@ -94,9 +104,9 @@ def run(args: argparse.Namespace) -> dict | None:
 
 
 def _run(args: argparse.Namespace, s: Setup) -> dict | None:
+    out = _fresh_out(Path(args.out), s)  # first: an earlier run's files never pass for this run's
     torch.set_num_threads(args.threads)
     cfg, local_batch = _train_config(args, s)
-    out = _fresh_out(Path(args.out), s)
     seed_everything(cfg.seed)
 
     index = broadcast(index_byterec(args.data, chunk_bytes_for(args.data, s.world_size, args.chunk_bytes))
@@ -108,23 +118,34 @@ def _run(args: argparse.Namespace, s: Setup) -> dict | None:
         if s.distributed else model
     optimizer = make_optimizer(cfg.optimizer, net.parameters(), cfg.lr)
     stream, steps = _train_stream(index, train_parts, encoder, cfg, local_batch, args.buffer_rows, s)
-    losses, seconds = _train(net, optimizer, stream, cfg.epochs, model.config.task_types, s)
+    losses, seconds = _train(net, optimizer, stream, cfg.epochs, model.config.task_types, steps, s)
     train_peak = _peak_rss_mib()
 
-    logits, labels = predict_parts(model, index, test_parts[s.rank::s.world_size], encoder, s.device)
+    logits, labels = predict_parts(model, index, shard(test_parts, s.rank, s.world_size), encoder, s.device)
     # once every process got here, training has finished everywhere
     gathered = all_gather((logits, labels, train_peak, _peak_rss_mib()), s)
     if s.rank != 0:
         return None
-    all_logits, all_labels = _in_file_order(gathered, test_parts, s.world_size)
-    metrics = {"tasks": task_metrics(model.config.task_names, model.config.task_types, all_labels, all_logits),
-               **_run_record(args, s, cfg, steps, len(all_labels), losses, seconds, gathered),
+    # the shares are consecutive rows: in rank order, they are the test split in file order
+    all_logits, all_labels = np.concatenate([g[0] for g in gathered]), np.concatenate([g[1] for g in gathered])
+    with warnings.catch_warnings():  # an undefined AUC is recorded as undefined (null) and named below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        tasks = task_metrics(model.config.task_names, model.config.task_types, all_labels, all_logits)
+    metrics = {"tasks": tasks, "undefined": _undefined(tasks),
+               **_run_record(args, s, cfg, steps, shard_rows(train_parts, s.world_size), len(all_labels), losses,
+                             seconds, gathered),
                "out": str(out)}
+    save_checkpoint(out / "model.ckpt", model, encoder,  # an undefined metric as null, as in metrics.json
+                    extra={"metrics": _nan_to_null(metrics["tasks"]), "world_size": s.world_size})
     if args.save_predictions:
         np.savez(out / "predictions.npz", logits=all_logits, labels=all_labels)
-    save_checkpoint(out / "model.ckpt", model, encoder, extra={"metrics": metrics["tasks"], "world_size": s.world_size})
-    _write_json(out / "metrics.json", metrics)
+    _write_json(out / "metrics.json", metrics)  # last: the run finished
     return metrics
+
+
+def _undefined(tasks: dict) -> list[str]:
+    """``"task metric"`` for every metric that is undefined (NaN), e.g. AUC on a split with one class."""
+    return [f"{t} {k}" for t, m in tasks.items() for k, v in m.items() if v != v]
 
 
 def _train_config(args: argparse.Namespace, s: Setup) -> tuple[TrainConfig, int]:
@@ -138,9 +159,10 @@ def _train_config(args: argparse.Namespace, s: Setup) -> tuple[TrainConfig, int]
 
 
 def _fresh_out(out: Path, s: Setup) -> Path:
+    """The output folder, made, with every file of :data:`OUTPUTS` an earlier run left removed."""
     if s.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.json", "model.ckpt"):  # an old result must not pass for this run's
+        for name in OUTPUTS:  # an old result must not pass for this run's
             (out / name).unlink(missing_ok=True)
     return out
 
@@ -149,7 +171,7 @@ def _fit_encoder(index, train_parts, args: argparse.Namespace, s: Setup) -> Feat
     """Each process counts its share of the training chunks; the merged counts make the same
     encoder everywhere, the one a single process would fit."""
     template = FeatureEncoder(SPARSE_FEATURES, DENSE_FEATURES, emb_dim=args.emb_dim, min_count=args.min_count)
-    stats = all_gather(collect_stats(index, train_parts[s.rank::s.world_size], template), s)
+    stats = all_gather(collect_stats(index, shard(train_parts, s.rank, s.world_size), template), s)
     merged = EncoderStats.empty(template.sparse, template.dense)
     for part in stats:
         merged.merge(part)
@@ -158,43 +180,39 @@ def _fit_encoder(index, train_parts, args: argparse.Namespace, s: Setup) -> Feat
 
 def _train_stream(index, train_parts, encoder: FeatureEncoder, cfg: TrainConfig, local_batch: int,
                   buffer_rows: int, s: Setup) -> tuple[ByteRecStream, int]:
-    """This process's shuffled batches: the same number of steps on every process, since DDP needs
-    every process to join every all-reduce."""
-    steps = ByteRecStream.steps_for(train_parts, s.world_size, local_batch)
-    if steps == 0:
-        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the training rows: each of the "
-                         f"{s.world_size} process(es) needs at least {local_batch} rows")
-    stream = ByteRecStream(index, train_parts, encoder, batch_size=local_batch, buffer_rows=buffer_rows,
-                           shuffle=True, seed=cfg.seed, rank=s.rank, world_size=s.world_size, batches=steps,
-                           drop_last=True)
+    """This process's shuffled batches of its share of the rows (:func:`shard`), and the steps every
+    process takes per epoch: enough for the largest share, so that every row trains every epoch
+    (the last batch partial; a process whose rows end first pads, :func:`train_epochs`)."""
+    rows = shard_rows(train_parts, s.world_size)
+    if min(rows) == 0:
+        raise ValueError(f"{index.path}: its {sum(rows)} training row(s) cannot give each of the {s.world_size} "
+                         "processes a row; use fewer processes or more rows")
+    steps = _steps(rows, local_batch)
+    stream = ByteRecStream(index, shard(train_parts, s.rank, s.world_size), encoder, batch_size=local_batch,
+                           buffer_rows=buffer_rows, shuffle=True, seed=cfg.seed + s.rank, batches=steps)
     return stream, steps
 
 
-def _train(net, optimizer, stream: ByteRecStream, epochs: int, task_types: Sequence[str],
+def _steps(rows: Sequence[int], local_batch: int) -> int:
+    """Steps per epoch that use every row: the batches of the largest share, the last one partial."""
+    return max(-(-n // local_batch) for n in rows)
+
+
+def _train(net, optimizer, stream: ByteRecStream, epochs: int, task_types: Sequence[str], steps: int,
            s: Setup) -> tuple[list[float], float]:
     """The epochs' mean losses (this process's batches) and the training seconds, timed between
     barriers so that the clock covers every process's training."""
     if s.distributed:
         dist.barrier()
     start = time.perf_counter()
-    losses = train_epochs(net, optimizer, stream, epochs, task_types, s.device)
+    losses = train_epochs(net, optimizer, stream, epochs, task_types, s.device, steps, s)
     if s.distributed:
         dist.barrier()
     return losses, time.perf_counter() - start
 
 
-def _in_file_order(gathered: list, test_parts, world_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every process's test logits and labels, back in file order: part i of the test split was
-    predicted by process i % world_size, as its (i // world_size)-th part."""
-    splits = {r: np.cumsum([0] + [hi - lo for _, lo, hi in test_parts[r::world_size]]) for r in range(world_size)}
-    order = [(i % world_size, i // world_size) for i in range(len(test_parts))]
-    all_logits = np.concatenate([gathered[r][0][splits[r][k]:splits[r][k + 1]] for r, k in order])
-    all_labels = np.concatenate([gathered[r][1][splits[r][k]:splits[r][k + 1]] for r, k in order])
-    return all_logits, all_labels
-
-
-def _run_record(args: argparse.Namespace, s: Setup, cfg: TrainConfig, steps: int, test_rows: int,
-                losses: list[float], seconds: float, gathered: list) -> dict:
+def _run_record(args: argparse.Namespace, s: Setup, cfg: TrainConfig, steps: int, shares: list[int],
+                test_rows: int, losses: list[float], seconds: float, gathered: list) -> dict:
     """What ``metrics.json`` says about the run besides the metrics: where, what, how fast, how much memory."""
     return {
         "world_size": s.world_size,
@@ -203,10 +221,12 @@ def _run_record(args: argparse.Namespace, s: Setup, cfg: TrainConfig, steps: int
         "global_batch_size": cfg.batch_size,
         "epochs": cfg.epochs,
         "steps_per_epoch": steps,
-        "train_rows_used_per_epoch": steps * cfg.batch_size,
+        "train_rows": sum(shares),
+        "train_rows_per_process": shares,
+        "train_rows_used_per_epoch": sum(shares),
         "test_rows": int(test_rows),
         "train_seconds": seconds,
-        "samples_per_second": steps * cfg.batch_size * cfg.epochs / seconds,
+        "samples_per_second": sum(shares) * cfg.epochs / seconds,
         "epoch_train_loss_rank0": losses,
         "peak_rss_mib_per_process": [g[3] for g in gathered],
         "peak_rss_mib_after_training_per_process": [g[2] for g in gathered],
@@ -243,10 +263,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     metrics = run(parse_args(argv))
     if metrics is not None:
-        tasks = ", ".join(f"{t} AUC {m['auc']:.4f} logloss {m['logloss']:.4f}" for t, m in metrics["tasks"].items())
+        tasks = ", ".join(f"{t} " + " ".join(f"{k} {_value(v)}" for k, v in m.items())
+                          for t, m in metrics["tasks"].items())
         print(f"world_size {metrics['world_size']}: {metrics['samples_per_second']:,.0f} samples/s; {tasks}; "
               f"wrote metrics.json and model.ckpt in {metrics['out']}")
+        for name in metrics["undefined"]:
+            print(f"undefined: {name} (the test split holds one class of the task); recorded as null")
     return 0
+
+
+def _value(v) -> str:
+    """A metric for the summary line: ``undefined`` where it is (NaN or missing)."""
+    return "undefined" if v is None or v != v else f"{v:.4f}"
 
 
 if __name__ == "__main__":
