@@ -168,19 +168,19 @@ def _main(argv=None) -> None:
     """``python -m mmoe_annotated.experiments.byterec --out DIR [--seeds N] [--first-seed S]``."""
     import argparse
 
+    from .arguments import clear_outputs, int_at_least, out_folder, positive_int
+
     p = argparse.ArgumentParser(prog="python -m mmoe_annotated.experiments.byterec",
                                 description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, type=Path, help="folder for NAME.csv.gz and NAME.json")
+    p.add_argument("--out", required=True, type=out_folder, help="folder for NAME.csv.gz and NAME.json")
     p.add_argument("--name", default="byterec_runs")
-    p.add_argument("--seeds", type=int, default=3, help="how many seeds")
-    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--seeds", type=positive_int, default=3, help="how many seeds")
+    p.add_argument("--first-seed", type=int_at_least(0), default=0)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     args = p.parse_args(argv)
-    if args.seeds < 1:
-        p.error(f"--seeds must be >= 1, got {args.seeds}")
-    if args.out.exists() and not args.out.is_dir():
-        p.error(f"--out {args.out} is a file; give a folder")
     args.out.mkdir(parents=True, exist_ok=True)
+    # before the work: no earlier run's file stays; the JSON, written last, says the run finished
+    clear_outputs(args.out, [f"{args.name}.json", f"{args.name}.csv.gz"])
     torch.set_num_threads(1)
     argv = sys.argv[1:] if argv is None else list(argv)
     started = time.perf_counter()

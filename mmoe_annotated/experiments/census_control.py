@@ -120,18 +120,23 @@ def _main(argv=None) -> None:
 
     from ..runtime import package_version
 
+    from .arguments import clear_outputs, int_at_least, out_folder, positive_int
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=out_folder)
     p.add_argument("--name", default="census_gate_control")
-    p.add_argument("--group", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--seeds", type=int, default=10)
-    p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=CensusExperiment().epochs)
-    p.add_argument("--patience", type=int, default=None, help="early stopping on the main task (census --patience)")
+    p.add_argument("--group", type=int, nargs="+", choices=[1, 2], default=[1, 2])
+    p.add_argument("--seeds", type=positive_int, default=10)
+    p.add_argument("--first-seed", type=int_at_least(0), default=0)
+    p.add_argument("--epochs", type=positive_int, default=CensusExperiment().epochs)
+    p.add_argument("--patience", type=positive_int, default=None,
+                   help="early stopping on the main task (census --patience)")
     p.add_argument("--hparams", type=Path, default=None, help="JSON: family -> hyper-parameters (a run's hparams.json)")
     p.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=PAIRS)
     p.add_argument("--data", type=Path, default=None, help="a folder with the Census files (else the cache)")
     a = p.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)  # before the long run; the JSON, written last, says it finished
+    clear_outputs(a.out, [f"{a.name}.json", f"{a.name}.csv.gz"])
     commit = git_commit()  # the source that runs, read before the long run
     torch.set_num_threads(1)
     exp = CensusExperiment(groups=tuple(a.group), models=("mmoe",), seeds=a.seeds, first_seed=a.first_seed,
@@ -140,7 +145,6 @@ def _main(argv=None) -> None:
     data = prepare(train, test, exp)
     started = time.perf_counter()
     df = run_gate_control(data, exp, pairs=tuple(a.pairs), progress=True)
-    a.out.mkdir(parents=True, exist_ok=True)
     df.to_csv(a.out / f"{a.name}.csv.gz", index=False, compression="gzip", float_format="%.6g")
     args = sys.argv[1:] if argv is None else argv
     # the folders are the reader's own: the record names them DIR (output) and DATA (the Census files)

@@ -56,17 +56,19 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Per group, model and task: runs, mean and standard deviation of test AUC, and the test
     AUC of the run whose *validation* AUC of the main task was best (the paper's "best", picked
     without looking at test), beside the highest test AUC of any run. For the auxiliary task,
-    ``best_on_valid`` is that same run's never-married AUC, as in the paper's tables."""
+    ``best_on_valid`` is that same run's never-married AUC, as in the paper's tables. An undefined
+    AUC (a split holding one class of a task) stays undefined (NaN): no run is best on validation
+    AUCs that are all undefined, and ``best_on_valid`` is then NaN too."""
     test = results[results["split"] == "test"]
-    main_valid = results[(results["split"] == "valid") & (results["role"] == "main")]
+    main_valid = results[(results["split"] == "valid") & (results["role"] == "main")].dropna(subset=["auc"])
     best_seed = main_valid.loc[main_valid.groupby(["group", "model"])["auc"].idxmax()].set_index(
         ["group", "model"])["seed"]
     rows = []
     for (g, m, t), s in test.groupby(["group", "model", "task"], sort=False):
-        chosen = s[s["seed"] == best_seed.loc[(g, m)]]["auc"]
+        chosen = s[s["seed"] == best_seed.get((g, m), float("nan"))]["auc"]
         rows.append({"group": g, "model": m, "task": t, "role": s["role"].iat[0], "runs": len(s),
-                     "mean": s["auc"].mean(), "std": s["auc"].std(ddof=1), "best_on_valid": float(chosen.iat[0]),
-                     "max": s["auc"].max()})
+                     "mean": s["auc"].mean(), "std": s["auc"].std(ddof=1),
+                     "best_on_valid": float(chosen.iat[0]) if len(chosen) else float("nan"), "max": s["auc"].max()})
     return pd.DataFrame(rows)
 
 

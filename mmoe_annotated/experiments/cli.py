@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from .arguments import clear_outputs, correlation, int_at_least, out_folder, positive_float, positive_int
 from .census_cli import add_census_parser, add_edges_parser, run_census_command, run_edges_command
 from .provenance import machine
 from .runner import PAPER_MODELS, SyntheticExperiment, num_parameters, run_synthetic
@@ -31,16 +32,9 @@ from .runner import PAPER_MODELS, SyntheticExperiment, num_parameters, run_synth
 __all__ = ["parser", "main", "machine", "experiment_from_args", "run_synthetic_command", "run_census_command"]
 
 DEFAULT = SyntheticExperiment()
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return v
+#: What ``synthetic`` writes into its folder; ``run.json``, written last, says the run finished.
+SYNTHETIC_OUTPUTS = ("results.csv", "summary.csv", "figure2_label_correlation.png", "figure4_loss_curves.png",
+                     "figure5_final_loss_hist.png", "run.json")
 
 
 def _model_lrs(text: str) -> tuple[str, tuple[float, ...]]:
@@ -48,7 +42,7 @@ def _model_lrs(text: str) -> tuple[str, tuple[float, ...]]:
     if not sep or model not in PAPER_MODELS:
         raise argparse.ArgumentTypeError(f"expected MODEL=LR[,LR...] with MODEL one of {sorted(PAPER_MODELS)}, "
                                          f"got {text!r}")
-    return model, tuple(_positive_float(v) for v in values.split(","))
+    return model, tuple(positive_float(v) for v in values.split(","))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -65,23 +59,23 @@ def parser() -> argparse.ArgumentParser:
 def _add_synthetic(sub) -> None:
     s = sub.add_parser("synthetic", help="the paper's synthetic study (MMoE vs OMoE vs Shared-Bottom)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    s.add_argument("--out", required=True, type=out_folder, help="output folder (created)")
     s.add_argument("--models", nargs="+", choices=sorted(PAPER_MODELS), default=list(DEFAULT.models))
-    s.add_argument("--correlations", nargs="+", type=float, default=list(DEFAULT.correlations),
+    s.add_argument("--correlations", nargs="+", type=correlation, default=list(DEFAULT.correlations),
                    help="task correlations p = cos(w1, w2)")
-    s.add_argument("--seeds", type=int, default=DEFAULT.seeds, help="runs per model, lr and correlation")
-    s.add_argument("--first-seed", type=int, default=DEFAULT.first_seed,
+    s.add_argument("--seeds", type=positive_int, default=DEFAULT.seeds, help="runs per model, lr and correlation")
+    s.add_argument("--first-seed", type=int_at_least(0), default=DEFAULT.first_seed,
                    help="seeds are FIRST_SEED .. FIRST_SEED + SEEDS - 1 (chapter 8 picks lrs on 100-109)")
-    s.add_argument("--steps", type=int, default=DEFAULT.steps, help="Adam steps, each on a fresh batch")
-    s.add_argument("--lrs", nargs="+", type=_positive_float, default=[1e-2],
+    s.add_argument("--steps", type=positive_int, default=DEFAULT.steps, help="Adam steps, each on a fresh batch")
+    s.add_argument("--lrs", nargs="+", type=positive_float, default=[1e-2],
                    help="learning rates for every model")
     s.add_argument("--lr", action="append", type=_model_lrs, default=[], metavar="MODEL=LR[,LR...]",
                    help="learning rates of one model, overriding --lrs (repeatable)")
-    s.add_argument("--batch-size", type=int, default=DEFAULT.batch_size)
-    s.add_argument("--eval-every", type=int, default=DEFAULT.eval_every, help="steps between held-out evaluations")
-    s.add_argument("--eval-samples", type=int, default=DEFAULT.eval_samples, help="held-out rows per run")
+    s.add_argument("--batch-size", type=positive_int, default=DEFAULT.batch_size)
+    s.add_argument("--eval-every", type=positive_int, default=DEFAULT.eval_every, help="steps between held-out evaluations")
+    s.add_argument("--eval-samples", type=positive_int, default=DEFAULT.eval_samples, help="held-out rows per run")
     s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    s.add_argument("--threads", type=int, default=1, help="torch CPU threads; these small batched ops gain "
+    s.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads; these small batched ops gain "
                    "little from more, and a shared machine loses a lot")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -90,9 +84,11 @@ def _add_merge(sub) -> None:
     m = sub.add_parser("merge", help="merge census run folders into one shipped run (chapter 10)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     m.add_argument("folders", nargs="+", type=Path, help="output folders of census commands")
-    m.add_argument("--out", required=True, type=Path, help="where NAME.csv.gz, NAME_gates.csv.gz, NAME.json go")
+    m.add_argument("--out", required=True, type=out_folder, help="where NAME.csv.gz, NAME_gates.csv.gz, NAME.json go")
     m.add_argument("--name", required=True, help="the run's name for load_census_run")
     m.add_argument("--note", default="", help="how the parts were run, kept in NAME.json")
+    m.add_argument("--column", action="append", default=[], metavar="SETTING",
+                   help="a setting the parts may differ in, recorded as a column of the merged tables (repeatable)")
 
 
 def experiment_from_args(args: argparse.Namespace) -> SyntheticExperiment:
@@ -119,12 +115,13 @@ def run_synthetic_command(args: argparse.Namespace, argv: list[str]) -> int:
         raise SystemExit(f"error: --threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     exp = experiment_from_args(args)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)  # before the work: a folder that cannot be made fails now
+    clear_outputs(out, SYNTHETIC_OUTPUTS)  # no earlier run's file stays beside this run's
     try:
         df = run_synthetic(exp, progress=not args.no_progress)
     except ValueError as e:  # e.g. --device cuda without CUDA
         raise SystemExit(f"error: {e}") from None
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "results.csv", index=False)
     summary = report.summarize(df)
     summary.to_csv(out / "summary.csv", index=False)
@@ -132,7 +129,6 @@ def run_synthetic_command(args: argparse.Namespace, argv: list[str]) -> int:
             "seconds": round(df.attrs["seconds"], 1), "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S",
                                                                                      time.gmtime()),
             "machine": machine(exp.device), "settings": exp.to_dict(), "num_parameters": num_parameters()}
-    (out / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     report.plot_label_correlation(ax, exp.data)
@@ -144,6 +140,7 @@ def run_synthetic_command(args: argparse.Namespace, argv: list[str]) -> int:
         axes[0].figure.tight_layout()
         axes[0].figure.savefig(out / name, dpi=120)
     plt.close("all")
+    (out / "run.json").write_text(json.dumps(meta, indent=2) + "\n")  # last: the run finished
 
     with_pd = summary.round(4).to_string(index=False)
     print(f"{len(df)} rows in {meta['seconds']} s -> {out}/results.csv\n{with_pd}")
@@ -162,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.experiment == "merge":
         from .merge import merge_census_runs
         try:
-            record = merge_census_runs(args.folders, args.out, args.name, args.note)
+            record = merge_census_runs(args.folders, args.out, args.name, args.note, args.column)
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
         print(f"{args.name}: {len(record['parts'])} parts -> {args.out}")

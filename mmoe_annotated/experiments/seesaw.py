@@ -106,22 +106,25 @@ def _main(argv=None) -> None:
     import json
     import platform
     import sys
-    from pathlib import Path
+
+    from ..train.losses import BALANCING
+    from .arguments import clear_outputs, correlation, out_folder, positive_int
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=out_folder)
     p.add_argument("--name", default="seesaw_runs")
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--correlation", type=float, default=0.5)
-    p.add_argument("--train-rows", type=int, default=30000)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--balancing", nargs="+", default=["fixed", "uncertainty", "gradnorm"])
+    p.add_argument("--seeds", type=positive_int, default=5)
+    p.add_argument("--correlation", type=correlation, default=0.5)
+    p.add_argument("--train-rows", type=positive_int, default=30000)
+    p.add_argument("--epochs", type=positive_int, default=3)
+    p.add_argument("--balancing", nargs="+", choices=list(BALANCING), default=["fixed", "uncertainty", "gradnorm"])
     a = p.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)  # before the work; the JSON, written last, says the run finished
+    clear_outputs(a.out, [f"{a.name}.json", f"{a.name}.csv.gz"])
     torch.set_num_threads(1)
     train = TrainConfig(epochs=a.epochs, batch_size=256, optimizer="adam", lr=1e-2, embedding_l2=0.0, progress=False)
     df = run_seesaw(seeds=range(a.seeds), correlation=a.correlation, train_rows=a.train_rows, train=train,
                     balancing=tuple(a.balancing))
-    a.out.mkdir(parents=True, exist_ok=True)
     df.to_csv(a.out / f"{a.name}.csv.gz", index=False, compression="gzip", float_format="%.6g")
     args = sys.argv[1:] if argv is None else list(argv)
     args = [("DIR" if i and args[i - 1] == "--out" else x) for i, x in enumerate(args)]  # the reader's folder

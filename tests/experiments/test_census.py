@@ -371,9 +371,10 @@ def test_unknown_models_are_refused():
         census_exp.CensusExperiment(models=("mmoe", "pl"))
 
 
-def test_command_rejects_bad_settings(sample_dir, tmp_path, no_pip):
-    with pytest.raises(SystemExit, match="seeds must be a whole number"):
+def test_command_rejects_bad_settings(sample_dir, tmp_path, no_pip, capsys):
+    with pytest.raises(SystemExit) as e:  # argparse's usage error, before any work
         main(["census", "--out", str(tmp_path), "--data", str(sample_dir), "--seeds", "0"])
+    assert e.value.code == 2 and "argument --seeds: must be at least 1" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="holds neither"):
         main(["census", "--out", str(tmp_path), "--data", str(tmp_path)])
 
