@@ -6,13 +6,14 @@ import json
 import shlex
 import sys
 
+from ..experiments.arguments import int_at_least, out_file, positive_int
 from .ablation import format_ablation, run_ablation
 from .core import worker
 from .machine import check_device
 from .prediction import PREDICTION_IMPLS, format_prediction, prediction_worker, run_prediction
 from .report import format_table
 from .run import run_benchmark
-from .spec import IMPLS, MODELS, BenchSpec
+from .spec import IMPLS, MIN_ROWS, MODELS, BenchSpec
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,26 +22,26 @@ def _parser() -> argparse.ArgumentParser:
         description="Train one epoch and predict with this package's MMoE, by its taught code (mm.fit, mm.predict) "
                     "and its fast wing (mm.fast), and with DeepCTR-Torch 0.3.0's MMOE, on the same generated "
                     "ByteRec-format data; print samples/s, ratios, peak RSS and AUC.")
-    parser.add_argument("--rows", type=int, default=None, help="rows to generate (default 200,000; 40,000 with "
+    parser.add_argument("--rows", type=int_at_least(MIN_ROWS), default=None, help="rows to generate (default 200,000; 40,000 with "
                         "--ablation; 30,000 with --quick); 80%% train, prediction covers all")
     parser.add_argument("--quick", action="store_true", help="a quick look: 30,000 rows")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 4096], metavar="B")
-    parser.add_argument("--emb-dims", type=int, nargs="+", default=[4, 16], metavar="K")
+    parser.add_argument("--json", metavar="PATH", type=out_file, help="also write the results to this JSON file")
+    parser.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[256, 4096], metavar="B")
+    parser.add_argument("--emb-dims", type=positive_int, nargs="+", default=[4, 16], metavar="K")
     parser.add_argument("--impls", nargs="+", choices=IMPLS + ("compiled",), default=None,
                         help="taught (mm.fit / mm.predict), fast (mm.fast.*), deepctr (default: all three); with "
                              "--prediction: taught, fast and compiled (torch.compile), the default there")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
                         help="the taught path's models (default: all three; mmoe always runs)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per configuration; the median is "
+    parser.add_argument("--repeats", type=positive_int, default=None, help="timed runs per configuration; the median is "
                         "kept (default 3; 5 rounds with --prediction)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU (default 2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the generated data")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch threads on CPU (default 2)")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the generated data")
     parser.add_argument("--tables", choices=("catalog", "fitted"), default="catalog",
                         help="embedding table rows: every id of the data's catalog (default; about 20k users, "
                              "100k items, 50k authors, 20k music ids) or only the ids the training rows show")
-    parser.add_argument("--block-rows", type=int, default=None, metavar="N",
+    parser.add_argument("--block-rows", type=positive_int, default=None, metavar="N",
                         help="the fast wing only: mm.fast.fit(block_rows=N), the most rows per forward/backward pass "
                              "(default: blocks of 1,024 on CPU); --block-rows 4096 trains batch 4096 in one pass")
     mode = parser.add_mutually_exclusive_group()

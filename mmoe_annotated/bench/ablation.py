@@ -40,7 +40,7 @@ from ..model.gates import broadcast_mix, mix, rowwise_mix
 from ..train.losses import task_losses
 from .data import load_data, prepare_data
 from .machine import machine_info
-from .run import utc_now, write_json
+from .run import check_json_path, utc_now, write_json
 
 __all__ = ["ABLATIONS", "LoopExperts", "LoopGates", "AblatedMMoE", "run_ablation", "format_ablation"]
 
@@ -174,6 +174,7 @@ def run_ablation(rows: int = 40_000, batch_size: int = 256, emb_dim: int = 16, r
                  tables: str = "catalog") -> dict:
     """Train one epoch with each variant of :data:`ABLATIONS`, ``repeats`` times interleaved;
     report the median samples/s and how many times faster "ours" is."""
+    check_json_path(json_path)
     torch.set_num_threads(int(threads))
     started = time.perf_counter()
     if data_path is None:

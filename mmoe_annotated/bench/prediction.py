@@ -46,7 +46,7 @@ from ..train.loop import TrainConfig
 from .compiled import CompiledPredict
 from .data import load_data, prepare_data
 from .machine import check_device, machine_info, provenance, sync
-from .run import utc_now, write_json
+from .run import check_json_path, utc_now, write_json
 
 __all__ = ["PREDICTION_IMPLS", "REPLACE_AT", "TRAIN_ROWS", "predict_one", "run_prediction", "decide",
            "format_prediction"]
@@ -155,6 +155,7 @@ def run_prediction(rows: int = 200_000, batch_sizes=(256, 4096), emb_dims=(4, 16
     """Time prediction by every implementation of ``impls`` at every configuration, each in its own
     process; return (and optionally write to ``json_path``) ``{"meta", "records", "decision"}``."""
     check_device(device)
+    check_json_path(json_path)
     if not impls or set(impls) - set(PREDICTION_IMPLS):
         raise ValueError(f"impls must be a non-empty subset of {PREDICTION_IMPLS}, got {impls}")
     load_before, started, records = os.getloadavg(), time.perf_counter(), []

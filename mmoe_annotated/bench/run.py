@@ -37,13 +37,14 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..experiments.arguments import writable_file
 from .core import spawn
 from .data import prepare_data
 from .machine import check_device, deepctr_version, machine_info, matmul_gflops, provenance, train_gflops
 from .report import targets_report
 from .spec import DEEPCTR_SETUP, TAUGHT_SETUP, BenchSpec, ours_setup
 
-__all__ = ["run_benchmark", "merge_runs", "write_json", "utc_now"]
+__all__ = ["run_benchmark", "merge_runs", "check_json_path", "write_json", "utc_now"]
 
 
 def merge_runs(runs: list[dict], meta: dict) -> dict:
@@ -85,6 +86,7 @@ def run_benchmark(spec: BenchSpec | None = None, json_path: str | os.PathLike | 
     write to ``json_path``) ``{"meta": ..., "records": [...], "targets": [...]}``."""
     spec = spec or BenchSpec()
     check_device(spec.device)
+    check_json_path(json_path)
     impls = _available(spec.impls, log)
     load_before = os.getloadavg()
     started = time.perf_counter()
@@ -144,6 +146,13 @@ def _configuration(spec: BenchSpec, impls, data: Path, tmp: Path, bs: int, dim: 
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def check_json_path(path: str | os.PathLike | None) -> None:
+    """Before the work: ``path`` can be written (a ``ValueError`` if not), so that no result is
+    measured and then lost."""
+    if path is not None:
+        writable_file(path)
 
 
 def write_json(result: dict, path: str | os.PathLike | None) -> None:

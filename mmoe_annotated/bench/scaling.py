@@ -77,12 +77,15 @@ def load_results() -> dict:
 
 
 def main(argv=None) -> int:
+    from ..experiments.arguments import int_at_least, out_file, positive_int
+
     p = argparse.ArgumentParser(prog="python -m mmoe_annotated.bench.scaling", description=__doc__.split("\n\n")[0])
-    p.add_argument("--rows", type=int, default=0, help="generate a file of this many rows and time 1 and 2 processes")
+    p.add_argument("--rows", type=int_at_least(0), default=0,
+                   help="generate a file of this many rows and time 1 and 2 processes")
     p.add_argument("--memory-files", nargs="*", default=[], help="ByteRec files to train one epoch on (1 process)")
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--json", default=None, help="update this JSON file with what was measured")
+    p.add_argument("--batch-size", type=positive_int, default=1024)
+    p.add_argument("--epochs", type=positive_int, default=1)
+    p.add_argument("--json", type=out_file, default=None, help="update this JSON file with what was measured")
     args = p.parse_args(argv)
     from ..data import make_byterec, write_byterec
 
@@ -114,6 +117,7 @@ def main(argv=None) -> int:
         found["stream_memory"] = [e for e in found["stream_memory"] if e["rows"] != rows] + [entry]
         print(f"{rows:,} rows ({entry['file_mib']:.0f} MiB): peak RSS {entry['peak_rss_mib']:.0f} MiB", flush=True)
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(found, indent=2) + "\n")
     return 0
 

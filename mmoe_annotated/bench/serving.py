@@ -46,7 +46,9 @@ from ..model import MMoE, ModelConfig
 from ..serve import ServiceProcess, export, load_export
 from ..train import TrainConfig, fit, predict
 from .machine import machine_info, provenance
-from .run import utc_now, write_json
+from ..experiments.arguments import int_at_least, out_file, positive_int
+from .spec import MIN_ROWS
+from .run import check_json_path, utc_now, write_json
 
 __all__ = ["IMPLS", "SETUPS", "run_serving", "format_serving"]
 
@@ -185,6 +187,7 @@ def run_serving(rows: int = 10_000, batch_sizes=(1, 256), threads=(1, 2), calls_
                 calls_256: int = 300, rounds: int = 5, clients: int = 4, requests: int = 250,
                 json_path=None, command: str | None = None, log=print) -> dict:
     """Time everything the module docstring lists; return (and write to ``json_path``) the result."""
+    check_json_path(json_path)
     load_before, started = os.getloadavg(), time.perf_counter()
     previous_threads = torch.get_num_threads()
     df = load_example(rows)
@@ -259,14 +262,14 @@ def format_serving(result: dict) -> str:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(prog="python -m mmoe_annotated.bench.serving", description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=10_000, help="rows of the embedded data (default 10,000)")
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default 1 2)")
-    ap.add_argument("--calls-1", type=int, default=2000, help="timed calls at batch 1 per implementation")
-    ap.add_argument("--calls-256", type=int, default=300, help="timed calls at batch 256 per implementation")
-    ap.add_argument("--rounds", type=int, default=5, help="turns the implementations take (default 5)")
-    ap.add_argument("--clients", type=int, default=4, help="client threads of the service load (default 4)")
-    ap.add_argument("--requests", type=int, default=250, help="timed requests per client (default 250)")
-    ap.add_argument("--json", metavar="PATH", help="write the result to this JSON file")
+    ap.add_argument("--rows", type=int_at_least(MIN_ROWS), default=10_000, help="rows of the embedded data (default 10,000)")
+    ap.add_argument("--threads", type=positive_int, nargs="+", default=[1, 2], help="thread counts (default 1 2)")
+    ap.add_argument("--calls-1", type=positive_int, default=2000, help="timed calls at batch 1 per implementation")
+    ap.add_argument("--calls-256", type=positive_int, default=300, help="timed calls at batch 256 per implementation")
+    ap.add_argument("--rounds", type=positive_int, default=5, help="turns the implementations take (default 5)")
+    ap.add_argument("--clients", type=positive_int, default=4, help="client threads of the service load (default 4)")
+    ap.add_argument("--requests", type=positive_int, default=250, help="timed requests per client (default 250)")
+    ap.add_argument("--json", metavar="PATH", type=out_file, help="write the result to this JSON file")
     args = ap.parse_args(argv)
     command = "python -m mmoe_annotated.bench.serving " + shlex.join(argv) if argv else None
     result = run_serving(args.rows, (1, 256), tuple(args.threads), args.calls_1, args.calls_256, args.rounds,

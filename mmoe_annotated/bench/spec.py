@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SCHEMA_KEYS", "TARGETS", "TARGETS_CUDA", "TARGETS_TAUGHT", "OMOE_WITHIN", "TABLES", "IMPLS", "MODELS",
+__all__ = ["MIN_ROWS", "SCHEMA_KEYS", "TARGETS", "TARGETS_CUDA", "TARGETS_TAUGHT", "OMOE_WITHIN", "TABLES", "IMPLS",
+           "MODELS",
            "TAUGHT_SETUP", "FAST_SETUP", "DEEPCTR_SETUP", "ours_setup", "BenchSpec"]
+
+#: The fewest rows a benchmark generates (80 % train, the rest tested).
+MIN_ROWS = 100
 
 #: Keys every record of the JSON output has.
 SCHEMA_KEYS = ("impl", "model", "batch_size", "emb_dim", "device", "train_rows", "predict_rows", "train_samples_per_s",
@@ -92,8 +96,8 @@ class BenchSpec:
     def __post_init__(self):
         for name in ("batch_sizes", "emb_dims", "impls", "models"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        if int(self.rows) < 100:
-            raise ValueError(f"rows must be >= 100, got {self.rows}")
+        if int(self.rows) < MIN_ROWS:
+            raise ValueError(f"rows must be >= {MIN_ROWS}, got {self.rows}")
         if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
             raise ValueError(f"batch_sizes must be positive ints, got {self.batch_sizes}")
         if not self.emb_dims or any(int(k) < 1 for k in self.emb_dims):

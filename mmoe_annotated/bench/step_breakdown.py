@@ -246,10 +246,12 @@ def load_results() -> dict:
 
 
 def main(argv=None) -> int:
+    from ..experiments.arguments import out_file, positive_int
+
     p = argparse.ArgumentParser(prog="python -m mmoe_annotated.bench.step_breakdown",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--json", default=None, help="write the measurement to this JSON file")
-    p.add_argument("--repeats", type=int, default=30, help="timed runs of each part; the minimum is kept")
+    p.add_argument("--json", type=out_file, default=None, help="write the measurement to this JSON file")
+    p.add_argument("--repeats", type=positive_int, default=30, help="timed runs of each part; the minimum is kept")
     p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS), metavar="NAME",
                    help=f"which models (default: all of {list(CONFIGS)})")
     args = p.parse_args(argv)
@@ -266,6 +268,7 @@ def main(argv=None) -> int:
               f"forward+backward {parts}; optimizer {c['optimizer_ms']:.2f} ms; all-reduce (2 processes) "
               f"{c['allreduce']['ms']:.2f} ms, {c['allreduce']['bandwidth_bytes_per_s'] / 1e9:.2f} GB/s", flush=True)
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
