@@ -9,6 +9,7 @@ end); :mod:`~mmoe_annotated.data.parse` checks and parses the values of each chu
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import NamedTuple
 
 from .schema import COLUMNS, DataError
 
-__all__ = ["CHUNK_BYTES", "Block", "iter_blocks", "read_block"]
+__all__ = ["CHUNK_BYTES", "Block", "FileIdentity", "iter_blocks", "read_block", "fingerprint"]
 
 
 # ---------------------------------------------------------------------------
@@ -193,17 +194,60 @@ def iter_blocks(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES):
         raise DataError("the file is empty; a ByteRec file has one row per line", path=path)
 
 
-def read_block(path: str | os.PathLike, offset: int, length: int, first_line: int, last: bool) -> Block:
+class FileIdentity(NamedTuple):
+    """What identifies one version of a file: its size, modification time (ns) and inode. A file
+    rewritten in place, replaced by another or appended to differs in at least one of them."""
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> "FileIdentity":
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def changes(self, now: "FileIdentity") -> list[str]:
+        """What differs in ``now``, in words."""
+        out = []
+        if now.size != self.size:
+            out.append(f"its size went from {self.size:,} to {now.size:,} bytes")
+        if now.mtime_ns != self.mtime_ns:
+            out.append("its modification time changed")
+        if now.inode != self.inode:
+            out.append("it is another file under the same name (its inode changed)")
+        return out
+
+
+def fingerprint(data: bytes) -> str:
+    """SHA-256 of a block's bytes: what the stream's index records of each chunk's content."""
+    return hashlib.sha256(data).hexdigest()
+
+
+_REINDEX = "index it again and fit the encoder again (the rows read so far came from the old file)"
+
+
+def read_block(path: str | os.PathLike, offset: int, length: int, first_line: int, last: bool, *,
+               identity: FileIdentity | None = None, sha256: str | None = None) -> Block:
     """Read again a block that :func:`iter_blocks` yielded (the stream reads its chunks this way, each
-    process its own), with the same checks on its bytes."""
+    process its own), with the same checks on its bytes.
+
+    ``identity`` (the file's when it was indexed) and ``sha256`` (the block's :func:`fingerprint`
+    then) refuse a file that changed since: a :class:`DataError` names what changed."""
     path = Path(path)
     f, size = _open(path)
     with f:
+        if identity is not None:
+            changed = identity.changes(FileIdentity.of(os.fstat(f.fileno())))
+            if changed:
+                raise DataError(f"the file changed since it was indexed ({'; '.join(changed)}); {_REINDEX}",
+                                path=path, line=first_line)
         f.seek(offset)
         data = f.read(length)
     if len(data) != length:
         raise DataError(f"the file is shorter than when it was indexed ({size:,} bytes); was it rewritten?",
                         path=path, line=first_line)
+    if sha256 is not None and fingerprint(data) != sha256:
+        raise DataError(f"the bytes of the chunk starting at line {first_line} differ from when the file was "
+                        f"indexed (SHA-256 of the chunk changed, same size); {_REINDEX}", path=path, line=first_line)
     _check_nul(data, path, first_line)
     _check_utf8(data, path, offset, first_line)
     return Block(offset, first_line, data, last)

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from torch.utils.data import IterableDataset
 
-from ..data.reader import CHUNK_BYTES, iter_blocks, read_block
+from ..data.reader import CHUNK_BYTES, Block, FileIdentity, fingerprint, iter_blocks, read_block
 from ..data.schema import COLUMNS, TASKS, DataError
 from ..data.parse import parse_block
 from ..features.encoder import FeatureEncoder
@@ -45,7 +45,8 @@ __all__ = ["Chunk", "ByteRecIndex", "index_byterec", "VocabCounts", "EncoderStat
 
 @dataclass(frozen=True)
 class Chunk:
-    """Whole lines of the file: bytes ``[offset, offset + length)``, rows ``[first_row, first_row + rows)``."""
+    """Whole lines of the file: bytes ``[offset, offset + length)``, rows ``[first_row, first_row + rows)``;
+    ``sha256``: the fingerprint of those bytes when the file was indexed."""
 
     offset: int
     length: int
@@ -53,14 +54,19 @@ class Chunk:
     first_row: int
     rows: int
     last: bool
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
 class ByteRecIndex:
-    """The chunks of one file, and the split of its rows by row order (as :func:`split_by_row`)."""
+    """The chunks of one file, and the split of its rows by row order (as :func:`split_by_row`).
+
+    ``identity`` is the file's size, modification time and inode when it was indexed; with each
+    chunk's fingerprint it lets :func:`read_part` refuse a file that changed under its index."""
 
     path: str
     chunks: tuple[Chunk, ...]
+    identity: FileIdentity | None = None
 
     @property
     def rows(self) -> int:
@@ -73,7 +79,8 @@ class ByteRecIndex:
             raise ValueError(f"train_fraction must be strictly between 0 and 1, got {train_fraction}")
         n = self.rows
         if n < 2:
-            raise ValueError(f"need at least 2 rows to split, got {n}")
+            raise DataError(f"the file holds {n} row; splitting it into training and test rows needs at "
+                            "least 2", path=self.path)
         cut = min(max(int(n * train_fraction), 1), n - 1)
         train, test = [], []
         for c in self.chunks:
@@ -87,19 +94,45 @@ class ByteRecIndex:
 
 def index_byterec(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) -> ByteRecIndex:
     """Find the chunks of a ByteRec file by counting line ends, with the loader's checks on raw bytes
-    (regular file, not empty, not compressed or binary, UTF-8). Values are checked when read."""
+    (regular file, not empty, not compressed or binary, UTF-8). The first line is parsed (a header
+    line is refused here, not after a pass); the other values are checked when read. Records the
+    file's identity and each chunk's SHA-256, so that a file changed later is refused, not misread."""
     chunks, row = [], 0
+    before = _identity(path)
     for b in iter_blocks(path, chunk_bytes):
+        if not chunks:
+            _check_first_line(b, path)
         rows = b.data.count(b"\n") + (not b.data.endswith(b"\n"))
-        chunks.append(Chunk(b.offset, len(b.data), b.first_line, row, rows, b.last))
+        chunks.append(Chunk(b.offset, len(b.data), b.first_line, row, rows, b.last, fingerprint(b.data)))
         row += rows
-    return ByteRecIndex(str(path), tuple(chunks))
+    changed = before.changes(_identity(path))
+    if changed:
+        raise DataError(f"the file changed while it was indexed ({'; '.join(changed)}); index it again once "
+                        "nothing writes to it", path=path)
+    return ByteRecIndex(str(path), tuple(chunks), before)
+
+
+def _identity(path: str | os.PathLike) -> FileIdentity:
+    try:
+        return FileIdentity.of(os.stat(path))
+    except OSError:
+        list(iter_blocks(path, 1))  # the reader's own message (no such file, permission, ...)
+        raise
+
+
+def _check_first_line(block: Block, path: str | os.PathLike) -> None:
+    """Parse the file's first line with the loader's checks: a file holding only a header line (or a
+    header above its rows) is refused with the loader's message, not counted as a row."""
+    end = block.data.find(b"\n")
+    first = block.data if end < 0 else block.data[:end + 1]
+    parse_block(Block(block.offset, block.first_line, first, False), path)
 
 
 def read_part(index: ByteRecIndex, part: tuple[Chunk, int, int]) -> pd.DataFrame:
     """Rows ``lo:hi`` of one chunk as a DataFrame of :data:`COLUMNS`, with every check of the loader."""
     chunk, lo, hi = part
-    block = read_block(index.path, chunk.offset, chunk.length, chunk.first_line, chunk.last)
+    block = read_block(index.path, chunk.offset, chunk.length, chunk.first_line, chunk.last,
+                       identity=index.identity, sha256=chunk.sha256)
     cols = parse_block(block, index.path)
     if len(cols["uid"]) != chunk.rows:
         raise DataError(f"chunk at line {chunk.first_line} holds {len(cols['uid'])} rows, the index said "
