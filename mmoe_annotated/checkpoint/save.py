@@ -58,13 +58,10 @@ def save_checkpoint(path: str | os.PathLike, model: MultiTaskModel,
 
 
 def _check_encoder(encoder: FeatureEncoder | None, model: MultiTaskModel) -> None:
-    """A saved encoder must be the one the model was built from."""
+    """A saved encoder must be the one the model was built from (:meth:`ModelConfig.check_encoder`,
+    the check ``fit``, ``predict`` and ``evaluate`` make too)."""
     if encoder is not None:
-        if not isinstance(encoder, FeatureEncoder):
-            raise TypeError(f"encoder must be a FeatureEncoder, got {type(encoder).__name__}")
-        if encoder.features != model.config.features:
-            raise ValueError("the encoder does not match the model: encoder.features differs from "
-                             "model.config.features; save the encoder the model was built from")
+        model.config.check_encoder(encoder)
 
 
 def _replaced(path: Path) -> os.stat_result | None:

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..features.encoder import FeatureEncoder
 from ..features.inputs import DenseFeature, FeatureSpec, SparseFeature
 from .experts import ACTIVATIONS
 
@@ -126,6 +127,26 @@ class ModelConfig:
             d[k] = list(d[k])
         return d
 
+    def check_encoder(self, encoder: FeatureEncoder) -> None:
+        """Refuse an ``encoder`` that is not the one this config was built from (``encoder.features``
+        differs from :attr:`features`): its IDs would look up other values' embedding rows. The one
+        comparison behind ``fit``, ``predict``, ``evaluate`` (taught and fast) and ``save_checkpoint``."""
+        if not isinstance(encoder, FeatureEncoder):
+            raise TypeError(f"encoder must be a FeatureEncoder, got {type(encoder).__name__}")
+        theirs, mine = encoder.features, self.features
+        if theirs == mine:
+            return
+        ours = {f.name: f for f in mine}
+        diff = [f"{f.name!r}: encoder {_spec(f)} vs model {_spec(ours[f.name])}"
+                for f in theirs if f.name in ours and f != ours[f.name]]
+        names_e, names_m = [f.name for f in theirs], [f.name for f in mine]
+        if names_e != names_m:
+            diff.append(f"columns: encoder {names_e} vs model {names_m}")
+        raise ValueError("the encoder does not match the model (encoder.features differs from "
+                         f"model.config.features: {'; '.join(diff[:5])}{' ...' if len(diff) > 5 else ''}); "
+                         "pass the encoder the model was built from (an encoder fitted on other rows "
+                         "gives each ID another value's embedding row)")
+
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         d = dict(d)
@@ -139,6 +160,11 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown ModelConfig fields {sorted(unknown)}")
         return cls(features=tuple(feats), **d)
+
+
+def _spec(f: FeatureSpec) -> str:
+    return (f"vocab_size={f.vocab_size}, emb_dim={f.emb_dim}" if isinstance(f, SparseFeature)
+            else f"dense dim={f.dim}")
 
 
 class ModelOutput(NamedTuple):

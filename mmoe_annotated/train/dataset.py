@@ -5,8 +5,9 @@ Explained in chapter 7, "Training" (``book/07_training.ipynb``).
 :func:`~mmoe_annotated.train.loop.fit`, :func:`~mmoe_annotated.train.inference.predict` and
 :func:`~mmoe_annotated.train.inference.evaluate` take a DataFrame (with the fitted encoder) or tensors
 already encoded. Either way the whole split becomes two tensors here, with every check a reader
-would want before the first step: label columns present, numeric, finite, 0/1 for binary tasks,
-ids inside the vocabularies, as many label rows as feature rows.
+would want before the first step: the encoder the model's own (:meth:`ModelConfig.check_encoder`),
+label columns present, numeric, finite, 0/1 for binary tasks, ids inside the vocabularies, as many
+label rows as feature rows.
 
 Shape letters: ``M`` rows of a split, ``T`` tasks, ``F`` sparse fields, ``N`` dense width.
 """
@@ -58,6 +59,8 @@ def as_dataset(data, model: MultiTaskModel, encoder: FeatureEncoder | None = Non
     a pair ``(features, labels)``, or, when ``labels=False``, features alone. Features are
     :class:`EncodedFeatures` or a float tensor of dense inputs ``(M, N)``."""
     y = None
+    if encoder is not None:  # the model's own encoder, or its IDs index other values' rows
+        model.config.check_encoder(encoder)
     if isinstance(data, pd.DataFrame):
         if encoder is None:
             raise ValueError(f"{source} is a DataFrame: pass the fitted encoder= to turn it into features")
