@@ -5,10 +5,12 @@ Explained in the appendix "When things go wrong" (``book/appendix_troubleshootin
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from torch.nn.modules.module import register_module_parameter_registration_hook
 
 from ..features.encoder import FeatureEncoder
 from ..model import MODELS
@@ -52,6 +54,8 @@ def load_checkpoint(path: str | os.PathLike, *, model: MultiTaskModel | None = N
     written_by = manifest.get("package_version", "an unknown version")
     kind, extra = _kind_and_extra(manifest, path)
     config, encoder = _config_and_encoder(manifest, path)
+    if model is None:
+        _check_shapes(kind, config, state, path)  # before a single weight is allocated
     model = _rebuilt(kind, config, path) if model is None else _matching(model, kind, config, path)
     try:
         model.load_state_dict(state, strict=True)
@@ -102,6 +106,52 @@ def _config_and_encoder(manifest: dict, path: Path) -> tuple[ModelConfig, Featur
     if encoder is not None and features != config.features:
         raise CheckpointError("holds a feature encoder that does not match its model config", path=path)
     return config, encoder
+
+
+class _Larger(Exception):
+    """The declared model has outgrown the tensors the file holds (raised while it is being built)."""
+
+
+def _check_shapes(kind: str, config: ModelConfig, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse a config whose model does not have exactly the stored tensors' names, shapes and dtypes,
+    before building it: the checksum's recipe is public, so a small file can declare any size.
+
+    The declared model is built on the meta device (shapes only, no memory). Every parameter
+    of it must be one of the stored tensors, so the build stops the moment it declares more
+    parameters, or more values, than the file holds (a declared depth of a million levels stops
+    after as many parameters as the file has tensors)."""
+    held_tensors, held_values = len(state), sum(t.numel() for t in state.values())
+    declared: dict[tuple[int, str], int] = {}  # (module, name) -> values
+    me = threading.get_ident()
+
+    def count(module, name, param):
+        if param is None or threading.get_ident() != me:
+            return
+        declared[(id(module), name)] = param.numel()
+        if len(declared) > held_tensors or sum(declared.values()) > held_values:
+            raise _Larger
+
+    handle = register_module_parameter_registration_hook(count)
+    try:
+        with torch.device("meta"):
+            skeleton = MODELS[kind](config)
+    except _Larger:
+        raise CheckpointError(f"declares a model larger than the weights it holds (its config asks for more "
+                              f"than the {held_tensors} tensors of {held_values:,} values in the file); "
+                              "nothing was built", path=path) from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"has a model config this version cannot build ({exc})", path=path) from exc
+    finally:
+        handle.remove()
+    expected = {k: (tuple(v.shape), v.dtype) for k, v in skeleton.state_dict().items()}
+    held = {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
+    diff = ([f"missing {k}" for k in expected if k not in held]
+            + [f"unexpected {k}" for k in held if k not in expected]
+            + [f"{k}: stored {tuple(held[k][0])} {held[k][1]}, config {tuple(expected[k][0])} {expected[k][1]}"
+               for k in expected if k in held and held[k] != expected[k]])
+    if diff:
+        raise CheckpointError(f"holds weights that do not fit its config ({'; '.join(diff[:4])}"
+                              f"{' ...' if len(diff) > 4 else ''}); nothing was built", path=path)
 
 
 def _rebuilt(kind: str, config: ModelConfig, path: Path) -> MultiTaskModel:

@@ -111,6 +111,12 @@ _TORCH_NAMES = ("torch._utils._rebuild_tensor_v2", "collections.OrderedDict", "t
                 "torch.LongStorage", "torch.DoubleStorage", "torch.IntStorage", "torch.BoolStorage")
 
 
+#: torch's refusals of a pickled global, in both wordings: a global it does not allow ("Unsupported
+#: global: GLOBAL os.getcwd was not an allowed global") and one from a module it blocks outright
+#: ("Trying to load unsupported GLOBAL os.system whose module os is blocked").
+_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)")
+
+
 def _misspelt(name: str) -> bool:
     return (not name.isprintable() or name.startswith("torch.")
             or bool(difflib.get_close_matches(name, _TORCH_NAMES, n=1, cutoff=0.8)))
@@ -154,14 +160,14 @@ def _torch_load(fh, path: Path):
     try:
         return torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        found = _GLOBAL.search(str(exc))
         if found and _misspelt(found.group(1)):  # a name torch writes, with a byte changed
             raise CheckpointError(_DAMAGED.format(f"it names {ascii(found.group(1)[:80])}, which no "
                                                   "tensor file written by torch holds"), path=path) from exc
         if found:  # a pickled object: say so, and never suggest weights_only=False
-            raise CheckpointError(f"holds a Python object ({found.group(1)}), not just tensors, numbers and "
-                                  "strings; refusing to unpickle it, because loading it could run code. Only "
-                                  "load checkpoints written by save_checkpoint", path=path) from exc
+            raise CheckpointError(f"holds a Python object ({found.group(1)}); loading it could run code, so "
+                                  "refusing to unpickle it (a checkpoint holds only tensors, numbers and "
+                                  "strings). Only load checkpoints written by save_checkpoint", path=path) from exc
         raise CheckpointError("is not a checkpoint written by save_checkpoint, or it is damaged (truncated "
                               "or corrupt: the reader found bytes that are not a tensor file)", path=path) from exc
     except Exception as exc:  # zip or pickle damage: whatever torch's reader trips over

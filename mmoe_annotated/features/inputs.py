@@ -113,7 +113,8 @@ class InputLayer(nn.Module):
             sizes = torch.tensor([f.vocab_size for f in self.sparse_features])
             self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)  # (F,)
             self.register_buffer("vocab_sizes", sizes, persistent=False)  # (F,)
-            self.table = nn.Embedding(int(sizes.sum()), self.emb_dim, sparse=sparse)  # (V, K)
+            V = sum(int(f.vocab_size) for f in self.sparse_features)  # plain ints: builds on the meta device too
+            self.table = nn.Embedding(V, self.emb_dim, sparse=sparse)  # (V, K)
             nn.init.normal_(self.table.weight, mean=0.0, std=init_std)
         else:
             self.emb_dim = 0
