@@ -103,7 +103,8 @@ class StackedMLP(nn.Module):
             # Shared input: one GEMM for the first layer of all S networks.
             h = torch.addmm(b0.reshape(-1), x,
                             w0.transpose(0, 1).reshape(self.input_dim, -1))  # (B, S*H)
-            h = h.view(x.shape[0], S, -1).transpose(0, 1)  # (S, B, H)
+            # (S, B, H); H named, so B = 0 works
+            h = h.view(x.shape[0], S, w0.shape[2]).transpose(0, 1)
         else:
             # One input per network: a batched GEMM over the stack axis.
             h = torch.baddbmm(b0.unsqueeze(1), x.transpose(0, 1), w0)  # (S, B, H)

@@ -30,7 +30,8 @@ __all__ = ["predict", "evaluate", "metrics", "probabilities"]
 def predict(model: MultiTaskModel, data, *, encoder: FeatureEncoder | None = None, batch_size: int = 8192,
             return_gates: bool = False, device=None):
     """Predictions ``(M, T)`` as a NumPy array: probabilities (sigmoid of the logits) for binary
-    tasks, raw values for regression. With ``return_gates=True`` also the gate weights ``(M, T, E)``."""
+    tasks, raw values for regression. With ``return_gates=True`` also the gate weights ``(M, T, E)``.
+    Data with no rows gives arrays with ``M = 0``."""
     x, _, batch_size, dev = prediction_inputs(model, data, encoder, batch_size, device, labels=False)
     logits, gates = outputs(model, x, batch_size, dev, return_gates)
     preds = probabilities(model, logits).numpy()
@@ -55,9 +56,11 @@ def outputs(model: MultiTaskModel, x: EncodedFeatures, batch_size: int,
     restored after."""
     was_training = model.training
     model.eval()
+    # at least one batch: no rows still give outputs of the right shape, (0, T) and
+    # (0, T, E)
     try:
         outs = [model(*x.index(slice(start, start + batch_size)).to(device))
-                for start in range(0, len(x), batch_size)]
+                for start in range(0, max(len(x), 1), batch_size)]
     finally:
         model.train(was_training)
     logits = torch.cat([o.logits for o in outs]).cpu()  # (M, T)
@@ -70,13 +73,13 @@ def prediction_inputs(model: MultiTaskModel, data, encoder: FeatureEncoder | Non
                       labels: bool) -> tuple[EncodedFeatures, torch.Tensor | None, int, torch.device]:
     """What :func:`predict` and :func:`evaluate` (and the fast wing's) do with their arguments before
     any work: the batch size checked, the device chosen (the model is moved there), ``data`` as
-    tensors, and at least one row. Returns ``(x, y, batch_size, device)``; ``y`` (labels ``(M, T)``)
-    is None when ``labels`` is False."""
+    tensors, and at least one row for metrics (predictions of no rows are empty arrays). Returns
+    ``(x, y, batch_size, device)``; ``y`` (labels ``(M, T)``) is None when ``labels`` is False."""
     batch_size = check_batch_size(batch_size)
     dev = model_device(model, device)
     x, y = as_dataset(data, model, encoder, labels=labels, source="evaluation data" if labels else "predict data")
-    if len(x) == 0:
-        raise ValueError("the evaluation set is empty" if labels else "nothing to predict: the data has no rows")
+    if len(x) == 0 and labels:
+        raise ValueError("the evaluation set is empty: metrics need at least one row")
     return x, y, batch_size, dev
 
 

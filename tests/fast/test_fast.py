@@ -388,12 +388,13 @@ def test_fast_fit_gives_the_taught_weights(split, kind, gate_hidden, tower_hidde
 
 def test_both_paths_check_their_arguments_alike(split):
     """One helper (mm.train.inference.prediction_inputs) reads the arguments of the taught and the
-    fast predict / evaluate: the same errors, an empty set included."""
+    fast predict / evaluate: the same errors, an empty set included (no rows: empty predictions of
+    the right shape; metrics of no rows: an error)."""
     _, test, enc = split
     model = small_model(enc)
     for predict, evaluate in ((mm.predict, mm.evaluate), (mm.fast.predict, mm.fast.evaluate)):
-        with pytest.raises(ValueError, match="nothing to predict"):
-            predict(model, test.iloc[:0], encoder=enc)
+        preds, gates = predict(model, test.iloc[:0], encoder=enc, return_gates=True)
+        assert preds.shape == (0, model.num_tasks) and gates.shape == (0, model.num_tasks, model.num_experts)
         with pytest.raises(ValueError, match="the evaluation set is empty"):
             evaluate(model, test.iloc[:0], encoder=enc)
         with pytest.raises(ValueError, match="batch_size must be >= 1"):
