@@ -263,7 +263,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     metrics = run(parse_args(argv))
     if metrics is not None:
-        tasks = ", ".join(f"{t} " + " ".join(f"{k} {_value(v)}" for k, v in m.items())
+        tasks = ", ".join(f"{t} " + " ".join(f"{'AUC' if k == 'auc' else k} {_value(v)}" for k, v in m.items())
                           for t, m in metrics["tasks"].items())
         print(f"world_size {metrics['world_size']}: {metrics['samples_per_second']:,.0f} samples/s; {tasks}; "
               f"wrote metrics.json and model.ckpt in {metrics['out']}")

@@ -201,7 +201,7 @@ def test_an_undefined_auc_is_reported_as_undefined_and_the_job_succeeds(tmp_path
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["tasks"]["like"]["auc"] is None and metrics["undefined"] == ["like auc"]
     assert metrics["tasks"]["finish"]["auc"] > 0
-    assert "like auc undefined" in done.stdout and "undefined: like auc" in done.stdout
+    assert "like AUC undefined" in done.stdout and "undefined: like auc" in done.stdout
     assert "Traceback" not in done.stderr
 
 
