@@ -50,3 +50,12 @@ def test_one_small_seed_end_to_end(monkeypatch):
     rows, bins = ranking._calibration_rows(y_valid, preds["valid"], data["test"][list(TASKS)].to_numpy(),
                                            preds["test"])
     assert {r["calibration"] for r in rows} == {"none", "platt", "isotonic"} and bins
+
+
+def test_shipped_census_calibration_loads_with_provenance():
+    table, meta = ranking.load_census_calibration()
+    assert meta["command"] == "python -m mmoe_annotated.experiments.ranking --out DIR --census --seeds 10"
+    assert meta["commit"] and meta["torch_version"] and meta["device"] == "cpu"
+    assert set(table["calibration"]) == {"none", "platt", "isotonic"}
+    assert set(table["task"]) == {"income", "never_married"} and table["seed"].nunique() == 10
+    assert table["ece"].between(0, 1).all()
