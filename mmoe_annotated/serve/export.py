@@ -15,8 +15,11 @@ dynamic batch size ``B``. Two formats:
   ``torch.export.load(...).module()`` (TorchScript, the older route, is deprecated).
 
 The fitted :class:`~mmoe_annotated.features.FeatureEncoder` travels as ``encoder.json`` (the
-checkpoint's encoder format), so the folder scores raw rows; ``manifest.json`` holds what the
-export is and every file's SHA-256 (:mod:`mmoe_annotated.serve.manifest`).
+checkpoint's encoder format), so the folder scores raw rows; chapter 11's fitted
+:class:`~mmoe_annotated.train.calibration.Calibrator` and
+:class:`~mmoe_annotated.train.fusion.Fusion` weights, when given, as ``calibrator.json`` and
+``fusion.json`` (their checkpoint JSON), applied when the export is loaded; ``manifest.json``
+holds what the export is and every file's SHA-256 (:mod:`mmoe_annotated.serve.manifest`).
 
 Shape letters: ``B`` batch, ``F`` sparse fields, ``N`` dense width, ``T`` tasks, ``E`` experts.
 """
@@ -35,13 +38,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint.save import kind_of
+from ..checkpoint.save import _ranking_parts, kind_of
 from ..features.encoder import FeatureEncoder
 from ..model.mmoe import MultiTaskModel
 from ..runtime import package_version
-from .manifest import ENCODER, FORMAT, FORMAT_VERSION, MODEL_FILES, write_export
+from ..train.calibration import Calibrator
+from ..train.fusion import Fusion
+from .manifest import CALIBRATOR, ENCODER, FORMAT, FORMAT_VERSION, FUSION, MODEL_FILES, write_export
 
-__all__ = ["FORMATS", "ONNX_OPSET", "Scorer", "scorer", "export", "export_bytes", "describe"]
+__all__ = ["FORMATS", "ONNX_OPSET", "Scorer", "scorer", "export", "export_bytes", "describe", "ranking_files"]
 
 #: The formats :func:`export` writes.
 FORMATS = ("onnx", "torch")
@@ -197,14 +202,33 @@ def _onnx_model(wrapped: Scorer, example) -> bytes:
     return proto.SerializeToString()
 
 
-def export_bytes(model: MultiTaskModel, encoder: FeatureEncoder, format="onnx") -> tuple[dict, dict[str, bytes]]:
+def _json(obj: dict) -> bytes:
+    return json.dumps(obj, sort_keys=True, allow_nan=False).encode()
+
+
+def ranking_files(model: MultiTaskModel, calibrator: Calibrator | None,
+                  fusion: Fusion | None) -> dict[str, bytes]:
+    """``calibrator.json`` and ``fusion.json`` (only those given), checked to serve
+    the model's tasks as a checkpoint checks them."""
+    parts = _ranking_parts(model, calibrator, fusion)
+    if fusion is not None and "score" in model.config.task_names:
+        raise ValueError("a task named 'score' would clash with the fused score the "
+                         "service returns beside the tasks; rename the task")
+    names = {"calibrator": CALIBRATOR, "fusion": FUSION}
+    return {names[k]: _json(v) for k, v in parts.items() if v is not None}
+
+
+def export_bytes(model: MultiTaskModel, encoder: FeatureEncoder, format="onnx", *,
+                 calibrator: Calibrator | None = None,
+                 fusion: Fusion | None = None) -> tuple[dict, dict[str, bytes]]:
     """The manifest (without the files' checksums) and the files of an export, in memory:
     what :func:`export` writes, and what the service runs when it is given a checkpoint."""
     formats = _check(model, encoder, format)
+    extra = ranking_files(model, calibrator, fusion)
     model = copy.deepcopy(model).cpu().eval()  # the caller's model keeps its device and mode
     wrapped = scorer(model)
     example = _example(wrapped, encoder)
-    files = {ENCODER: json.dumps(encoder.to_dict(), sort_keys=True, allow_nan=False).encode()}
+    files = {ENCODER: _json(encoder.to_dict()), **extra}
     manifest = describe(model, encoder)
     manifest["formats"] = {}
     for fmt in formats:
@@ -217,16 +241,19 @@ def export_bytes(model: MultiTaskModel, encoder: FeatureEncoder, format="onnx") 
     return manifest, files
 
 
-def export(model: MultiTaskModel, encoder: FeatureEncoder, path: str | os.PathLike, format="onnx") -> Path:
+def export(model: MultiTaskModel, encoder: FeatureEncoder, path: str | os.PathLike, format="onnx", *,
+           calibrator: Calibrator | None = None, fusion: Fusion | None = None) -> Path:
     """Export ``model`` and its fitted ``encoder`` into the folder ``path`` and return it.
 
     ``format`` is ``"onnx"``, ``"torch"`` or both (``("onnx", "torch")``). The folder receives
-    the model file of each format (``model.onnx``, ``model.pt2``), ``encoder.json`` and
+    the model file of each format (``model.onnx``, ``model.pt2``), ``encoder.json``, a fitted
+    ``calibrator`` as ``calibrator.json`` and ``fusion`` weights as ``fusion.json`` (chapter 11;
+    the loaded export calibrates its probabilities and fuses them into one score), and
     ``manifest.json``, each written atomically; an earlier export in the folder is replaced, and a
     folder that holds other files is refused. Load it with
     :func:`~mmoe_annotated.serve.load_export`, or serve it with ``python -m mmoe_annotated.serve
     --model PATH``."""
-    manifest, files = export_bytes(model, encoder, format)
+    manifest, files = export_bytes(model, encoder, format, calibrator=calibrator, fusion=fusion)
     path = Path(path)
     write_export(path, manifest, files)
     return path

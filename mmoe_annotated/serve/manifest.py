@@ -31,15 +31,21 @@ from ..checkpoint.files import file_kind, remove_stale_temps, temp_file
 from ..checkpoint.verify import CheckpointError
 from ..runtime import package_version
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "ENCODER", "MODEL_FILES", "ExportError", "canonical",
-           "manifest_digest", "write_export", "read_verified"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "READS", "MANIFEST", "ENCODER", "CALIBRATOR", "FUSION", "MODEL_FILES",
+           "ExportError", "canonical", "manifest_digest", "write_export", "read_verified"]
 
 #: What the manifest calls this kind of folder, and the layout version this code reads and writes.
 FORMAT = "mmoe-annotated-export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: The layout versions this code reads: 1 (graph and encoder), 2 (also an optional calibrator and
+#: fusion weights, as JSON beside the graph). A format-1 export reads as before, with neither.
+READS = (1, 2)
 #: The manifest's file name, the encoder's, and the model file of each format.
 MANIFEST = "manifest.json"
 ENCODER = "encoder.json"
+#: Chapter 11's fitted calibrator and fusion weights (format 2, each only when exported with one).
+CALIBRATOR = "calibrator.json"
+FUSION = "fusion.json"
 MODEL_FILES = {"onnx": "model.onnx", "torch": "model.pt2"}
 #: A manifest is a few kilobytes; anything far larger is not one.
 MAX_MANIFEST_BYTES = 1 << 20
@@ -108,7 +114,7 @@ def _prepare_folder(folder: Path) -> None:
     if not folder.parent.is_dir():
         raise FileNotFoundError(f"{folder.parent} does not exist; create it first")
     folder.mkdir(exist_ok=True)
-    ours = {MANIFEST, ENCODER, *MODEL_FILES.values()}
+    ours = {MANIFEST, ENCODER, CALIBRATOR, FUSION, *MODEL_FILES.values()}
     others = sorted(p.name for p in folder.iterdir() if p.name not in ours and not p.name.endswith(".tmp"))
     if others:
         raise FileExistsError(f"{folder} holds files that are not part of an export ({others[:5]}); "
@@ -117,8 +123,8 @@ def _prepare_folder(folder: Path) -> None:
 
 def write_export(folder: Path, manifest: dict, files: dict[str, bytes]) -> str:
     """Write ``files`` and then the manifest (with their checksums added) into ``folder``; remove
-    the model file of a format an earlier export there had and this one has not. Returns the
-    export's checksum."""
+    the model file of a format (and a calibrator or fusion file) an earlier export there had and
+    this one has not. Returns the export's checksum."""
     folder = Path(folder)
     _prepare_folder(folder)
     manifest = dict(manifest, files={name: file_entry(data) for name, data in sorted(files.items())})
@@ -127,7 +133,7 @@ def write_export(folder: Path, manifest: dict, files: dict[str, bytes]) -> str:
         _write_atomically(folder / name, data)
     text = json.dumps({"manifest": manifest, "sha256": checksum}, indent=1, sort_keys=True, allow_nan=False)
     _write_atomically(folder / MANIFEST, (text + "\n").encode("ascii"))
-    for name in set(MODEL_FILES.values()) - set(files):
+    for name in {CALIBRATOR, FUSION, *MODEL_FILES.values()} - set(files):
         try:
             os.unlink(folder / name)
         except FileNotFoundError:
@@ -195,12 +201,12 @@ def _checked_manifest(folder: Path) -> tuple[dict, str]:
     version, written_by = manifest.get("format_version"), manifest.get("package_version", "an unknown version")
     if not ok:
         hint = (f" (or it was written in the newer export format {version} by mmoe_annotated {written_by}: "
-                "then upgrade mmoe_annotated)" if isinstance(version, int) and version > FORMAT_VERSION else "")
+                "then upgrade mmoe_annotated)" if isinstance(version, int) and version > max(READS) else "")
         raise ExportError(_DAMAGED.format("its contents do not match the SHA-256 written with them" + hint),
                           path=path)
-    if version != FORMAT_VERSION:
+    if version not in READS or isinstance(version, bool):
         raise ExportError(f"was written in export format {version!r} by mmoe_annotated {written_by}; this is "
-                          f"mmoe_annotated {package_version()}, which reads format {FORMAT_VERSION}: export the "
+                          f"mmoe_annotated {package_version()}, which reads formats {list(READS)}: export the "
                           "model again with this version", path=path)
     files = manifest.get("files")
     if not isinstance(files, dict) or ENCODER not in files or not any(f in files for f in MODEL_FILES.values()):

@@ -11,6 +11,10 @@ route               what
 ``GET /metadata``   model kind, tasks, package version, the export's checksum, runtime, inputs
 ==================  ===========================================================================
 
+The probabilities are calibrated when the export carries chapter 11's calibrator, and each row's
+dictionary also holds ``"score"``, the fused ranking score, when it carries fusion weights
+(``"calibrated"`` and ``"fused"`` in the answer, and ``GET /metadata``, say which).
+
 Bad input gets a 4xx and a JSON ``{"error": ..., "row": ..., "field": ...}``, never a 500: a body
 over the size limit is refused (413) before it is read whole, let alone parsed; a body that is
 not JSON is a 400; too many rows a 413; a missing column, a value of the wrong type or one the
@@ -61,15 +65,21 @@ async def _body(request: Request, limit: int) -> bytes:
 def _scores(model: Exported, document: object, max_rows: int) -> dict:
     """Score a parsed body (on a worker thread): rows checked, encoded, run."""
     frame = rows_frame(document, model.encoder, max_rows)
+    head = {"tasks": list(model.tasks), "calibrated": model.calibrator is not None,
+            "fused": model.fusion is not None}
     if len(frame) == 0:
-        return {"tasks": list(model.tasks), "scores": []}
+        return dict(head, scores=[])
     try:
         x = model.encoder.transform(frame)
     except DataError as exc:  # e.g. a dense value beyond float32 once scaled: names the column and row
         raise RequestError(422, str(exc)) from None
-    probabilities, _ = model.score(x)  # (B, T)
-    return {"tasks": list(model.tasks),
-            "scores": [dict(zip(model.tasks, map(float, row))) for row in probabilities]}
+    probabilities, _ = model.score(x)  # (B, T), calibrated when the export carries a calibrator
+    rows = [dict(zip(model.tasks, map(float, row))) for row in probabilities]
+    fused = model.fused(probabilities)  # (B,) or None
+    if fused is not None:
+        for row, s in zip(rows, fused):
+            row["score"] = float(s)
+    return dict(head, scores=rows)
 
 
 def make_app(model: Exported, *, max_rows: int = MAX_ROWS, max_body_bytes: int = MAX_BODY_BYTES,

@@ -83,7 +83,7 @@ def test_the_manifest_says_what_the_export_is(setup, exports):
     written = json.loads((folder / MANIFEST).read_text())
     m = written["manifest"]
     assert written["sha256"] == manifest_digest(m) == load_export(folder).checksum
-    assert (m["format"], m["format_version"], m["package_version"]) == ("mmoe-annotated-export", 1,
+    assert (m["format"], m["format_version"], m["package_version"]) == ("mmoe-annotated-export", 2,
                                                                        mm.__version__)
     assert m["kind"] == "ple" and m["tasks"] == [{"name": "finish", "type": "binary"},
                                                  {"name": "like", "type": "binary"}]
@@ -263,7 +263,7 @@ def test_another_format_version_is_named(copy_of):
     written["manifest"]["format_version"] = 99
     written["sha256"] = manifest_digest(written["manifest"])
     (folder / MANIFEST).write_text(json.dumps(written))
-    with pytest.raises(ExportError, match="export format 99 .* reads format 1"):
+    with pytest.raises(ExportError, match=r"export format 99 .* reads formats \[1, 2\]"):
         load_export(folder)
 
 

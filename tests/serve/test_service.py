@@ -81,7 +81,8 @@ def test_scores_equal_mm_predict(client, model_and_rows):
     assert np.abs(rest - expected[MAX_ROWS:]).max() <= TOLERANCE
     one = scores(client.post("/score", json={"rows": payload[-1:]}))
     assert one.shape == (1, 2) and np.abs(one - expected[-1:]).max() <= TOLERANCE
-    assert client.post("/score", json={"rows": []}).json() == {"tasks": ["finish", "like"], "scores": []}
+    assert client.post("/score", json={"rows": []}).json() == {"tasks": ["finish", "like"], "scores": [],
+                                                                "calibrated": False, "fused": False}
 
 
 def test_values_of_other_types_that_mean_the_same_score_the_same(client, model_and_rows):
