@@ -1,4 +1,4 @@
-"""The command line of the experiments: ``python -m mmoe_annotated.experiments synthetic|census|merge|edges``.
+"""The command line of the experiments: ``python -m mmoe_annotated.experiments synthetic|census|merge|edges|funnel``.
 
 Explained in chapter 8, "Reproducing the paper" (``book/08_reproducing_paper.ipynb``).
 
@@ -53,6 +53,9 @@ def parser() -> argparse.ArgumentParser:
     add_census_parser(sub)
     _add_merge(sub)
     add_edges_parser(sub)
+    # its own flags live in mmoe_annotated.experiments.funnel (main hands them over)
+    sub.add_parser("funnel", add_help=False,
+                   help="the conversion funnel on Hillstrom (chapter 12): naive CVR, ESMM, MMoE, PLE")
     return ap
 
 
@@ -149,6 +152,10 @@ def run_synthetic_command(args: argparse.Namespace, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["funnel"]:  # `funnel --out DIR [--seeds N] [--models ...]`
+        from .funnel import _main as funnel_main
+        funnel_main(argv[1:])
+        return 0
     args = parser().parse_args(argv)
     if args.experiment == "synthetic":
         return run_synthetic_command(args, argv)

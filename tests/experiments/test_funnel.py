@@ -48,6 +48,14 @@ def test_command_end_to_end(sample, tmp_path, capsys):
     assert "esmm" in capsys.readouterr().out
 
 
+def test_the_experiments_command_runs_funnel(sample, tmp_path):
+    from mmoe_annotated.experiments.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["funnel", "--out", str(out), "--seeds", "1", "--models", "esmm", "--path", str(sample)]) == 0
+    assert json.loads((out / "funnel_runs.json").read_text())["complete"]
+
+
 def test_the_family_pairs_by_seed_and_decides_with_holm():
     rng = np.random.default_rng(0)
     rows = []
