@@ -52,7 +52,7 @@ from ..train.inference import predict
 from ..train.loop import TrainConfig, fit
 from ..train.metrics import auc
 from ..train.selection import EarlyStopping
-from ..train.stats import Family
+from ..train.stats import Family, paired
 from .provenance import provenance, reader_command
 
 __all__ = ["MODELS", "MAX_EPOCHS", "FORMAT_VERSION", "COLUMNS", "PRIMARY", "split", "model_setup", "run_seed",
@@ -70,7 +70,7 @@ COLUMNS = ["seed", "model", "epochs_run", "best_epoch", "visit_auc", "cvr_auc_al
 
 
 #: The primary comparisons, declared before the runs: name -> (model a, model b, score column).
-#: Each is paired by seed (same split, same initial seed); Holm's correction over all of them.
+#: Each pairs by seed (same split, same initial seed) where the runs move together; Holm over all.
 PRIMARY = {
     "ESMM - naive CVR: CVR AUC on every row": ("esmm", "naive_cvr", "cvr_auc_all"),
     "ESMM - naive CVR: CVR AUC on visitors": ("esmm", "naive_cvr", "cvr_auc_visitors"),
@@ -83,13 +83,15 @@ PRIMARY = {
 
 
 def primary_table(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """The declared family (:data:`PRIMARY`) decided on ``runs``: paired by seed, Holm-adjusted
-    (:class:`~mmoe_annotated.train.stats.Family`)."""
+    """The declared family (:data:`PRIMARY`) decided on ``runs``, Holm-adjusted
+    (:class:`~mmoe_annotated.train.stats.Family`): paired by seed where the paired runs are
+    measured to move together (a positive correlation), Welch's otherwise (chapter 7)."""
     family = Family(list(PRIMARY), alpha=alpha)
     wide = {col: runs.pivot(index="seed", columns="model", values=col) for col in {c for *_, c in PRIMARY.values()}}
     for name, (a, b, col) in PRIMARY.items():
         both = wide[col][[a, b]].dropna()
-        family.add(name, both[a].to_numpy(), both[b].to_numpy())
+        x, y = both[a].to_numpy(), both[b].to_numpy()
+        family.add(name, x, y, pair=bool(paired(x, y).correlation > 0))
     return family.table()
 
 
