@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .parse import _DTYPES, iter_byterec
+from .parse import iter_byterec
 from .reader import CHUNK_BYTES, _count_lines
 from .schema import COLUMNS, DataError
 
@@ -33,7 +33,8 @@ __all__ = ["load_byterec", "load_byterec_sample", "write_byterec", "split_by_row
 
 
 def load_byterec(path: str | os.PathLike, *, on_bad_lines: str = "error",
-                 chunk_bytes: int = CHUNK_BYTES) -> pd.DataFrame:
+                 chunk_bytes: int = CHUNK_BYTES,
+                 missing_labels: bool = False) -> pd.DataFrame:
     """Read a ByteRec file (12 tab-separated columns, no header) into a DataFrame.
 
     Every line is checked: column count, numbers in numeric columns, labels in {0, 1},
@@ -41,7 +42,9 @@ def load_byterec(path: str | os.PathLike, *, on_bad_lines: str = "error",
     never rounded through a float). The first problem raises :class:`DataError`
     naming the file, line and column. Nothing is dropped silently: with
     ``on_bad_lines="skip"`` bad lines are left out, a warning says how many, and
-    ``df.attrs["bad_lines"]`` lists ``(line, reason)`` for each of them.
+    ``df.attrs["bad_lines"]`` lists ``(line, reason)`` for each of them. An empty
+    label field is an error too; with ``missing_labels=True`` it is a missing label,
+    NaN (chapter 12), and the labels are float64.
 
     Only regular files are read (a FIFO or a device is refused before reading). The file
     is read in chunks of ``chunk_bytes``, so binary content is refused at its first
@@ -61,12 +64,12 @@ def load_byterec(path: str | os.PathLike, *, on_bad_lines: str = "error",
     room = None
     out: dict[str, np.ndarray] = {}
     n = 0
-    for _, cols in iter_byterec(path, on_bad_lines=on_bad_lines,
-                                chunk_bytes=chunk_bytes, bad=bad):
+    for _, cols in iter_byterec(path, on_bad_lines=on_bad_lines, bad=bad,
+                                chunk_bytes=chunk_bytes, missing_labels=missing_labels):
         # one array per column, sized once: no list of chunks, no concatenation
         if room is None:
             room = _count_lines(path)
-            out = {c: np.empty(room, dtype=_DTYPES[c]) for c in COLUMNS}
+            out = {c: np.empty(room, dtype=cols[c].dtype) for c in COLUMNS}
         m = len(cols["uid"])
         if n + m > room:
             raise DataError("the file changed while it was read; is another program "

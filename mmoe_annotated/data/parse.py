@@ -4,7 +4,8 @@ Explained in chapter 2, "The data" (``book/02_data.ipynb``). A chunk that looks 
 one typed ``pd.read_csv``; anything else goes line by line through the checks that name the file,
 line and column of the first problem (column count, numbers, whole and exact ids, labels in
 {0, 1}, finite non-negative durations). :mod:`~mmoe_annotated.data.reader` supplies the chunks, and
-:func:`iter_byterec` chains the two.
+:func:`iter_byterec` chains the two. An empty label field is an error, or, with
+``missing_labels=True``, a missing label: NaN in float64 label columns (chapter 12's task masks).
 """
 from __future__ import annotations
 
@@ -104,14 +105,20 @@ def _exact_ids(raw: pd.Series, rows: np.ndarray, out: np.ndarray, col: str,
             out[row] = value
 
 
-def _problems(frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], list[tuple[int, str, str]]]:
-    """Validate the string frame column by column; return parsed values and (row, column, reason)."""
+def _problems(frame: pd.DataFrame, missing_labels: bool = False
+              ) -> tuple[dict[str, np.ndarray], list[tuple[int, str, str]]]:
+    """Validate the string frame column by column; return parsed values and (row, column, reason).
+    With ``missing_labels``, an empty label field is no problem: its label is NaN."""
     problems: list[tuple[int, str, str]] = []
     parsed = {}
     for col in COLUMNS:
         raw = frame[col]
         values = pd.to_numeric(raw, errors="coerce")
         bad_mask = values.isna().to_numpy()
+        empty = np.zeros(len(raw), dtype=bool)
+        if col in TASKS and missing_labels:
+            empty = (raw.str.strip() == "").to_numpy()  # (M,) missing labels, not errors
+            bad_mask = bad_mask & ~empty
         for row in np.flatnonzero(bad_mask):
             text = raw.iat[row]
             reason = ("missing value" if text.strip() == "" else f"{_quote(text)} is not a number")
@@ -120,7 +127,7 @@ def _problems(frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], list[tuple[in
             problems.append((int(row), col, reason))
         exact = values.to_numpy() if values.dtype == np.int64 else None
         arr = values.to_numpy(dtype=np.float64, na_value=np.nan)
-        ok = ~bad_mask
+        ok = ~bad_mask & ~empty
         if col in _INT_COLUMNS and col not in TASKS:  # a label like 0.5 gets the label message below
             frac = ok & np.isfinite(arr) & (np.floor(arr) != arr)
             for row in np.flatnonzero(frac):
@@ -137,6 +144,8 @@ def _problems(frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], list[tuple[in
             for row in np.flatnonzero(out):
                 problems.append((int(row), col, f"label {_quote(raw.iat[row])} is not 0 or 1"))
             parsed[col] = np.where(ok & ~out, arr, 0).astype(np.int64)
+            if missing_labels:
+                parsed[col] = np.where(empty, np.nan, parsed[col])  # float64
             continue
         nonfinite = ok & ~np.isfinite(arr)
         for row in np.flatnonzero(nonfinite):
@@ -154,8 +163,8 @@ def _looks_like_header(row: pd.Series) -> bool:
     return words > len(COLUMNS) // 2 or any(v.strip().lower() in COLUMNS for v in row)
 
 
-def _careful_parse(block: Block, path: Path, skip: bool,
-                   bad: list[tuple[int, str]]) -> dict[str, np.ndarray]:
+def _careful_parse(block: Block, path: Path, skip: bool, bad: list[tuple[int, str]],
+                   missing_labels: bool = False) -> dict[str, np.ndarray]:
     """Check every line and value of ``block`` and name the first problem (error mode) or collect
     one ``(line, reason)`` per bad line in ``bad`` and leave those lines out (skip mode)."""
     lines, numbers, pending = _check_lines(block.data.decode("utf-8"), path, skip, bad, block.first_line)
@@ -167,7 +176,7 @@ def _careful_parse(block: Block, path: Path, skip: bool,
             frame = pd.DataFrame([line.split("\t") for line in lines], columns=list(COLUMNS), dtype=str)
     else:
         frame = pd.DataFrame({c: pd.Series([], dtype=str) for c in COLUMNS})
-    parsed, problems = _problems(frame)
+    parsed, problems = _problems(frame, missing_labels)
     keep = np.ones(len(frame), dtype=bool)
     if problems:
         problems.sort(key=lambda p: (p[0], COLUMNS.index(p[1])))  # first problem in file order
@@ -195,12 +204,17 @@ def _careful_parse(block: Block, path: Path, skip: bool,
 
 
 def parse_block(block: Block, path: str | os.PathLike, *, on_bad_lines: str = "error",
-                bad: list[tuple[int, str]] | None = None) -> dict[str, np.ndarray]:
+                bad: list[tuple[int, str]] | None = None, missing_labels: bool = False
+                ) -> dict[str, np.ndarray]:
     """Parse one :class:`Block` into column arrays (IDs, labels, ``time`` int64; ``duration_time``
-    float64), with every check of :func:`load_byterec`. Bad lines (skip mode) go to ``bad``."""
-    cols = _fast_parse(block.data)
+    float64), with every check of :func:`load_byterec`. Bad lines (skip mode) go to ``bad``.
+    ``missing_labels``: an empty label field is a missing label, NaN (labels then float64)."""
+    cols = _fast_parse(block.data)  # an empty label field fails it: the careful path reads it
     if cols is None:
-        cols = _careful_parse(block, Path(path), on_bad_lines == "skip", [] if bad is None else bad)
+        cols = _careful_parse(block, Path(path), on_bad_lines == "skip", [] if bad is None else bad,
+                              missing_labels)
+    if missing_labels:  # one dtype for every chunk, with or without a missing label
+        cols.update({t: cols[t].astype(np.float64) for t in TASKS})
     if block.last and not block.data.endswith(b"\n") and len(cols["uid"]):
         line = block.first_line + block.data.count(b"\n")
         warnings.warn(f"{path}: the last line (line {line}) has no line end; it parsed completely and is "
@@ -211,10 +225,11 @@ def parse_block(block: Block, path: str | os.PathLike, *, on_bad_lines: str = "e
 
 
 def iter_byterec(path: str | os.PathLike, *, on_bad_lines: str = "error", chunk_bytes: int = CHUNK_BYTES,
-                 bad: list[tuple[int, str]] | None = None):
+                 bad: list[tuple[int, str]] | None = None, missing_labels: bool = False):
     """Yield ``(block, columns)`` for each chunk of the file: the one parser behind
     :func:`load_byterec` and the stream (:mod:`mmoe_annotated.scale.stream`), with the same checks."""
     if on_bad_lines not in ("error", "skip"):
         raise ValueError(f"on_bad_lines must be 'error' or 'skip', got {on_bad_lines!r}")
     for block in iter_blocks(path, chunk_bytes):
-        yield block, parse_block(block, path, on_bad_lines=on_bad_lines, bad=bad)
+        yield block, parse_block(block, path, on_bad_lines=on_bad_lines, bad=bad,
+                                 missing_labels=missing_labels)
