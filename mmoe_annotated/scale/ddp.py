@@ -167,10 +167,12 @@ def train_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, strea
 @torch.no_grad()
 def predict_parts(model: MultiTaskModel, index: ByteRecIndex, parts, encoder: FeatureEncoder, device: torch.device,
                   batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-    """Logits ``(M, T)`` float32 and labels ``(M, T)`` uint8 of the rows of ``parts``, in order."""
+    """Logits ``(M, T)`` float32 and labels ``(M, T)`` uint8 of the rows of ``parts``, in order;
+    float32 labels, NaN where missing, when the index reads missing labels."""
     model.eval()
     M, T = sum(hi - lo for _, lo, hi in parts), model.num_tasks
-    logits, labels = np.empty((M, T), np.float32), np.empty((M, T), np.uint8)  # copied into: a batch's
+    kind = np.float32 if index.missing_labels else np.uint8
+    logits, labels = np.empty((M, T), np.float32), np.empty((M, T), kind)  # copied into: a batch's
     at = 0  # output may be a view of a larger buffer, which a kept reference would keep alive
     for part in parts:
         frame = read_part(index, part)
@@ -181,7 +183,7 @@ def predict_parts(model: MultiTaskModel, index: ByteRecIndex, parts, encoder: Fe
             dense = None if x.dense is None else x.dense[sl].to(device)
             out = model(ids, dense).logits  # (b, T)
             logits[at + lo:at + lo + len(out)] = out.float().cpu().numpy()
-        labels[at:at + len(frame)] = frame[list(model.config.task_names)].to_numpy(dtype=np.uint8)
+        labels[at:at + len(frame)] = frame[list(model.config.task_names)].to_numpy(dtype=kind)
         at += len(frame)
     return logits, labels
 

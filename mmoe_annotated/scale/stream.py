@@ -16,7 +16,10 @@ Three passes over the file, each holding one chunk (a few MiB) at a time:
 
 Every chunk goes through the one parser of :mod:`mmoe_annotated.data` (``parse_block``), so the
 stream has exactly the loader's checks and errors (file, line, column). The stream is strict: a bad
-line stops it (clean a damaged file with ``load_byterec(on_bad_lines="skip")`` first).
+line stops it (clean a damaged file with ``load_byterec(on_bad_lines="skip")`` first). A file whose
+empty label fields are missing labels (chapter 12's task masks) is indexed with
+``index_byterec(path, missing_labels=True)``, the loader's option: every pass over it then reads
+those labels as NaN, and the stream's batches carry them, masked by the loss.
 """
 from __future__ import annotations
 
@@ -62,11 +65,14 @@ class ByteRecIndex:
     """The chunks of one file, and the split of its rows by row order (as :func:`split_by_row`).
 
     ``identity`` is the file's size, modification time and inode when it was indexed; with each
-    chunk's fingerprint it lets :func:`read_part` refuse a file that changed under its index."""
+    chunk's fingerprint it lets :func:`read_part` refuse a file that changed under its index.
+    ``missing_labels``: every read of the file takes an empty label field for a missing label (NaN),
+    as ``load_byterec(missing_labels=True)`` does; otherwise it is an error."""
 
     path: str
     chunks: tuple[Chunk, ...]
     identity: FileIdentity | None = None
+    missing_labels: bool = False
 
     @property
     def rows(self) -> int:
@@ -92,16 +98,18 @@ class ByteRecIndex:
         return train, test
 
 
-def index_byterec(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) -> ByteRecIndex:
+def index_byterec(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES, *,
+                  missing_labels: bool = False) -> ByteRecIndex:
     """Find the chunks of a ByteRec file by counting line ends, with the loader's checks on raw bytes
     (regular file, not empty, not compressed or binary, UTF-8). The first line is parsed (a header
     line is refused here, not after a pass); the other values are checked when read. Records the
-    file's identity and each chunk's SHA-256, so that a file changed later is refused, not misread."""
+    file's identity and each chunk's SHA-256, so that a file changed later is refused, not misread.
+    ``missing_labels=True``: an empty label field is a missing label (NaN) in every read of the file."""
     chunks, row = [], 0
     before = _identity(path)
     for b in iter_blocks(path, chunk_bytes):
         if not chunks:
-            _check_first_line(b, path)
+            _check_first_line(b, path, missing_labels)
         rows = b.data.count(b"\n") + (not b.data.endswith(b"\n"))
         chunks.append(Chunk(b.offset, len(b.data), b.first_line, row, rows, b.last, fingerprint(b.data)))
         row += rows
@@ -109,7 +117,7 @@ def index_byterec(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) -> By
     if changed:
         raise DataError(f"the file changed while it was indexed ({'; '.join(changed)}); index it again once "
                         "nothing writes to it", path=path)
-    return ByteRecIndex(str(path), tuple(chunks), before)
+    return ByteRecIndex(str(path), tuple(chunks), before, bool(missing_labels))
 
 
 def _identity(path: str | os.PathLike) -> FileIdentity:
@@ -120,12 +128,12 @@ def _identity(path: str | os.PathLike) -> FileIdentity:
         raise
 
 
-def _check_first_line(block: Block, path: str | os.PathLike) -> None:
+def _check_first_line(block: Block, path: str | os.PathLike, missing_labels: bool = False) -> None:
     """Parse the file's first line with the loader's checks: a file holding only a header line (or a
     header above its rows) is refused with the loader's message, not counted as a row."""
     end = block.data.find(b"\n")
     first = block.data if end < 0 else block.data[:end + 1]
-    parse_block(Block(block.offset, block.first_line, first, False), path)
+    parse_block(Block(block.offset, block.first_line, first, False), path, missing_labels=missing_labels)
 
 
 def read_part(index: ByteRecIndex, part: tuple[Chunk, int, int]) -> pd.DataFrame:
@@ -133,7 +141,7 @@ def read_part(index: ByteRecIndex, part: tuple[Chunk, int, int]) -> pd.DataFrame
     chunk, lo, hi = part
     block = read_block(index.path, chunk.offset, chunk.length, chunk.first_line, chunk.last,
                        identity=index.identity, sha256=chunk.sha256)
-    cols = parse_block(block, index.path)
+    cols = parse_block(block, index.path, missing_labels=index.missing_labels)
     if len(cols["uid"]) != chunk.rows:
         raise DataError(f"chunk at line {chunk.first_line} holds {len(cols['uid'])} rows, the index said "
                         f"{chunk.rows}; was the file rewritten?", path=index.path)
@@ -257,6 +265,7 @@ class ByteRecStream(IterableDataset):
     take the same number of steps (:meth:`steps_for`).
 
     Use it with ``DataLoader(stream, batch_size=None)``: the stream makes the batches itself.
+    Labels are NaN where missing, when ``index`` was made with ``missing_labels=True``.
     """
 
     def __init__(self, index: ByteRecIndex, parts: Sequence[tuple[Chunk, int, int]], encoder: FeatureEncoder, *,
