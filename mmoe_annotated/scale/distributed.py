@@ -31,6 +31,11 @@ this module puts them together as the command):
 ``--batch-size`` is the *global* batch: each of the N processes takes ``batch_size / N`` rows per
 step. The embedding table's gradients are dense here (``sparse_embeddings=False``): DDP can all-reduce
 sparse gradients with gloo (CPU), but NCCL (GPU) has no sparse all-reduce, and one code path serves both.
+
+``--missing-labels`` reads an empty label field as a missing label (NaN), as
+``load_byterec(missing_labels=True)`` does: the loss masks it and each task is scored on its labelled
+rows (``"labelled"`` in ``metrics.json``). Without it, an empty label field stops the run, naming its
+file, line and column.
 """
 from __future__ import annotations
 
@@ -109,8 +114,8 @@ def _run(args: argparse.Namespace, s: Setup) -> dict | None:
     cfg, local_batch = _train_config(args, s)
     seed_everything(cfg.seed)
 
-    index = broadcast(index_byterec(args.data, chunk_bytes_for(args.data, s.world_size, args.chunk_bytes))
-                      if s.rank == 0 else None, s)
+    index = broadcast(index_byterec(args.data, chunk_bytes_for(args.data, s.world_size, args.chunk_bytes),
+                                    missing_labels=args.missing_labels) if s.rank == 0 else None, s)
     train_parts, test_parts = index.split(args.train_fraction)
     encoder = _fit_encoder(index, train_parts, args, s)
     model = build_model(args.model, ModelConfig(encoder.features, seed=cfg.seed)).to(s.device)
@@ -218,6 +223,7 @@ def _run_record(args: argparse.Namespace, s: Setup, cfg: TrainConfig, steps: int
         "world_size": s.world_size,
         "device": str(s.device) if s.device.type == "cpu" else torch.cuda.get_device_name(s.device),
         "model": args.model,
+        "missing_labels": args.missing_labels,
         "global_batch_size": cfg.batch_size,
         "epochs": cfg.epochs,
         "steps_per_epoch": steps,
@@ -254,6 +260,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunk-bytes", type=int, default=CHUNK_BYTES)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--save-predictions", action="store_true", help="also write the gathered test predictions")
+    p.add_argument("--missing-labels", action="store_true",
+                   help="read an empty label field as a missing label (NaN, masked by the loss; metrics on "
+                        "each task's labelled rows) instead of refusing it")
     args = p.parse_args(argv)
     if not Path(args.data).exists() and not Path(args.data).is_symlink():
         p.error(f"--data {args.data}: no such file")
@@ -274,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _value(v) -> str:
     """A metric for the summary line: ``undefined`` where it is (NaN or missing)."""
+    if isinstance(v, int):  # "labelled": the rows a task was scored on
+        return str(v)
     return "undefined" if v is None or v != v else f"{v:.4f}"
 
 

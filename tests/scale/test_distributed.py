@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -62,9 +63,9 @@ def two_process_run(data, tmp_path_factory):
     return out, json.loads((out / "metrics.json").read_text())
 
 
-def _share_batches(data: Path, world_size: int = 2, local: int = BATCH // 2):
+def _share_batches(data: Path, world_size: int = 2, local: int = BATCH // 2, missing_labels: bool = False):
     """Index, train parts, encoder, steps and each process's stream, as the command makes them."""
-    index = S.index_byterec(data, D.chunk_bytes_for(data, world_size))
+    index = S.index_byterec(data, D.chunk_bytes_for(data, world_size), missing_labels=missing_labels)
     train, _ = index.split(0.8)
     template = mm.FeatureEncoder(mm.SPARSE_FEATURES, mm.DENSE_FEATURES)
     encoder = S.fit_encoder(index, train, template)
@@ -88,7 +89,8 @@ def _averaged_step(model, optimizer, batches, task_types) -> None:
     """What DDP computes, in one process: each process's loss weighted as train_step weighs it,
     its gradient divided by the number of processes, the gradients summed, one step."""
     world = len(batches)
-    counts = sum((~torch.isnan(y)).sum(0) for _, _, y in batches).to(torch.get_default_dtype())  # (T,)
+    # (T,), in the labels' dtype, as train_step counts: 2 / 27 in float32 would round the weights
+    counts = sum((~torch.isnan(y)).sum(0) for _, _, y in batches).to(batches[0][2].dtype)
     grads = None
     for ids, dense, y in batches:
         model.zero_grad(set_to_none=True)
@@ -101,12 +103,13 @@ def _averaged_step(model, optimizer, batches, task_types) -> None:
     optimizer.step()
 
 
-def _one_process_reference(data: Path, world_size: int = 2, glued: bool = False, dtype=torch.float32):
+def _one_process_reference(data: Path, world_size: int = 2, glued: bool = False, dtype=torch.float32,
+                           missing_labels: bool = False):
     """The command's training in one process: each step, the processes' batches averaged as DDP
     averages them; with ``glued``, instead one step on the processes' batches side by side (the
     global batch, plain per-task means)."""
     torch.set_num_threads(1)
-    _, train, encoder, steps, streams = _share_batches(data, world_size)
+    _, train, encoder, steps, streams = _share_batches(data, world_size, missing_labels=missing_labels)
     model = mm.build_model("mmoe", mm.ModelConfig(encoder.features, seed=SEED)).to(dtype)
     optimizer = make_optimizer("adagrad", model.parameters())
     cast = lambda b: tuple(t.to(dtype) if t is not None and t.is_floating_point() else t for t in b)
@@ -114,7 +117,7 @@ def _one_process_reference(data: Path, world_size: int = 2, glued: bool = False,
     for epoch in range(EPOCHS):
         for batches in _epoch_batches(streams, steps, epoch):
             batches = [cast(b) for b in batches]
-            used += sum(int((~torch.isnan(y[:, 0])).sum()) for _, _, y in batches)
+            used += sum(int((~torch.isnan(y)).any(1).sum()) for _, _, y in batches)  # padding: no label
             if glued:
                 D.train_step(model, optimizer, tuple(torch.cat(parts) for parts in zip(*batches)),
                              model.config.task_types)
@@ -145,6 +148,62 @@ def test_the_averaged_gradient_is_the_global_batchs_in_float64(data):
     in float64 over the same steps as the command (the last batches partial, one process padding)."""
     averaged, _, steps = _one_process_reference(data, dtype=torch.float64)
     glued, _, _ = _one_process_reference(data, glued=True, dtype=torch.float64)
+    a, b = averaged.state_dict(), glued.state_dict()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst < 1e-9, f"largest weight difference {worst:.2e} after {steps * EPOCHS} steps"
+
+
+@pytest.fixture(scope="module")
+def missing_data(tmp_path_factory) -> Path:
+    """A tiny file with about 20 % of each task's label fields empty (every row keeps one label)."""
+    from .test_stream_missing_labels import write_with_missing_labels
+
+    return write_with_missing_labels(mm.make_byterec(1500, seed=17), tmp_path_factory.mktemp("ddp_ml") / "b.txt",
+                                     seed=2, both=False)
+
+
+def test_two_processes_with_missing_labels_train_the_weights_of_one(missing_data, tmp_path):
+    """``--missing-labels``: empty label fields are NaN, masked by the loss; the two processes'
+    weights are those of the same averaging in one process, and the gathered metrics score each
+    task on its labelled test rows, as ``evaluate`` does in one process. Without the option the
+    command refuses the file with the loader's message."""
+    done = _torchrun(missing_data, tmp_path / "run", 2, "--missing-labels", "--save-predictions")
+    assert done.returncode == 0, done.stderr[-4000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    model, encoder, steps = _one_process_reference(missing_data, missing_labels=True)
+    assert metrics["missing_labels"] is True and metrics["steps_per_epoch"] == steps
+    ckpt = mm.load_checkpoint(tmp_path / "run" / "model.ckpt")
+    assert ckpt.encoder.to_dict() == encoder.to_dict()
+    ours, theirs = model.state_dict(), ckpt.model.state_dict()
+    worst = max(float((ours[k] - theirs[k]).abs().max()) for k in ours)
+    print(f"two processes with missing labels vs one: largest weight difference {worst:.2e}")
+    assert worst < 1e-6, f"largest weight difference {worst:.2e}"
+    start = mm.build_model("mmoe", mm.ModelConfig(encoder.features, seed=SEED)).state_dict()
+    assert max(float((start[k] - theirs[k]).abs().max()) for k in start) > 1e-3  # it did train
+    _, test = mm.split_by_row(mm.load_byterec(missing_data, missing_labels=True), 0.8)
+    saved = np.load(tmp_path / "run" / "predictions.npz")
+    np.testing.assert_array_equal(saved["labels"], test[list(mm.TASKS)].to_numpy(np.float32))
+    one = mm.evaluate(ckpt.model, test, encoder=ckpt.encoder)
+    for task in mm.TASKS:
+        labelled = int(test[task].notna().sum())
+        assert 0 < labelled < len(test)
+        assert metrics["tasks"][task]["labelled"] == one[task]["labelled"] == labelled
+        assert metrics["tasks"][task]["auc"] == pytest.approx(one[task]["auc"], abs=1e-9)
+        assert f"labelled {labelled}" in done.stdout
+    refused = _torchrun(missing_data, tmp_path / "strict", 2)
+    assert refused.returncode != 0
+    with pytest.raises(mm.DataError, match="missing label"):
+        mm.load_byterec(missing_data)
+    assert re.search(rf"failed: DataError: {re.escape(str(missing_data))}, line \d+, column '(finish|like)': "
+                     "missing label", refused.stderr), refused.stderr[-3000:]
+    assert not (tmp_path / "strict" / "metrics.json").exists()
+
+
+def test_the_averaged_gradient_with_missing_labels_is_the_global_batchs_in_float64(missing_data):
+    """With missing labels each task's mean runs over its labelled rows of the global batch: the
+    weighted, averaged gradients of two processes still step as one process on the global batch."""
+    averaged, _, steps = _one_process_reference(missing_data, dtype=torch.float64, missing_labels=True)
+    glued, _, _ = _one_process_reference(missing_data, glued=True, dtype=torch.float64, missing_labels=True)
     a, b = averaged.state_dict(), glued.state_dict()
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst < 1e-9, f"largest weight difference {worst:.2e} after {steps * EPOCHS} steps"
