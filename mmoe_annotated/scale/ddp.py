@@ -31,7 +31,7 @@ from ..data.reader import CHUNK_BYTES
 from ..features.encoder import FeatureEncoder
 from ..model.mmoe import MultiTaskModel
 from ..runtime import resolve_device
-from .stream import ByteRecIndex, ByteRecStream, Chunk, read_part
+from .stream import ByteRecIndex, ByteRecStream, Chunk, read_part, shard, shard_rows
 from ..train.losses import task_losses
 
 __all__ = ["Setup", "setup", "broadcast", "all_gather", "chunk_bytes_for", "shard", "shard_rows", "train_step",
@@ -76,29 +76,6 @@ def all_gather(obj, s: Setup) -> list:
     out = [None] * s.world_size
     dist.all_gather_object(out, obj)
     return out
-
-
-def shard(parts: Sequence[tuple[Chunk, int, int]], rank: int, world_size: int) -> list[tuple[Chunk, int, int]]:
-    """Process ``rank``'s share of ``parts`` (``(chunk, lo, hi)``, rows ``lo:hi`` of a chunk): rows
-    ``[rank * n // world_size, (rank + 1) * n // world_size)`` of their ``n`` rows, in order. The
-    shares differ by at most one row, however few chunks a small file has (a chunk may be cut
-    between two processes), so every process gets rows once ``n >= world_size``."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must lie in [0, world_size), got rank {rank} of {world_size}")
-    n = sum(hi - lo for _, lo, hi in parts)
-    start, stop = rank * n // world_size, (rank + 1) * n // world_size
-    out, at = [], 0
-    for chunk, lo, hi in parts:
-        a, b = max(start, at), min(stop, at + hi - lo)
-        if a < b:
-            out.append((chunk, lo + a - at, lo + b - at))
-        at += hi - lo
-    return out
-
-
-def shard_rows(parts: Sequence[tuple[Chunk, int, int]], world_size: int) -> list[int]:
-    """The rows of each process's :func:`shard`, in rank order."""
-    return [sum(hi - lo for _, lo, hi in shard(parts, r, world_size)) for r in range(world_size)]
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch,

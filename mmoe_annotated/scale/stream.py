@@ -39,7 +39,7 @@ from ..features.encoder import FeatureEncoder
 from ..features.encoders import HashBuckets, MinMax, Vocabulary
 
 __all__ = ["Chunk", "ByteRecIndex", "index_byterec", "VocabCounts", "EncoderStats", "fit_encoder",
-           "ByteRecStream"]
+           "shard", "shard_rows", "ByteRecStream"]
 
 
 # ---------------------------------------------------------------------------
@@ -255,10 +255,34 @@ def fit_encoder(index: ByteRecIndex, parts: Sequence[tuple[Chunk, int, int]],
 # 3. Batches: shuffled within a buffer, one pass per epoch, a share per process
 # ---------------------------------------------------------------------------
 
+def shard(parts: Sequence[tuple[Chunk, int, int]], rank: int, world_size: int) -> list[tuple[Chunk, int, int]]:
+    """Process ``rank``'s share of ``parts`` (``(chunk, lo, hi)``, rows ``lo:hi`` of a chunk): rows
+    ``[rank * n // world_size, (rank + 1) * n // world_size)`` of their ``n`` rows, in order. The
+    shares differ by at most one row, however few chunks a small file has (a chunk may be cut
+    between two processes), so every process gets rows once ``n >= world_size``."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must lie in [0, world_size), got rank {rank} of {world_size}")
+    n = sum(hi - lo for _, lo, hi in parts)
+    start, stop = rank * n // world_size, (rank + 1) * n // world_size
+    out, at = [], 0
+    for chunk, lo, hi in parts:
+        a, b = max(start, at), min(stop, at + hi - lo)
+        if a < b:
+            out.append((chunk, lo + a - at, lo + b - at))
+        at += hi - lo
+    return out
+
+
+def shard_rows(parts: Sequence[tuple[Chunk, int, int]], world_size: int) -> list[int]:
+    """The rows of each process's :func:`shard`, in rank order."""
+    return [sum(hi - lo for _, lo, hi in shard(parts, r, world_size)) for r in range(world_size)]
+
+
 class ByteRecStream(IterableDataset):
     """Batches ``(ids, dense, labels)`` from a ByteRec file, one pass per epoch, a chunk at a time.
 
-    Each process (``rank`` of ``world_size``) reads its own chunks: every ``world_size``-th part.
+    Each process (``rank`` of ``world_size``) reads its own share of the rows (:func:`shard`:
+    equal to a row, however few chunks the file has).
     With ``shuffle``, the order of a process's chunks is shuffled each epoch and rows are shuffled
     within a buffer of about ``buffer_rows`` rows (a full shuffle would need the whole file in
     memory). ``batches`` caps the batches per epoch: processes under DistributedDataParallel must
@@ -277,7 +301,7 @@ class ByteRecStream(IterableDataset):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must lie in [0, world_size), got rank {rank} of {world_size}")
         self.index, self.encoder, self.tasks = index, encoder, list(tasks)
-        self.parts = list(parts)[rank::world_size]
+        self.parts = shard(list(parts), rank, world_size)
         self.batch_size, self.buffer_rows, self.shuffle = int(batch_size), int(buffer_rows), shuffle
         self.seed, self.rank, self.world_size = int(seed), rank, world_size
         self.batches, self.drop_last, self.epoch = batches, drop_last, 0
@@ -289,8 +313,7 @@ class ByteRecStream(IterableDataset):
     @staticmethod
     def steps_for(parts: Sequence[tuple[Chunk, int, int]], world_size: int, batch_size: int) -> int:
         """Full batches that every one of ``world_size`` processes can make from its share of ``parts``."""
-        return min(sum(hi - lo for _, lo, hi in list(parts)[r::world_size]) // batch_size
-                   for r in range(world_size))
+        return min(shard_rows(list(parts), world_size)) // batch_size
 
     def set_epoch(self, epoch: int) -> None:
         """A different shuffle each epoch (the same on every run with the same seed)."""

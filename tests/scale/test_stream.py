@@ -90,6 +90,23 @@ def test_shares_cover_the_rows_and_steps_are_equal(data):
         S.ByteRecStream(index, train, enc, rank=3, world_size=3)
 
 
+def test_a_file_of_one_chunk_gives_every_rank_rows(tmp_path):
+    """Shares are rows, not chunks: a file that is one chunk still gives each of 3 processes a third
+    of its rows (a chunk cut between them), and the step count follows the smallest share."""
+    path = mm.write_byterec(mm.make_byterec(90, seed=3), tmp_path / "small.txt")
+    index = S.index_byterec(path)
+    train, _ = index.split(0.8)
+    assert len(train) == 1 and sum(hi - lo for _, lo, hi in train) == 72
+    enc = S.fit_encoder(index, train, mm.FeatureEncoder(mm.SPARSE_FEATURES, mm.DENSE_FEATURES))
+    shares = [S.ByteRecStream(index, train, enc, batch_size=8, rank=r, world_size=3) for r in range(3)]
+    assert [s.rows for s in shares] == [24, 24, 24]
+    times = [torch.cat([b[0] for b in S.ByteRecStream(index, train, enc, batch_size=8, rank=r,
+                                                        world_size=3, shuffle=False)]) for r in range(3)]
+    assert torch.equal(torch.cat(times), torch.cat([b[0] for b in S.ByteRecStream(
+        index, train, enc, batch_size=8, shuffle=False)]))  # every row once, in order
+    assert S.ByteRecStream.steps_for(train, 3, 8) == 3
+
+
 @pytest.mark.parametrize("column, value, message", [("finish", "2", "label '2' is not 0 or 1"),
                                                     ("uid", "abc", "'abc' is not a number")])
 def test_stream_errors_are_the_loaders(tmp_path, column, value, message):
