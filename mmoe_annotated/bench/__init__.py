@@ -39,14 +39,15 @@ from .data import catalog_sizes, prepare_data
 from .machine import flops_per_sample, machine_info, matmul_gflops, peak_rss_mb, provenance
 from .core import run_one
 from .run import run_benchmark
-from .report import format_table, targets_report
+from .report import format_table, shown_command, targets_report
 from .compiled import CompiledPredict
 from .prediction import PREDICTION_IMPLS, REPLACE_AT, decide, format_prediction, run_prediction
 from .ablation import ABLATIONS, format_ablation, run_ablation
 from .results import load_committed
 
 __all__ = ["IMPLS", "MODELS", "OMOE_WITHIN", "SCHEMA_KEYS", "TABLES", "TARGETS", "TARGETS_CUDA", "TARGETS_TAUGHT",
-           "BenchSpec", "catalog_sizes", "flops_per_sample", "format_table", "machine_info", "matmul_gflops",
+           "BenchSpec", "catalog_sizes", "flops_per_sample", "format_table", "shown_command", "machine_info",
+           "matmul_gflops",
            "peak_rss_mb", "prepare_data", "provenance", "run_benchmark", "run_one", "targets_report",
            "CompiledPredict", "PREDICTION_IMPLS", "REPLACE_AT", "decide", "format_prediction", "run_prediction",
            "ABLATIONS", "format_ablation", "run_ablation", "load_committed"]

@@ -4,9 +4,12 @@ Explained in the appendix "Performance" (``book/appendix_performance.ipynb``).
 """
 from __future__ import annotations
 
+import shlex
+from pathlib import PurePath
+
 from .spec import OMOE_WITHIN, TARGETS, TARGETS_CUDA, TARGETS_TAUGHT
 
-__all__ = ["targets_report", "format_table"]
+__all__ = ["targets_report", "format_table", "shown_command"]
 
 
 def _impl(record: dict) -> str:
@@ -81,10 +84,22 @@ def _ratio(a: dict | None, b: dict | None, key: str) -> str:
     return f"{a[key] / b[key]:6.2f}x" if a and b else f"{'-':>7}"
 
 
-def format_table(result: dict) -> str:
+def format_table(result: dict, targets: bool = True) -> str:
     """The printed tables: MMoE's samples/s, ratios against DeepCTR-Torch, peak RSS and AUC for the
-    taught path, the fast wing and DeepCTR-Torch; then the taught path by model; then the targets."""
-    return "\n".join([*_header(result["meta"]), *_comparison(result), *_by_model(result), *_footer(result)])
+    taught path, the fast wing and DeepCTR-Torch; then the taught path by model; then (unless
+    ``targets=False``) the benchmark's targets, each met or not."""
+    return "\n".join([*_header(result["meta"]), *_comparison(result), *_by_model(result),
+                      *_footer(result, targets)])
+
+
+def shown_command(command: str) -> str:
+    """A shipped run's recorded command with each output path (``--json``, ``--out``) cut to its
+    file name: the folder belonged to the machine that ran it."""
+    words = shlex.split(command)
+    for i, word in enumerate(words[:-1]):
+        if word in ("--json", "--out"):
+            words[i + 1] = PurePath(words[i + 1]).name
+    return shlex.join(words)
 
 
 def _header(m: dict) -> list[str]:
@@ -145,7 +160,7 @@ def _by_model(result: dict) -> list[str]:
     return lines
 
 
-def _footer(result: dict) -> list[str]:
+def _footer(result: dict, targets: bool = True) -> list[str]:
     """The machine's matrix-multiply limit, GPU memory, the targets and a note on a busy machine."""
     m = result["meta"]
     where = "float32 on the GPU" if m["spec"]["device"] == "cuda" else f"{m['spec']['threads']} threads"
@@ -158,7 +173,7 @@ def _footer(result: dict) -> list[str]:
                           if all("peak_gpu_mb" in runs.get((i, "mmoe"), {}) for i in ("fast", "deepctr")))
         if peaks:
             lines.append(f"peak GPU memory allocated by torch, MiB: {peaks}")
-    if result.get("targets"):
+    if targets and result.get("targets"):
         lines.append("targets:")
         lines += [_target_line(t) for t in result["targets"]]
     load = m["load_average_before"][0]

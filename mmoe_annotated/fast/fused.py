@@ -36,7 +36,7 @@ less work around the matrix multiplies:
 The first layers of all experts and all gates read the input in **one** matrix multiply
 (in training, :class:`~mmoe_annotated.model.experts.StackedMLP` makes one for all experts and one
 for all gates). Training keeps the module path and autograd: a hand-written backward was measured
-too, and it was no faster at batch 256 or 4096 on a 2-core CPU, where the matrix multiplies take
+too, and it was no faster at batch 256 or 4096 on a CPU of two cores, where the matrix multiplies take
 most of the step.
 
 **Guarded by numbers.** Since the pass computes the taught model again, an edit to the taught

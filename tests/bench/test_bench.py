@@ -369,3 +369,15 @@ def test_the_command_line_keeps_compiled_to_prediction(capsys):
     assert "not deepctr" in capsys.readouterr().err
     with pytest.raises(ValueError, match="impls"):
         bench.run_prediction(rows=400, impls=("ours",), log=lambda *a: None)
+
+
+def test_shown_command_keeps_the_file_and_drops_the_machines_folder():
+    shown = bench.shown_command("python -m mmoe_annotated.bench --json /tmp/x/bench_cpu.json --threads 2")
+    assert shown == "python -m mmoe_annotated.bench --json bench_cpu.json --threads 2"
+    assert bench.shown_command("python -m m --out '/a b/run' --seeds 3") == "python -m m --out run --seeds 3"
+
+
+def test_the_table_can_leave_out_the_targets():
+    result = bench.load_committed("bench_cpu")
+    assert "targets:" in bench.format_table(result)
+    assert "targets:" not in bench.format_table(result, targets=False)
