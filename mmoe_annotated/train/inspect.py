@@ -99,12 +99,16 @@ def plot_gate_heatmap(gates: np.ndarray | pd.DataFrame, task_names: Sequence[str
 
 def _patch_style(n: int) -> dict:
     """Series ``n`` of bars or an ``ax.hist``: its colour, see-through inside, with its hatch and an
-    outline in its line style, so that overlapping series stay apart without their colours."""
-    from matplotlib.colors import to_rgba
+    outline in its line style, so that overlapping series stay apart without their colours.
+
+    Every value is a string: matplotlib 3.10's ``hist`` reads a tuple (an RGBA colour, a dash
+    pattern) as one value per dataset."""
+    from matplotlib.colors import to_hex, to_rgba
 
     color = f"C{n % len(BOOK_COLORS)}"
-    return dict(histtype="stepfilled", facecolor=to_rgba(color, 0.4), edgecolor=color, linewidth=1.5,
-                hatch=BOOK_HATCHES[n % len(BOOK_HATCHES)], linestyle=BOOK_LINESTYLES[n % len(BOOK_LINESTYLES)])
+    return dict(histtype="stepfilled", facecolor=to_hex(to_rgba(color, 0.4), keep_alpha=True),
+                edgecolor=color, linewidth=1.5, hatch=BOOK_HATCHES[n % len(BOOK_HATCHES)],
+                linestyle=("-", "--", ":", "-.")[n % 4])
 
 
 def plot_gate_distributions(gates: np.ndarray, task_names: Sequence[str] | None = None, bins: int = 30):

@@ -83,3 +83,13 @@ def test_outside_jupyter_nothing_imports_ipython(tmp_path):
             "mm.use_book_style(); print('IPython' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_patch_styles_are_strings_that_any_hist_reads_as_one_value():
+    """matplotlib 3.10's hist reads a tuple (an RGBA colour, a dash pattern) as one value per
+    dataset, so a series' style must give strings only (Colab's matplotlib failed on an RGBA)."""
+    from mmoe_annotated.train.inspect import _patch_style
+
+    for n in range(8):
+        style = _patch_style(n)
+        assert all(isinstance(v, (str, float)) for v in style.values()), style
