@@ -6,8 +6,8 @@ Explained in chapter 7, "Training" (``book/07_training.ipynb``).
 ``torch.inference_mode()`` in eval mode, and never return NaN silently. Metrics are computed
 over the whole split with scikit-learn (AUC and log loss for binary tasks, MSE for regression),
 not averaged over batches (:mod:`~mmoe_annotated.train.metrics`); a split with one class gives
-AUC NaN with a warning instead of a crash. The fast wing's versions, :mod:`mmoe_annotated.fast`, return the
-same numbers.
+AUC NaN with a warning instead of a crash. The fast wing's versions (``mm.fast.predict`` and
+``mm.fast.evaluate``) return the same numbers.
 
 Shape letters: ``B`` batch, ``T`` tasks, ``E`` experts, ``M`` rows of a split.
 """

@@ -80,7 +80,7 @@ def regularization(model: MultiTaskModel, cfg,
 
     ``cfg`` is a :class:`~mmoe_annotated.train.TrainConfig`. Row L2 looks the batch's
     rows up again: simple, and the gradient reaches only those rows (the fast wing
-    reuses the forward pass's lookup instead, :mod:`mmoe_annotated.fast.train`)."""
+    reuses the forward pass's lookup instead: ``mm.fast.fit``)."""
     reg = torch.zeros((), device=next(model.parameters()).device)
     table = model.inputs.table
     if cfg.embedding_l2 > 0 and table is not None:
