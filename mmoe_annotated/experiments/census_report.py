@@ -23,7 +23,7 @@ from ..train.inspect import BOOK_HATCHES
 from .census_protocol import _ALL_MODELS, MODEL_NAMES
 
 __all__ = ["PAPER_TABLES", "load_census_run", "summarize", "seed_runs", "paired", "gate_table", "plot_auc",
-           "plot_gates"]
+           "plot_gates", "stopping", "search_budget", "plot_curves"]
 
 #: The paper's Tables 1 and 2: per group and model, (main AUC best, main AUC mean, marital AUC "best",
 #: marital AUC mean) over 400 runs. "Best" is the run with the best main-task AUC, for both tasks: the
@@ -158,5 +158,58 @@ def plot_gates(gates: pd.DataFrame, group: int, seed: int, model: str = "mmoe", 
                hatch=BOOK_HATCHES[i % len(BOOK_HATCHES)], edgecolor="white")
     ax.set(xlabel="expert", ylabel="mean gate weight (test rows)", xticks=list(w.index),
            title=f"{MODEL_NAMES[model]}, group {group}, seed {seed}")
+    ax.legend()
+    return ax
+
+
+def _trainings(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per training: ``family`` (``mmoe/group1``, ``single_task/income``), seed and its
+    ``best_epoch``, ``epochs_run`` and ``params`` (Single-Task's network serves two groups once)."""
+    runs = results[results["split"] == "test"].copy()
+    runs["family"] = np.where(runs["model"] == "single_task", "single_task/" + runs["task"],
+                              runs["model"] + "/group" + runs["group"].astype(str))
+    return runs.drop_duplicates(["family", "seed"])[["family", "model", "seed", "best_epoch", "epochs_run",
+                                                     "params"]]
+
+
+def stopping(results: pd.DataFrame, cap: int) -> pd.DataFrame:
+    """How long each family trained: per family, its trainings, the share that early stopping ended
+    before the epoch ``cap``, and the median best and last epochs. A run that reached the cap may
+    have been still improving; the protocol wants almost none of them."""
+    runs = _trainings(results)
+    out = runs.groupby("family", sort=False).agg(
+        trainings=("seed", "size"), stopped=("epochs_run", lambda e: int((e < cap).sum())),
+        best_epoch=("best_epoch", "median"), epochs_run=("epochs_run", "median"), params=("params", "first"))
+    out["stopped_share"] = out["stopped"] / out["trainings"]
+    return out
+
+
+def search_budget(table: pd.DataFrame) -> pd.DataFrame:
+    """What a search spent per family: settings, seeds, trainings, epochs and CPU hours (from a
+    search table, :data:`~.census_search.SEARCH_COLUMNS`)."""
+    cols = [c for c in ("lr", "experts", "shared", "units", "levels") if c in table and table[c].notna().any()]
+    settings = table.groupby("family", sort=False)[cols].apply(lambda s: len(s.drop_duplicates()))
+    out = table.groupby("family", sort=False).agg(seeds=("seed", "nunique"), trainings=("seed", "size"),
+                                                  epochs=("epochs_run", "sum"), seconds=("seconds", "sum"))
+    out.insert(0, "settings", settings)
+    out["hours"] = out.pop("seconds") / 3600
+    return out
+
+
+def plot_curves(curves: pd.DataFrame, group: int, models=None, ax=None):
+    """The main task's validation AUC per epoch of every run of ``group`` (thin lines) and per
+    model the median over the runs still training (thick), up to the epoch where half had stopped."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    column = f"valid_{census.GROUPS[group][0]}_auc"
+    s = curves[(curves["group"] == group) & (curves["column"] == column)]
+    models = [m for m in (models or _ALL_MODELS) if m in set(s["model"])]
+    for k, m in enumerate(models):
+        wide = s[s["model"] == m].pivot(index="epoch", columns="seed", values="value")  # (epochs, seeds)
+        ax.plot(wide.index, wide.to_numpy(), color=f"C{k}", lw=0.5, alpha=0.15)
+        half = wide.notna().sum(axis=1) >= wide.shape[1] / 2
+        ax.plot(wide.index[half], wide[half].median(axis=1), color=f"C{k}", lw=2, label=MODEL_NAMES[m])
+    ax.set(xlabel="epoch", ylabel=f"validation AUC ({census.GROUPS[group][0]})", title=f"group {group}")
     ax.legend()
     return ax

@@ -33,12 +33,13 @@ __all__ = ["SEARCH_GRID", "HPARAM_COLUMNS", "SEARCH_COLUMNS", "search", "choose"
 #: toward the paper's regime (its cap: 2,048 hidden units per layer); the learning rates span 30x.
 #: No (4, 16): trained to convergence (lr 3e-3, group 1, one seed) MMoE's validation income AUC was
 #: 0.9442 at 4 x 16, 0.9449 at 4 x 32, 0.9453 at 8 x 64, 0.9446 at 8 x 128 and 16 x 64: the best inside.
+#: Five sizes of every kind: every family tries the same number of settings (20 with four rates).
 SEARCH_GRID = {
     "lr": (1e-3, 3e-3, 1e-2, 3e-2),
-    "moe": ((4, 32), (8, 64), (8, 128), (16, 64)),
+    "moe": ((4, 32), (4, 64), (8, 64), (8, 128), (16, 64)),
     "bottom": ((1, 64), (1, 128), (1, 256), (1, 512), (1, 1024)),
     #: CGC and PLE: (task experts per task, shared experts, units), per level.
-    "extraction": ((1, 2, 16), (1, 2, 32), (2, 2, 16)),
+    "extraction": ((1, 2, 16), (1, 2, 32), (1, 2, 64), (2, 2, 16), (2, 2, 32)),
 }
 #: The hyper-parameter columns of a search table (``shared`` and ``levels``: CGC and PLE only).
 HPARAM_COLUMNS = ("lr", "experts", "shared", "units", "levels")
@@ -137,7 +138,8 @@ def choose(table: pd.DataFrame) -> dict:
 
 def check_budget(table: pd.DataFrame, search_seeds: int) -> list[str]:
     """What breaks the search's rule, one sentence each: a setting tried with fewer than
-    ``search_seeds`` seeds, or families of one kind tried on different settings or seeds."""
+    ``search_seeds`` seeds, families of one kind tried on different settings or seeds, or
+    families given different numbers of trainings (settings x seeds)."""
     problems = []
     means = _means(table)
     few = means[means["seeds"] < search_seeds]
@@ -151,6 +153,11 @@ def check_budget(table: pd.DataFrame, search_seeds: int) -> list[str]:
         if len({frozenset(v) for v in sets.values()}) > 1:
             problems.append(f"the {kind} families were not tried alike: "
                             + ", ".join(f"{f} {len(v)} trainings" for f, v in sets.items()))
+    # across kinds the settings differ, but not their number: no family gets a larger budget
+    sizes = {f: n for f, n in counts.items() if not f.startswith(MATCHED_MODEL)}
+    if len(set(sizes.values())) > 1:
+        problems.append("the families had different budgets: "
+                        + ", ".join(f"{f} {n} trainings" for f, n in sizes.items()))
     return problems
 
 

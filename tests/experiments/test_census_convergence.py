@@ -155,13 +155,19 @@ def test_check_budget_wants_every_setting_with_every_seed_for_every_family_of_a_
     assert any("fewer than 3" in p for p in cs.check_budget(_table(full), 3))
     extended = full + [("mmoe/group1", 1e-2, 4, 32, s, 0.9) for s in (0, 1)]
     assert any("moe families were not tried alike" in p for p in cs.check_budget(_table(extended), 2))
+    # a bottom family with more settings than the MoE families: a larger budget, whatever its kind
+    bottom = [("shared_bottom/group1", lr, 1, u, s, 0.9) for lr in (1e-3, 3e-3) for u in (64, 128) for s in (0, 1)]
+    assert any("different budgets" in p and "shared_bottom/group1 8" in p
+               for p in cs.check_budget(_table(full + bottom), 2))
+    assert cs.check_budget(_table(full + bottom[:4]), 2) == []
 
 
 def test_the_grid_covers_the_papers_regime_and_every_family_of_a_kind_alike():
     assert cs.SEARCH_GRID["lr"] == (1e-3, 3e-3, 1e-2, 3e-2)
     assert [u for _, u in cs.SEARCH_GRID["bottom"]] == [64, 128, 256, 512, 1024]
     assert {(4, 32), (8, 64), (8, 128), (16, 64)} <= set(cs.SEARCH_GRID["moe"])
-    assert len(cs.grid_of("omoe/group1")) == len(cs.grid_of("mmoe/group2"))
+    assert len(cs.grid_of("omoe/group1")) == len(cs.grid_of("mmoe/group2")) == 20
+    assert len(cs.grid_of("single_task/education")) == len(cs.grid_of("cgc/group2")) == 20
     assert cs.grid_of("single_task/income") == cs.grid_of("shared_bottom/group1")
     assert all(hp["levels"] == 2 for hp in cs.grid_of("ple/group1"))
     with pytest.raises(ValueError, match="not searched"):
@@ -376,3 +382,40 @@ def test_gate_control_follows_the_new_protocol(sample, tmp_path):
     shipped = pd.read_csv(tmp_path / "r" / "results.csv").query("split == 'test' and role == 'main'")["auc"]
     pair = pd.read_csv(tmp_path / "c" / "census_gate_control.csv.gz")
     assert pair["auc_a"].iat[0] == pytest.approx(shipped.iat[0], abs=1e-6)
+
+
+def test_stopping_budget_and_curves_read_a_run_and_its_search(sample, tmp_path):
+    import matplotlib.pyplot as plt
+
+    out = tmp_path / "out"
+    assert run(sample, out, "--seeds", 2, "--epochs", 6, "--patience", 1, "--max-train-rows", 200,
+               "--models", "single_task", "mmoe", "--search", "--lrs", 1e-2, 3e-2, "--sizes", 8, "2x4",
+               "--search-seeds", 1) == 0
+    results, curves = pd.read_csv(out / "results.csv"), pd.read_csv(out / "curves.csv")
+    table = study.stopping(results, cap=6)
+    families = ["single_task/income", "single_task/education", "single_task/never_married", "mmoe/group1",
+                "mmoe/group2"]
+    assert sorted(table.index) == sorted(families) and (table["trainings"] == 2).all()
+    for key, r in table.iterrows():  # against the results rows of that family's main task
+        model, _, rest = key.partition("/")
+        rows = results[(results["model"] == model) & (results["split"] == "test")]
+        rows = rows[rows["task"] == rest] if model == "single_task" else rows[rows["group"] == int(rest[-1])]
+        runs = rows.drop_duplicates("seed")
+        assert r["stopped"] == (runs["epochs_run"] < 6).sum()
+        assert r["stopped_share"] == r["stopped"] / 2 and r["epochs_run"] == runs["epochs_run"].median()
+    assert table.loc["mmoe/group1", "params"] > table.loc["single_task/income", "params"]
+    search = pd.read_csv(out / "search.csv")
+    budget = study.search_budget(search)
+    assert sorted(budget.index) == sorted(families)
+    assert (budget["settings"] == 2).all() and (budget["seeds"] == 1).all() and (budget["trainings"] == 2).all()
+    assert budget.loc["mmoe/group2", "epochs"] == search.query("family == 'mmoe/group2'")["epochs_run"].sum()
+    assert budget["hours"].sum() == pytest.approx(search["seconds"].sum() / 3600)
+    ax = study.plot_curves(curves, group=1)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["Single-Task", "MMoE"] and ax.get_ylabel() == "validation AUC (income)"
+    thick = [line for line in ax.get_lines() if line.get_linewidth() == 2]
+    mmoe = curves.query("model == 'mmoe' and group == 1 and column == 'valid_income_auc'")
+    median = mmoe.groupby("epoch")["value"].median()
+    first = mmoe.groupby("epoch")["value"].size() >= 1  # two seeds: half is one
+    np.testing.assert_allclose(thick[1].get_ydata(), median[first].to_numpy())
+    plt.close("all")

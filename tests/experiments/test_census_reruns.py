@@ -33,10 +33,14 @@ SHIPPED_RERUNS = [
     ("census_ple", "cgc/group1", None),
     ("census_balancing", "shared_bottom/group1", "uncertainty"),
 ]
-#: AUC and log loss: the shipped tables keep 6 or 7 significant digits; training again on one
-#: thread of the same CPU build repeats every float operation, so what is left is that rounding
-#: (measured: at most 4.5e-7 on the three runs of the first protocol).
-TOLERANCE = 2e-6
+#: AUC and log loss: the shipped tables keep 6 or 7 significant digits, and a CPU of another model
+#: rounds differently (the math library picks its kernels by CPU). Training again on one thread
+#: differed by at most 4.5e-7 on the machine that made the runs of the first protocol.
+TOLERANCE = 2e-5
+#: Learned task weights raise the effective learning rate and carry rounding further: on another
+#: CPU census_balancing's uncertainty part differed by 5.9e-6 in AUC and 3.3e-5 in log loss after
+#: 4 epochs (MKL's kernel choice alone moved it by 4e-6). Seed to seed they move by ~5e-4.
+LEARNED_TOLERANCE = 1e-4
 #: The epochs of a learning curve trained again.
 CURVE_EPOCHS = 3
 
@@ -115,12 +119,13 @@ def test_seed_0_of_a_shipped_run_trains_again_to_the_same_numbers(name, key, bal
     exp = study.experiment_of(meta, key, balancing)
     assert exp.max_train_rows is None and exp.hparams[key] == meta["settings"]["hparams"][key]
     curves = _curves(name)
+    tolerance = TOLERANCE if balancing in (None, "fixed") else LEARNED_TOLERANCE
     if curves is None:
         _compare(study.rerun(meta, key, 0, full_data, balancing), _shipped_rows(results, key, 0, balancing),
-                 TOLERANCE)
+                 tolerance)
     else:
         again = study.rerun_curve(meta, key, 0, full_data, CURVE_EPOCHS, balancing)
-        _compare_curves(again, curves, key, balancing, TOLERANCE)
+        _compare_curves(again, curves, key, balancing, tolerance)
 
 
 def test_a_new_run_reruns_from_its_merged_record(tmp_path, one_thread):
