@@ -15,7 +15,8 @@ import stat
 import time
 from pathlib import Path
 
-__all__ = ["STALE_AFTER_S", "remove_stale_temps", "temp_file", "Sink", "raise_clearly", "file_kind"]
+__all__ = ["STALE_AFTER_S", "remove_stale_temps", "temp_file", "write_atomically", "write_all", "Sink",
+           "raise_clearly", "file_kind"]
 
 
 # A temporary file is ".<target name>.<pid>.<random hex>.tmp" beside the target; one whose
@@ -62,8 +63,9 @@ def remove_stale_temps(path: Path) -> None:
                 pass
 
 
-def temp_file(path: Path) -> tuple[int, Path]:
-    """Create the temporary file with mode 0o666 less the umask, as ``open()`` would."""
+def temp_file(path: Path, clearly=None) -> tuple[int, Path]:
+    """Create the temporary file with mode 0o666 less the umask, as ``open()`` would. An OS error
+    goes to ``clearly(exc, path)`` (default :func:`raise_clearly`), which raises it in words."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
         tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
@@ -72,7 +74,38 @@ def temp_file(path: Path) -> tuple[int, Path]:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise_clearly(exc, path)
+            (clearly or raise_clearly)(exc, path)
+
+
+def write_atomically(path: Path, fill, mode: int | None = None, clearly=None) -> None:
+    """``fill(raw)`` writes a temporary file beside ``path`` (``raw``: unbuffered); it is flushed
+    to disk, given ``mode`` (default: 0o666 less the umask) and renamed over ``path``: a crash
+    leaves the old file or the new one, never half of one, and no temporary file. An OS error goes
+    to ``clearly(exc, path)`` (default :func:`raise_clearly`)."""
+    clearly = clearly or raise_clearly
+    fd, tmp = temp_file(path, clearly)
+    try:
+        with os.fdopen(fd, "wb", buffering=0) as raw:
+            fill(raw)
+            os.fsync(raw.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if isinstance(exc, OSError):
+            clearly(exc, path)
+        raise
+
+
+def write_all(raw, data) -> None:
+    """All of ``data`` into the unbuffered file ``raw``, which may take only part of it per write."""
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[raw.write(view):]
 
 
 class Sink:
@@ -83,10 +116,8 @@ class Sink:
         self.raw, self.error = raw, None
 
     def write(self, data) -> int:
-        view = memoryview(data).cast("B")
         try:
-            while view:  # an unbuffered write may take only part of the bytes
-                view = view[self.raw.write(view):]
+            write_all(self.raw, data)
         except OSError as exc:
             self.error = self.error or exc
             raise

@@ -17,7 +17,7 @@ from ..model.mmoe import MultiTaskModel
 from ..runtime import package_version
 from ..train.calibration import Calibrator
 from ..train.fusion import Fusion
-from .files import Sink, file_kind, raise_clearly, remove_stale_temps, temp_file
+from .files import Sink, file_kind, remove_stale_temps, write_atomically
 from .verify import FORMAT, FORMAT_VERSION, digest
 
 __all__ = ["save_checkpoint", "kind_of"]
@@ -123,27 +123,15 @@ def _manifest(kind: str, model: MultiTaskModel, encoder: FeatureEncoder | None, 
 
 
 def _write(path: Path, payload: dict, old: os.stat_result | None) -> None:
-    """``payload`` into a temporary file beside ``path``, flushed to disk, then renamed over it: a
-    crash leaves the old file or the new one, never half of one, and no temporary file."""
-    fd, tmp = temp_file(path)
-    try:
-        with os.fdopen(fd, "wb", buffering=0) as raw:
-            sink = Sink(raw)
-            try:
-                torch.save(payload, sink)
-            except RuntimeError as exc:
-                if sink.error is None:
-                    raise
-                raise sink.error from exc
-            os.fsync(raw.fileno())
-        if old is not None:
-            os.chmod(tmp, stat.S_IMODE(old.st_mode))  # keep the mode of the file replaced
-        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half
-    except BaseException as exc:
+    """``payload`` written atomically (:func:`~.files.write_atomically`); a replaced file keeps
+    its mode."""
+    def fill(raw) -> None:
+        sink = Sink(raw)
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise_clearly(exc, path)
-        raise
+            torch.save(payload, sink)
+        except RuntimeError as exc:
+            if sink.error is None:
+                raise
+            raise sink.error from exc  # the OS's own error, not torch's "unexpected pos"
+
+    write_atomically(path, fill, None if old is None else stat.S_IMODE(old.st_mode))

@@ -27,7 +27,7 @@ import os
 import stat
 from pathlib import Path
 
-from ..checkpoint.files import file_kind, remove_stale_temps, temp_file
+from ..checkpoint.files import file_kind, remove_stale_temps, write_all, write_atomically
 from ..checkpoint.verify import CheckpointError
 from ..runtime import package_version
 
@@ -85,25 +85,7 @@ def _raise_clearly(exc: OSError, path: Path):
 def _write_atomically(path: Path, data: bytes) -> None:
     """``data`` into a temporary file beside ``path``, flushed to disk, then renamed over it."""
     remove_stale_temps(path)
-    try:
-        fd, tmp = temp_file(path)
-    except OSError as exc:
-        _raise_clearly(exc, path)
-    try:
-        with os.fdopen(fd, "wb", buffering=0) as raw:
-            view = memoryview(data)
-            while view:  # an unbuffered write may take only part of the bytes
-                view = view[raw.write(view):]
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            _raise_clearly(exc, path)
-        raise
+    write_atomically(path, lambda raw: write_all(raw, data), clearly=_raise_clearly)
 
 
 def _prepare_folder(folder: Path) -> None:

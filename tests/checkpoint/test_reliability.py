@@ -23,7 +23,7 @@ import torch
 
 import mmoe_annotated as mm
 from mmoe_annotated import checkpoint as ckpt_mod
-from mmoe_annotated.checkpoint import save as ckpt_save, verify as ckpt_verify
+from mmoe_annotated.checkpoint import files as ckpt_files, save as ckpt_save, verify as ckpt_verify
 
 def _tiny_frame():
     return pd.DataFrame({"uid": [1, 2, 3, 1, 2, 7], "item": ["a", "b", "c", "a", "d", "e"],
@@ -206,7 +206,7 @@ def _fake_temp_on(device: str, tmp_path, monkeypatch):
     def temp_file(path, *args, **kwargs):
         return os.open(device, os.O_WRONLY), tmp
 
-    monkeypatch.setattr(ckpt_save, "temp_file", temp_file)  # the name checkpoint/save.py calls
+    monkeypatch.setattr(ckpt_files, "temp_file", temp_file)  # the name write_atomically calls
     return tmp
 
 

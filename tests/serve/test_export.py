@@ -320,3 +320,21 @@ def test_the_serving_stage_never_imports_the_fast_wing():
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any("fast" in n.split(".") for n in names), (path.name, names)
+
+
+def test_an_export_that_cannot_create_its_temporary_file_names_the_export_file(setup, exports, tmp_path,
+                                                                              monkeypatch):
+    """The export's own wording, not the checkpoint's, for an error creating the temporary file."""
+    import errno
+
+    from mmoe_annotated.checkpoint import files
+
+    def denied(path, flags, mode=0o777):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    model, enc = next(iter(exports.values()))[0], setup[2]
+    (tmp_path / "e").mkdir()
+    monkeypatch.setattr(files.os, "open", denied)
+    with pytest.raises(PermissionError, match="cannot write the export file") as info:
+        mm.export(model, enc, tmp_path / "e")
+    assert "checkpoint" not in str(info.value)
