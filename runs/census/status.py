@@ -14,11 +14,13 @@ print("| part | trainings done | of | finished |\n|---|---|---|---|")
 for folder in sorted(p for p in here.iterdir() if p.is_dir()):
     record = folder / "run.json"
     meta = json.loads(record.read_text()) if record.is_file() else {}
-    models = PARTS.get(folder.name.split("_")[1]) if folder.name.startswith("search_") else None
-    table = folder / ("search.csv" if folder.name.startswith("search_") else "results.csv")
+    search = folder.name.startswith(("search_", "refine_"))
+    models = PARTS.get(folder.name.split("_")[1]) if search else None
+    table = folder / ("search.csv" if search else "results.csv")
     done = len(pd.read_csv(table)) if table.is_file() else 0
     want = "?"
-    if folder.name.startswith("search_") and models:
+    if search and models:
         exp = CensusExperiment(models=tuple(models), search_seeds=1)
-        want = sum(len(cs.grid_of(k)) for k in exp.families() if not k.startswith("mmoe_matched"))
+        keys = [k for k in exp.families() if not k.startswith("mmoe_matched")]
+        want = len(keys) if folder.name.startswith("refine_") else sum(len(cs.grid_of(k)) for k in keys)
     print(f"| {folder.name} | {done} | {want} | {meta.get('finished', False)} |")

@@ -419,3 +419,63 @@ def test_stopping_budget_and_curves_read_a_run_and_its_search(sample, tmp_path):
     first = mmoe.groupby("epoch")["value"].size() >= 1  # two seeds: half is one
     np.testing.assert_allclose(thick[1].get_ydata(), median[first].to_numpy())
     plt.close("all")
+
+
+def test_refine_steps_one_learning_rate_beyond_the_grid_where_the_auc_rises():
+    def table(auc_by_lr, big=0.0):
+        rows = [("mmoe/group1", lr, e, u, s, auc + (e == 8) * big) for lr, auc in auc_by_lr.items()
+                for e, u in ((4, 32), (8, 64)) for s in (0, 1)]
+        return _table(rows)
+
+    # the lowest rate wins: one step below, at the chosen size
+    assert cs.refine(table({3e-4: 0.95, 1e-3: 0.94, 3e-3: 0.93}, big=0.001)) == {
+        "mmoe/group1": {"lr": 1e-4, "experts": 8, "units": 64}}
+    assert cs.refine(table({3e-4: 0.93, 1e-3: 0.94, 3e-3: 0.95}))["mmoe/group1"]["lr"] == 1e-2
+    # inside the grid: beyond the better neighbour
+    assert cs.refine(table({3e-4: 0.945, 1e-3: 0.95, 3e-3: 0.94}))["mmoe/group1"]["lr"] == 1e-4
+    assert cs.refine(table({3e-4: 0.94, 1e-3: 0.95, 3e-3: 0.945}))["mmoe/group1"]["lr"] == 1e-2
+    # the neighbours are read at the chosen size, not over every size
+    rows = [("mmoe/group1", lr, 4, 32, s, a) for lr, a in ((3e-4, 0.949), (1e-3, 0.95), (3e-3, 0.94))
+            for s in (0, 1)]
+    rows += [("mmoe/group1", lr, 8, 64, s, a) for lr, a in ((3e-4, 0.90), (1e-3, 0.90), (3e-3, 0.948))
+             for s in (0, 1)]
+    assert cs.refine(_table(rows)) == {"mmoe/group1": {"lr": 1e-4, "experts": 4, "units": 32}}
+    with pytest.raises(ValueError, match="not on LR_LADDER"):
+        cs.refine(table({2e-4: 0.95, 1e-3: 0.94}))
+    with pytest.raises(ValueError, match="no learning rate on LR_LADDER beyond 1e-05"):
+        cs.refine(table({1e-5: 0.95, 3e-5: 0.94}))
+
+
+def test_a_second_stage_keeps_every_familys_budget_equal(sample, tmp_path):
+    base = ["--epochs", 2, "--patience", 1, "--group", 1, "--models", "single_task", "mmoe", "--search",
+            "--search-only", "--lrs", 1e-3, 3e-3, 1e-2, "--sizes", 8, "2x4", "--search-seeds", 1]
+    parts = []
+    for seed in (10_000, 10_001):
+        assert run(sample, tmp_path / f"s{seed}", *base, "--search-seed", seed) == 0
+        parts.append(tmp_path / f"s{seed}")
+    first = pd.concat([pd.read_csv(p / "search.csv") for p in parts], ignore_index=True)
+    assert (first["stage"] == 1).all()
+    want = cs.refine(first)
+    for seed in (10_000, 10_001):
+        out = tmp_path / f"r{seed}"
+        assert run(sample, out, *base, "--search-seed", seed, "--refine", *parts[:2]) == 0
+        second = pd.read_csv(out / "search.csv")
+        assert (second["stage"] == 2).all() and len(second) == len(want)  # one setting per family
+        for r in second.to_dict(orient="records"):
+            assert r["lr"] == want[r["family"]]["lr"] and r["units"] == want[r["family"]]["units"]
+        meta = json.loads((out / "run.json").read_text())
+        assert meta["search"]["refined"] == json.loads(json.dumps(want))
+        parts.append(out)
+    table = pd.concat([pd.read_csv(p / "search.csv") for p in parts], ignore_index=True)
+    assert cs.check_budget(table, 2) == []  # the second stage differs by family, not in size
+    assert set(table.groupby("family").size()) == {(3 + 1) * 2}  # three rates, one size, then one more
+    final = tmp_path / "final"
+    assert run(sample, final, "--seeds", 1, "--epochs", 2, "--patience", 1, "--group", 1, "--models", "single_task",
+               "mmoe", "--search-from", *parts) == 0
+    chosen = json.loads((final / "hparams.json").read_text())
+    assert chosen["mmoe/group1"] == study.choose(table)["mmoe/group1"]
+    every = cs.grid_edges(table, only_edges=False).query("hparam == 'lr'")
+    assert ((every["high"] == 3e-2) | (every["low"] == 3e-4)).all()  # one step beyond the grid
+    assert ((every["high"] == 3e-2) != (every["low"] == 3e-4)).all()
+    with pytest.raises(SystemExit, match="--refine trains a second search stage"):
+        run(sample, tmp_path / "bad", "--refine", *parts[:2])
