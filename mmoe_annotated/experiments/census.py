@@ -61,7 +61,7 @@ from .census_protocol import (_GATED, CENSUS_MODELS, DEFAULT_HPARAMS, EXTRACTION
                               MATCHED_MODEL, MODEL_NAMES, CensusData, CensusExperiment, family, prepare, tasks_of,
                               train_one)
 from .census_report import (PAPER_TABLES, gate_table, load_census_run, paired, plot_auc, plot_curves, plot_gates,
-                             search_budget, stopping, summarize)
+                             plot_task_weights, search_budget, stopping, summarize)
 from .census_search import SEARCH_GRID, best_epoch, choose, grid_edges, search
 
 __all__ = ["CENSUS_MODELS", "EXTRACTION_MODELS", "EXTRACTION_HPARAMS", "MATCHED_MODEL", "MODEL_NAMES",
@@ -69,7 +69,8 @@ __all__ = ["CENSUS_MODELS", "EXTRACTION_MODELS", "EXTRACTION_HPARAMS", "MATCHED_
            "CensusData", "prepare", "run_census", "search", "choose", "grid_edges", "summarize", "paired",
            "gate_table", "load_census_run", "plot_auc", "plot_gates", "RESULT_COLUMNS", "GATE_COLUMNS",
            "TRAINING_COLUMNS", "CURVE_COLUMNS", "train_family", "with_result_columns", "experiment_of", "rerun",
-           "rerun_curve", "load_census_curves", "stopping", "search_budget", "plot_curves"]
+           "rerun_curve", "load_census_curves", "stopping", "search_budget", "plot_curves",
+           "plot_task_weights"]
 
 #: The columns of every results table, the first protocol's runs included.
 RESULT_COLUMNS = ["model", "group", "seed", "task", "role", "split", "auc", "logloss", "seconds"]

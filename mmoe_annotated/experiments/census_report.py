@@ -23,7 +23,7 @@ from ..train.inspect import BOOK_HATCHES
 from .census_protocol import _ALL_MODELS, MODEL_NAMES
 
 __all__ = ["PAPER_TABLES", "load_census_run", "summarize", "seed_runs", "paired", "gate_table", "plot_auc",
-           "plot_gates", "stopping", "search_budget", "plot_curves"]
+           "plot_gates", "stopping", "search_budget", "plot_curves", "plot_task_weights"]
 
 #: The paper's Tables 1 and 2: per group and model, (main AUC best, main AUC mean, marital AUC "best",
 #: marital AUC mean) over 400 runs. "Best" is the run with the best main-task AUC, for both tasks: the
@@ -211,5 +211,31 @@ def plot_curves(curves: pd.DataFrame, group: int, models=None, ax=None):
         half = wide.notna().sum(axis=1) >= wide.shape[1] / 2
         ax.plot(wide.index[half], wide[half].median(axis=1), color=f"C{k}", lw=2, label=MODEL_NAMES[m])
     ax.set(xlabel="epoch", ylabel=f"validation AUC ({census.GROUPS[group][0]})", title=f"group {group}")
+    ax.legend()
+    return ax
+
+
+def plot_task_weights(curves: pd.DataFrame, group: int, model: str = "mmoe", ax=None):
+    """The learned task weights of ``model``'s runs in ``group`` per epoch: per task (and per
+    weighting, where the curves have a ``balancing`` column), the median over the runs still
+    training (thick) and every run (thin). Fixed weights record none."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    s = curves[(curves["group"] == group) & (curves["model"] == model)
+               & curves["column"].str.startswith("train_") & curves["column"].str.endswith("_weight")]
+    if s.empty:
+        raise ValueError(f"no learned task weights of {model!r} in group {group} in these curves")
+    how = [c for c in ("balancing", "gradnorm_alpha", "balance_lr") if c in s]  # what a merge varied
+    for k, (key, part) in enumerate(s.groupby([*how, "column"], sort=True, dropna=False)):
+        task = key[-1].removeprefix("train_").removesuffix("_weight")
+        named = [str(key[0])] if how and how[0] == "balancing" else []
+        named += [f"{c} {v:g}" for c, v in zip(how, key) if c != "balancing" and not pd.isna(v)]
+        label = f"{', '.join(named)}: {task}" if named else task
+        wide = part.pivot(index="epoch", columns="seed", values="value")  # (epochs, seeds)
+        ax.plot(wide.index, wide.to_numpy(), color=f"C{k}", lw=0.5, alpha=0.2)
+        half = wide.notna().sum(axis=1) >= wide.shape[1] / 2
+        ax.plot(wide.index[half], wide[half].median(axis=1), color=f"C{k}", lw=2, label=label)
+    ax.set(xlabel="epoch", ylabel="task weight", title=f"{MODEL_NAMES[model]}, group {group}")
     ax.legend()
     return ax

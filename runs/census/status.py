@@ -11,7 +11,7 @@ here = Path(__file__).parent
 #: The models of each search part, by the folder's name: search_<kind>_<seed>.
 PARTS = {"bottom": ("single_task", "shared_bottom"), "mmoe": ("mmoe",), "omoe": ("omoe",), "ext": ("cgc", "ple")}
 print("| part | trainings done | of | finished |\n|---|---|---|---|")
-for folder in sorted(p for p in here.iterdir() if p.is_dir()):
+for folder in sorted(p for p in here.iterdir() if p.is_dir() and p.name != "pilot"):
     record = folder / "run.json"
     meta = json.loads(record.read_text()) if record.is_file() else {}
     search = folder.name.startswith(("search_", "refine_"))

@@ -341,6 +341,21 @@ def test_merge_labels_weightings_and_ships_curves_search_and_provenance(sample, 
     assert "--out DIR" in record["command"] and str(tmp_path / "u") not in record["command"]
     loaded = pd.read_csv(tmp_path / "m" / "bal_gates.csv.gz")
     assert set(loaded["balancing"]) == set(results["balancing"])
+    # the learned weights per epoch, one line per weighting and task; the plain sum records none
+    import matplotlib.pyplot as plt
+
+    ax = study.plot_task_weights(curves, group=1)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == [f"{how}: {task}" for how in ("gradnorm, gradnorm_alpha 0.12", "gradnorm, gradnorm_alpha 1.5",
+                                                   "uncertainty", "uncertainty_normalized")
+                      for task in ("income", "never_married")]
+    weights = curves[curves["column"] == "train_income_weight"]
+    thick = [line for line in ax.get_lines() if line.get_linewidth() == 2]
+    u = weights[weights["balancing"] == "uncertainty"].groupby("epoch")["value"].median()
+    np.testing.assert_allclose(thick[4].get_ydata(), u.to_numpy())
+    with pytest.raises(ValueError, match="no learned task weights"):
+        study.plot_task_weights(curves[curves["balancing"] == "fixed"], group=1)
+    plt.close("all")
 
 
 def test_a_search_split_by_seed_into_parts_chooses_on_both(sample, tmp_path):
