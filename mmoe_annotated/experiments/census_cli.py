@@ -117,6 +117,9 @@ def run_census_command(args: argparse.Namespace, argv: list[str]) -> int:
     _begin(out, args.resume)
     data = census.prepare(train, test, exp)
     meta["rows"] = data.rows
+    if args.search:  # a search's record, unfinished, from its start: every invocation and its time
+        meta["settings"] = exp.to_dict()
+        _write_record(out, meta, start, finished=False)
     try:
         exp = _hparams(args, exp, data, out, meta, start)
     except ValueError as e:
@@ -191,9 +194,12 @@ def _start_record(args: argparse.Namespace, argv: list[str], exp) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     record = provenance(command_of(argv), exp.device)
     record["started_utc"] = record.pop("finished")
+    this = {k: record[k] for k in ("command", "commit", "package_version", "torch_version", "device", "started_utc")}
+    record["invocations"] = [this]
     if old.is_file():
         previous = json.loads(old.read_text())
         record["commands"] = previous.get("commands", [previous.get("command")]) + [record["command"]]
+        record["invocations"] = previous.get("invocations", []) + [this]
         record["resumed_from"] = {k: previous[k] for k in ("settings", "seeds_done", "seconds") if k in previous}
     return {**record, "finished": False}
 
@@ -236,7 +242,7 @@ def _hparams(args, exp, data, out: Path, meta: dict, start: float):
             raise ValueError(f"the searches in --refine tried no setting of {missing}")
         done = pd.read_csv(out / "search.csv") if args.resume and (out / "search.csv").is_file() else None
         _, table = cs.search(exp, data, progress=not args.no_progress, grid=grid, done=done,
-                             on_row=lambda t: t.to_csv(out / "search.csv", index=False), refined=refined)
+                             on_row=lambda t: _save_search(t, out, meta, start), refined=refined)
         meta["search"] = {"grid": grid, "seeds": exp.search_seed_list, "seconds": round(time.perf_counter() - start, 1)}
         if refined is not None:
             meta["search"].update(refine_from=[str(f) for f in args.refine],
@@ -262,6 +268,12 @@ def _hparams(args, exp, data, out: Path, meta: dict, start: float):
     if args.hparams is not None:
         hparams.update(cs.read_hparams(args.hparams))
     return replace(exp, hparams=hparams)
+
+
+def _save_search(table: pd.DataFrame, out: Path, meta: dict, start: float) -> None:
+    """After every search training: the table, and the record's time so far (still unfinished)."""
+    table.to_csv(out / "search.csv", index=False)
+    _write_record(out, meta, start, finished=False)
 
 
 def _print_edges(edges: pd.DataFrame) -> None:

@@ -494,3 +494,37 @@ def test_a_second_stage_keeps_every_familys_budget_equal(sample, tmp_path):
     assert ((every["high"] == 3e-2) != (every["low"] == 3e-4)).all()
     with pytest.raises(SystemExit, match="--refine trains a second search stage"):
         run(sample, tmp_path / "bad", "--refine", *parts[:2])
+
+
+def test_a_search_part_records_every_invocation_and_its_time(sample, tmp_path, monkeypatch):
+    from mmoe_annotated.experiments import census_search
+
+    out = tmp_path / "s"
+    base = ["--epochs", 1, "--group", 1, "--models", "mmoe", "--search", "--search-only", "--lrs", 1e-2, 3e-2,
+            "--sizes", "2x4", "--search-seeds", 1]
+    real, calls = census_search.train_one, []
+
+    def killed_after_one(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt  # the part is stopped during its second training
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(census_search, "train_one", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        run(sample, out, *base)
+    first = json.loads((out / "run.json").read_text())
+    assert first["finished"] is False and len(pd.read_csv(out / "search.csv")) == 1
+    assert [i["command"] for i in first["invocations"]] == [first["command"]] and first["seconds"] > 0
+    assert first["settings"]["search_seeds"] == 1
+    with pytest.raises(SystemExit, match="already holds a run"):
+        run(sample, out, *base)  # without --resume
+    monkeypatch.setattr(census_search, "train_one", real)
+    assert run(sample, out, *base, "--resume") == 0
+    done = json.loads((out / "run.json").read_text())
+    assert done["finished"] is True and len(pd.read_csv(out / "search.csv")) == 2
+    assert len(done["invocations"]) == 2 and done["invocations"][0] == first["invocations"][0]
+    assert done["invocations"][1]["command"].endswith("--resume") and done["seconds"] >= first["seconds"]
+    assert {"commit", "package_version", "torch_version", "device"} <= set(done["invocations"][1])
+    with pytest.raises(SystemExit, match="other settings"):
+        run(sample, out, *[str(a) if a != 1 else 2 for a in base[:2]], *base[2:], "--resume")
