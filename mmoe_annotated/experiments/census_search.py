@@ -34,12 +34,14 @@ __all__ = ["SEARCH_GRID", "LR_LADDER", "HPARAM_COLUMNS", "SEARCH_COLUMNS", "sear
 
 #: The grid searched per model and group (per label for Single-Task): learning rate times size.
 #: Sizes are (experts, units per expert) for OMoE and MMoE and (1, units) for the one-bottom models.
-#: Trained to convergence (patience 5, one seed, group 1) the models want small learning rates:
+#: Trained with early stopping (patience 5, one seed, group 1) the models wanted small learning rates:
 #: validation income AUC of Single-Task (256 units) 0.9455, 0.9462, 0.9454, 0.9450, 0.9434 and of
 #: MMoE (8 x 64) -, 0.9438, 0.9461, 0.9446, 0.9440 at 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, after 198,
 #: 79, 30-60, 20-25 and 13-17 epochs. So the rates span 3e-4 to 3e-3 (1e-2 and 3e-2 lost by
 #: 0.002 to 0.003, several seed spreads). The sizes stop at 256-unit bottoms and 8 x 64 experts:
-#: a run at 3e-4 takes 80-125 epochs, and larger ones would double the study's CPU time.
+#: a run at 3e-4 took 80-125 epochs, and larger ones would double the study's CPU time. The study
+#: then trains with patience 15 (patience 5 stopped runs on plateaus, ``runs/census/README.md``), and
+#: :func:`refine` adds one rate beyond the grid where a family's best sits on its edge.
 #: Three sizes of every kind: every family tries the same number of settings (9).
 SEARCH_GRID = {
     "lr": (3e-4, 1e-3, 3e-3),
