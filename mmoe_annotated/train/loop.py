@@ -8,8 +8,8 @@ learned task weights, :func:`~mmoe_annotated.train.losses.task_balance`;
 :func:`~mmoe_annotated.train.losses.regularization`), **backward and one optimizer step**.
 :func:`~mmoe_annotated.train.inference.predict` and :func:`~mmoe_annotated.train.inference.evaluate`
 run the same ``model.forward`` under ``torch.inference_mode()``. Everything the chapters print comes
-from this code. The opt-in fast wing (``mm.fast``, the performance appendix) computes the same
-numbers faster; nothing here imports it.
+from this code. The performance appendix shows an opt-in faster path that computes the same
+numbers; nothing here depends on it.
 
 What differs from DeepCTR-Torch's ``fit`` and why:
 
