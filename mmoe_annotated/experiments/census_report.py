@@ -196,6 +196,15 @@ def search_budget(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _runs_and_median(ax, curve: pd.DataFrame, color: str, label: str) -> None:
+    """Every run's curve (thin) and the median over the runs still training (thick), up to the
+    epoch where half had stopped."""
+    wide = curve.pivot(index="epoch", columns="seed", values="value")  # (epochs, seeds)
+    ax.plot(wide.index, wide.to_numpy(), color=color, lw=0.5, alpha=0.15)
+    half = wide.notna().sum(axis=1) >= wide.shape[1] / 2
+    ax.plot(wide.index[half], wide[half].median(axis=1), color=color, lw=2, label=label)
+
+
 def plot_curves(curves: pd.DataFrame, group: int, models=None, ax=None):
     """The main task's validation AUC per epoch of every run of ``group`` (thin lines) and per
     model the median over the runs still training (thick), up to the epoch where half had stopped."""
@@ -206,10 +215,7 @@ def plot_curves(curves: pd.DataFrame, group: int, models=None, ax=None):
     s = curves[(curves["group"] == group) & (curves["column"] == column)]
     models = [m for m in (models or _ALL_MODELS) if m in set(s["model"])]
     for k, m in enumerate(models):
-        wide = s[s["model"] == m].pivot(index="epoch", columns="seed", values="value")  # (epochs, seeds)
-        ax.plot(wide.index, wide.to_numpy(), color=f"C{k}", lw=0.5, alpha=0.15)
-        half = wide.notna().sum(axis=1) >= wide.shape[1] / 2
-        ax.plot(wide.index[half], wide[half].median(axis=1), color=f"C{k}", lw=2, label=MODEL_NAMES[m])
+        _runs_and_median(ax, s[s["model"] == m], f"C{k}", MODEL_NAMES[m])
     ax.set(xlabel="epoch", ylabel=f"validation AUC ({census.GROUPS[group][0]})", title=f"group {group}")
     ax.legend()
     return ax
@@ -232,10 +238,7 @@ def plot_task_weights(curves: pd.DataFrame, group: int, model: str = "mmoe", ax=
         named = [str(key[0])] if how and how[0] == "balancing" else []
         named += [f"{c} {v:g}" for c, v in zip(how, key) if c != "balancing" and not pd.isna(v)]
         label = f"{', '.join(named)}: {task}" if named else task
-        wide = part.pivot(index="epoch", columns="seed", values="value")  # (epochs, seeds)
-        ax.plot(wide.index, wide.to_numpy(), color=f"C{k}", lw=0.5, alpha=0.2)
-        half = wide.notna().sum(axis=1) >= wide.shape[1] / 2
-        ax.plot(wide.index[half], wide[half].median(axis=1), color=f"C{k}", lw=2, label=label)
+        _runs_and_median(ax, part, f"C{k}", label)
     ax.set(xlabel="epoch", ylabel="task weight", title=f"{MODEL_NAMES[model]}, group {group}")
     ax.legend()
     return ax
